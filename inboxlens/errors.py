@@ -1,0 +1,108 @@
+"""Every exception InboxLens raises on purpose derives from one root.
+
+    InboxLensError
+    ├── ConfigError             the operator's mistake: a bad key, value or path in config
+    ├── KeysetError             the key files: missing, unreadable, wrong mode, unknown key id
+    ├── SealedTokenError        a sealed token cannot be opened (one opaque message, on purpose)
+    ├── PgError                 the embedded or configured PostgreSQL cannot be used
+    └── VaultError              talking to the vault
+        ├── VaultUnavailable    the world's fault: no socket, connection lost, timed out
+        ├── ProtocolError       a frame broke the protocol (either side)
+        └── VaultRefused        the vault answered with an error code (``.code``)
+            ├── NotPermitted        the caller's uid/pid may not run that operation
+            ├── BadRequest          the caller sent a malformed or unknown request
+            ├── UnknownAccount      no token stored for that account
+            ├── ReauthRequired      the provider said invalid_grant: the user must reconnect
+            ├── ProviderUnavailable the provider failed transiently; try again later
+            ├── ProviderRejected    the provider refused our client (id/secret) or answered nonsense
+            ├── CannotOpen          the sealed token cannot be opened (opaque)
+            └── Conflict            the operation conflicts with state (e.g. revoking a key in use)
+
+Messages never carry a token, key or secret.
+"""
+
+from __future__ import annotations
+
+
+class InboxLensError(Exception):
+    """Root of every deliberate InboxLens error."""
+
+
+class ConfigError(InboxLensError):
+    """The configuration (file, environment or CLI) is wrong; the message names the key."""
+
+
+class KeysetError(InboxLensError):
+    """The vault's key files are missing, unreadable or inconsistent."""
+
+
+class SealedTokenError(InboxLensError):
+    """A sealed token is corrupted or not intended for this key and account."""
+
+    def __init__(self) -> None:
+        super().__init__("sealed token corrupted or not intended for this key and account")
+
+
+class PgError(InboxLensError):
+    """PostgreSQL (embedded or configured) could not be started, reached or migrated."""
+
+
+class VaultError(InboxLensError):
+    """Talking to the vault failed."""
+
+
+class VaultUnavailable(VaultError):
+    """The vault could not be reached or did not answer in time."""
+
+
+class ProtocolError(VaultError):
+    """A frame violated the vault protocol."""
+
+
+class VaultRefused(VaultError):
+    """The vault answered with an error code."""
+
+    code = "error"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+
+
+class NotPermitted(VaultRefused):
+    code = "not_permitted"
+
+
+class BadRequest(VaultRefused):
+    code = "bad_request"
+
+
+class UnknownAccount(VaultRefused):
+    code = "unknown_account"
+
+
+class ReauthRequired(VaultRefused):
+    code = "reauth_required"
+
+
+class ProviderUnavailable(VaultRefused):
+    code = "provider_unavailable"
+
+
+class ProviderRejected(VaultRefused):
+    code = "provider_rejected"
+
+
+class CannotOpen(VaultRefused):
+    code = "cannot_open"
+
+
+class Conflict(VaultRefused):
+    code = "conflict"
+
+
+VAULT_ERRORS: dict[str, type[VaultRefused]] = {
+    cls.code: cls
+    for cls in (NotPermitted, BadRequest, UnknownAccount, ReauthRequired,
+                ProviderUnavailable, ProviderRejected, CannotOpen, Conflict)
+}
