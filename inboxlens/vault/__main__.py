@@ -1,0 +1,131 @@
+"""inboxlens-vault: the only process that can turn a stored refresh token into an access token.
+
+Privilege: runs as its own uid (``inboxlens-vault``) when the supervisor starts as
+root; makes itself non-dumpable (PR_SET_DUMPABLE=0, no core files) before it reads
+a key; umask 077.
+Untrusted input: frames on its Unix socket (``<runtime_dir>/vault/vault.sock``,
+0660, group ``inboxlens``) from web, harvest and admins; every request is checked
+against ``callers.PERMITS`` using the peer's SO_PEERCRED. Answers from OAuth
+providers' token endpoints.
+Trusted input: its configuration slice and PID registrations on stdin from the
+supervisor; the keyset and token store under ``<state_dir>/vault`` (0700).
+Writes: the token store (sealed tokens, refresh events) and the keyset (on
+rotate/revoke); log lines on stderr that never hold a token, key or secret.
+Config keys: ``state_dir``, ``runtime_dir``, ``log_level``, ``vault.*``, ``providers.*``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import resource
+import stat
+from pathlib import Path
+from typing import Any
+
+from .. import child
+from ..config import Config, from_dict
+from ..errors import InboxLensError
+from .callers import Callers
+from .keyset import Keyset, KeysetLock
+from .refresh import Refresher
+from .server import Listener, Vault
+from .store import SqliteTokenStore, TokenStore
+
+log = logging.getLogger("inboxlens.vault")
+PR_SET_DUMPABLE = 4
+
+
+def harden() -> None:
+    """No core dumps, no ptrace by same-uid processes, no group/other bits on what we create."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise child.StartError(f"prctl(PR_SET_DUMPABLE, 0) failed: errno {ctypes.get_errno()}")
+    os.umask(0o077)
+
+
+async def open_store(config: Config) -> TokenStore:
+    if config.vault.token_store == "postgres":
+        from .store_pg import PgTokenStore
+        return await PgTokenStore.open(config.vault.token_store_dsn)
+    return await SqliteTokenStore.open(config.vault_dir / "tokens.sqlite3")
+
+
+async def listen(path: Path, listener: Listener) -> asyncio.AbstractServer:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()  # left by a vault that died; we hold the keyset lock, so it is not live
+    except FileNotFoundError:
+        pass
+    server = await asyncio.start_unix_server(listener.handle, path=path, limit=64 * 1024)
+    os.chmod(path, 0o660)
+    return server
+
+
+async def main(channel: child.Channel) -> None:
+    harden()
+    try:
+        config = from_dict(channel.config["config"])
+        callers = Callers.from_dict(channel.config.get("callers", {}))
+    except (KeyError, ValueError, InboxLensError) as e:
+        raise child.StartError(f"bad configuration slice: {e}") from None
+    lock = KeysetLock(config.vault_dir)
+    try:
+        if not lock.acquire():
+            raise child.StartError(f"another vault or 'inboxlens keys' holds {lock.path}")
+        await serve(channel, config, callers)
+    except (InboxLensError, OSError) as e:
+        raise child.StartError(str(e)) from None
+    finally:
+        lock.release()
+
+
+async def serve(channel: child.Channel, config: Config, callers: Callers) -> None:
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    keyset = Keyset.load(config.vault_dir, Path(credentials) if credentials else None)
+    store = await open_store(config)
+    v = config.vault
+    refresher = Refresher(config.providers, attempts=v.refresh_attempts, backoff=v.refresh_backoff_seconds,
+                          timeout=v.refresh_timeout_seconds, default_expires_in=v.default_expires_in_seconds)
+    vault = Vault(keyset, store, refresher, callers, margin=v.access_token_margin_seconds)
+    listener = Listener(vault, max_frame=v.max_frame_bytes, frame_timeout=v.frame_timeout_seconds,
+                        idle_timeout=v.idle_timeout_seconds, max_connections=v.max_connections)
+    server = await listen(config.vault_socket, listener)
+    log.info("serving on %s with primary key %d (%s callers)", config.vault_socket, keyset.primary.id,
+             "uid-separated" if callers.shared_uid is None else "PID-registered")
+    channel.ready()
+    control = asyncio.create_task(_control(channel, callers))
+    try:
+        await channel.stopping.wait()
+    finally:
+        control.cancel()
+        server.close()
+        await refresher.close()
+        await store.close()
+        config.vault_socket.unlink(missing_ok=True)
+        log.info("stopped")
+
+
+async def _control(channel: child.Channel, callers: Callers) -> None:
+    async for message in channel.messages():
+        _apply_control(callers, message)
+
+
+def _apply_control(callers: Callers, message: Any) -> None:
+    try:
+        if message.get("register"):
+            callers.register(int(message["register"]), str(message["role"]))
+        elif message.get("unregister"):
+            callers.unregister(int(message["unregister"]))
+        else:
+            raise ValueError("unknown control message")
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        log.error("control message refused: %s", e)
+
+
+if __name__ == "__main__":
+    child.run("inboxlens-vault", main)

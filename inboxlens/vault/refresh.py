@@ -1,0 +1,137 @@
+"""The OAuth 2.0 refresh_token grant, with authlib, and what its outcomes mean.
+
+Only ``invalid_grant`` means the grant is gone (ReauthRequired). A dropped
+connection, a timeout, a 5xx, a 429 or a body that is not a token are the world's
+fault: retried with bounded backoff, then ProviderUnavailable, and the stored token
+is kept. ``invalid_client`` tries the next configured client secret (so a secret
+can be rotated without downtime); when none is accepted, ProviderRejected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping
+
+import httpx2 as httpx  # authlib's async client runs on httpx2 (its plain-httpx fallback is deprecated)
+from authlib.integrations.base_client.errors import OAuthError
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+from ..config import ProviderConfig
+from ..errors import ProviderRejected, ProviderUnavailable, ReauthRequired
+
+log = logging.getLogger("inboxlens.vault.refresh")
+
+MAX_TOKEN_CHARS = 8192
+MAX_EXPIRES_IN = 30 * 86400
+_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+_TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
+_ERROR_CODE = re.compile(r"[a-z_]{1,40}")
+
+
+@dataclass(frozen=True)
+class Grant:
+    access_token: str
+    expires_at: float
+    refresh_token: str | None  # a rotated refresh token, or None when the provider sent none
+
+    def __repr__(self) -> str:
+        return f"Grant(expires_at={self.expires_at:.0f}, rotated={self.refresh_token is not None})"
+
+
+class _Transient(Exception):
+    """One attempt failed in a way worth retrying; carries a loggable reason only."""
+
+
+class Refresher:
+    def __init__(self, providers: Mapping[str, ProviderConfig], *, attempts: int, backoff: float,
+                 timeout: float, default_expires_in: int, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._providers = providers
+        self._attempts = attempts
+        self._backoff = backoff
+        self._timeout = timeout
+        self._default_expires_in = default_expires_in
+        self._clock = clock
+        self._sleep = sleep
+        self._clients: dict[tuple[str, int], AsyncOAuth2Client] = {}
+        self.transient_failures = 0
+
+    async def refresh(self, provider: str, refresh_token: str) -> Grant:
+        config = self._providers.get(provider)
+        if config is None or not config.token_url or not config.client_id:
+            raise ProviderRejected(f"provider {provider!r} is not configured in the vault")
+        for attempt in range(self._attempts):
+            try:
+                return await self._with_any_secret(provider, config, refresh_token)
+            except _Transient as e:
+                self.transient_failures += 1
+                log.warning("refresh at %s failed (%s), attempt %d of %d", provider, e, attempt + 1, self._attempts)
+                if attempt + 1 < self._attempts:
+                    await self._sleep(self._backoff * 2**attempt)
+        raise ProviderUnavailable(f"provider {provider!r} did not answer usefully; the token is kept, try again later")
+
+    async def _with_any_secret(self, provider: str, config: ProviderConfig, refresh_token: str) -> Grant:
+        secrets = config.client_secrets or ("",)
+        for index in range(len(secrets)):
+            try:
+                return await self._attempt(self._client(provider, config, index), config, refresh_token)
+            except OAuthError as e:
+                code = e.error if isinstance(e.error, str) and _ERROR_CODE.fullmatch(e.error) else "unknown"
+                if code == "invalid_grant":
+                    raise ReauthRequired("the provider refused the refresh token (invalid_grant); reconnect the account") from None
+                if code in _TRANSIENT_ERRORS:
+                    raise _Transient(f"error {code}") from None
+                if code not in _CLIENT_ERRORS:
+                    raise ProviderRejected(f"provider {provider!r} answered error {code}") from None
+                log.warning("client secret %d of %d refused at %s (%s)", index + 1, len(secrets), provider, code)
+        raise ProviderRejected(f"provider {provider!r} accepted none of the {len(secrets)} configured client secrets")
+
+    async def _attempt(self, client: AsyncOAuth2Client, config: ProviderConfig, refresh_token: str) -> Grant:
+        try:
+            # authlib keeps the last answer in client.token; nothing awaits between its
+            # parse and its return, so concurrent refreshes on one client stay apart.
+            token = await client.refresh_token(config.token_url, refresh_token=refresh_token)
+        except httpx.HTTPStatusError as e:
+            raise _Transient(f"HTTP {e.response.status_code}") from None
+        except httpx.HTTPError as e:
+            raise _Transient(type(e).__name__) from None
+        except ValueError:
+            raise _Transient("answer is not a JSON object") from None
+        return self._grant(dict(token), refresh_token)
+
+    def _grant(self, token: dict[str, Any], old_refresh_token: str) -> Grant:
+        access = token.get("access_token")
+        if not isinstance(access, str) or not 0 < len(access) <= MAX_TOKEN_CHARS:
+            raise _Transient("answer has no usable access_token")
+        if str(token.get("token_type", "bearer")).lower() != "bearer":
+            raise _Transient("answer is not a bearer token")
+        rotated = token.get("refresh_token")
+        if rotated == old_refresh_token or not isinstance(rotated, str) or not 0 < len(rotated) <= MAX_TOKEN_CHARS:
+            rotated = None
+        return Grant(access, self._clock() + self._expires_in(token.get("expires_in")), rotated)
+
+    def _expires_in(self, value: Any) -> int:
+        try:
+            seconds = int(value)
+        except (TypeError, ValueError):
+            return self._default_expires_in
+        return seconds if 0 < seconds <= MAX_EXPIRES_IN else self._default_expires_in
+
+    def _client(self, provider: str, config: ProviderConfig, index: int) -> AsyncOAuth2Client:
+        key = (provider, index)
+        if key not in self._clients:
+            secret = config.client_secrets[index] if config.client_secrets else None
+            self._clients[key] = AsyncOAuth2Client(
+                client_id=config.client_id, client_secret=secret,
+                token_endpoint_auth_method=config.token_auth_method,
+                timeout=self._timeout, follow_redirects=False, trust_env=False)
+        return self._clients[key]
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()

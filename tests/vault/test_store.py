@@ -1,0 +1,74 @@
+"""One contract, every token store backend."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from inboxlens.vault.store import OK, REAUTH_REQUIRED, SqliteTokenStore, TokenStore
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TokenStore]:
+    if request.param == "sqlite":
+        s: TokenStore = await SqliteTokenStore.open(tmp_path / "tokens.sqlite3")
+    else:
+        from inboxlens.vault.store_pg import PgTokenStore
+        s = await PgTokenStore.open(request.getfixturevalue("pg_db"))
+    yield s
+    await s.close()
+
+
+async def test_put_get_replace_delete(store: TokenStore):
+    assert await store.get("a") is None
+    await store.put("a", "google", 1, b"\x01sealed-1")
+    record = await store.get("a")
+    assert (record.provider, record.key_id, record.sealed, record.status) == ("google", 1, b"\x01sealed-1", OK)
+    assert await store.replace("a", b"\x01sealed-1", 2, b"\x01sealed-2")
+    assert not await store.replace("a", b"\x01sealed-1", 3, b"\x01sealed-3")  # compare-and-set
+    assert (await store.get("a")).key_id == 2
+    assert await store.delete("a")
+    assert not await store.delete("a")
+    assert await store.get("a") is None
+
+
+async def test_status_is_reset_by_put(store: TokenStore):
+    await store.put("a", "google", 1, b"x")
+    await store.set_status("a", REAUTH_REQUIRED)
+    assert (await store.get("a")).status == REAUTH_REQUIRED
+    assert await store.count_by_status() == {REAUTH_REQUIRED: 1}
+    await store.put("a", "google", 1, b"y")
+    assert (await store.get("a")).status == OK
+
+
+async def test_counts_and_rewrap_selection(store: TokenStore):
+    for i in range(5):
+        await store.put(f"acct-{i}", "google", 1 if i < 3 else 2, b"s%d" % i)
+    assert await store.count_by_key() == {1: 3, 2: 2}
+    batch = await store.not_under(2, limit=2)
+    assert [r.account_id for r in batch] == ["acct-0", "acct-1"]
+    assert all(r.key_id == 1 for r in await store.not_under(2, limit=10))
+    assert await store.not_under(1, limit=10) == await store.not_under(1, limit=10)
+
+
+async def test_events_newest_first_and_bounded(store: TokenStore):
+    for kind in ("refresh_failed", "refresh_recovered"):
+        await store.add_event("a", kind, "")
+    events = await store.events(limit=10)
+    assert [e["kind"] for e in events] == ["refresh_recovered", "refresh_failed"]
+    assert len(await store.events(limit=1)) == 1
+
+
+async def test_sqlite_file_is_private(tmp_path: Path):
+    s = await SqliteTokenStore.open(tmp_path / "t.sqlite3")
+    await s.put("a", "google", 1, b"x")
+    for path in tmp_path.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+    await s.close()
+    reopened = await SqliteTokenStore.open(tmp_path / "t.sqlite3")
+    assert (await reopened.get("a")).sealed == b"x"
+    await reopened.close()
