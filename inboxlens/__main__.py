@@ -1,0 +1,7 @@
+"""``python -m inboxlens`` is the ``inboxlens`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

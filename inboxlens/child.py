@@ -1,0 +1,97 @@
+"""The skeleton every child process runs in (Postfix's shared server skeleton).
+
+The supervisor starts a child with three descriptors and nothing else:
+
+- stdin: a pipe. Its first line is the child's configuration slice (JSON); later
+  lines are control messages (the vault's PID registrations). End of file means
+  the supervisor is gone, and the child exits.
+- stdout: a pipe. The child writes ``ready`` when it serves, and nothing else.
+- stderr: the log, one line per event, inherited from the supervisor (journald).
+
+A child's ``main`` only declares what it does with its slice; this module reads
+the slice, sets up logging and signals, reports readiness, and stops cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any, Awaitable, Callable
+
+MAX_SLICE_BYTES = 1 << 20
+ChildMain = Callable[["Channel"], Awaitable[None]]
+
+
+class Channel:
+    """The child's side of the supervisor's pipes."""
+
+    def __init__(self, reader: asyncio.StreamReader, config: dict[str, Any]) -> None:
+        self.reader = reader
+        self.config = config
+        self.stopping = asyncio.Event()
+
+    async def messages(self) -> Any:
+        """Control messages until the supervisor closes the pipe; then ``stopping`` is set."""
+        while True:
+            try:
+                line = await self.reader.readline()
+            except ValueError:  # a line over the limit: the supervisor never sends one
+                logging.getLogger("inboxlens").error("oversized control line; stopping")
+                break
+            if not line:
+                break
+            try:
+                yield json.loads(line)
+            except ValueError:
+                logging.getLogger("inboxlens").error("malformed control line ignored")
+        self.stopping.set()
+
+    def ready(self) -> None:
+        os.write(1, b"ready\n")
+
+
+def setup_logging(name: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{name}[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # httpx logs full request lines at INFO; keep the third-party chatter down.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def run(name: str, main: ChildMain) -> None:
+    """Run a child: read its slice from stdin, then ``main`` until told to stop."""
+    setup_logging(name)
+    try:
+        asyncio.run(_run(name, main))
+    except StartError as e:
+        logging.getLogger(name).error("cannot start: %s", e)
+        sys.exit(78)  # EX_CONFIG: the supervisor does not retry a child that fails like this at start
+
+
+class StartError(Exception):
+    """The child cannot start with what it was given; the message says why, without secrets."""
+
+
+async def _run(name: str, main: ChildMain) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_SLICE_BYTES)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0))
+    line = await reader.readline()
+    try:
+        config = json.loads(line)
+    except ValueError:
+        raise StartError("no configuration slice on stdin (children are started by 'inboxlens serve')") from None
+    if not isinstance(config, dict):
+        raise StartError("the configuration slice is not a JSON object")
+    setup_logging(name, str(config.get("config", {}).get("log_level", "INFO")))
+    channel = Channel(reader, config)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, channel.stopping.set)
+    await main(channel)

@@ -1,0 +1,132 @@
+"""The ``inboxlens`` command: serve, keys, migrate, doctor.
+
+Exit status: 0 done; 1 the operation failed (the message says why); 2 a usage
+error; 78 the configuration is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Callable
+
+from . import config as config_mod
+from . import keys
+from .child import setup_logging
+from .config import Config
+from .errors import ConfigError, InboxLensError
+
+EX_CONFIG = 78
+
+
+def _key_id(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) < 2**31:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a key id (a whole number from 1); see 'inboxlens keys list'")
+    return int(text)
+
+
+def _batch(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError("batch is a whole number from 1 to 1000")
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inboxlens", description="Self-hosted augmented inbox.")
+    p.add_argument("--config", type=Path, help="TOML config file (default: $INBOXLENS_CONFIG, else built-in defaults)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("serve", help="run the service (supervisor, vault, web, harvest)")
+    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("doctor", help="check configuration, directories, keys and the running vault")
+    k = sub.add_parser("keys", help="manage the vault's keyset (online or offline)")
+    ks = k.add_subparsers(dest="action", required=True, metavar="ACTION")
+    init = ks.add_parser("init", help="create the keyset (offline)")
+    init.add_argument("--if-missing", action="store_true", help="do nothing if a keyset exists")
+    ks.add_parser("list", help="keys with state, creation time and how many tokens each seals")
+    ks.add_parser("rotate", help="add a new primary key")
+    rw = ks.add_parser("rewrap", help="re-seal every token under the primary key (resumable)")
+    rw.add_argument("--batch", type=_batch, default=keys.REWRAP_BATCH, help="tokens per request (1-1000)")
+    rv = ks.add_parser("revoke", help="destroy a key's private key once no token needs it")
+    rv.add_argument("key_id", type=_key_id)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging("inboxlens")
+    try:
+        config = config_mod.load(args.config)
+        logging.getLogger().setLevel(config.log_level.upper())
+        return COMMANDS[args.command](config, args)
+    except ConfigError as e:
+        print(f"inboxlens: configuration error: {e}", file=sys.stderr)
+        return EX_CONFIG
+    except InboxLensError as e:
+        print(f"inboxlens: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("inboxlens: interrupted", file=sys.stderr)
+        return 130
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    from .supervisor import serve
+    return serve(config)
+
+
+def _keys(config: Config, args: argparse.Namespace) -> int:
+    if args.action == "init":
+        return keys.init(config, args.if_missing)
+    actions: dict[str, Callable[[keys.Admin], object]] = {
+        "list": keys.list_keys,
+        "rotate": keys.rotate,
+        "rewrap": lambda a: keys.rewrap(a, args.batch),
+        "revoke": lambda a: keys.revoke(a, args.key_id),
+    }
+    return keys.run(config, actions[args.action])  # type: ignore[arg-type]
+
+
+def _migrate(config: Config, args: argparse.Namespace) -> int:
+    from .supervisor import make_plan, open_database, prepare_directories
+
+    async def go() -> None:
+        plan = make_plan()
+        if not config.database.dsn:
+            prepare_directories(config, plan)
+        _, server = await open_database(config, plan)
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+    asyncio.run(go())
+    print("database schema is up to date")
+    return 0
+
+
+def _doctor(config: Config, args: argparse.Namespace) -> int:
+    problems = []
+    vault_dir = config.vault_dir
+    if not (vault_dir / "keyset.json").exists():
+        problems.append(f"no keyset in {vault_dir}: run 'inboxlens keys init'")
+    elif stat.S_IMODE(vault_dir.stat().st_mode) & 0o077:
+        problems.append(f"{vault_dir} is open to group/others (mode {stat.S_IMODE(vault_dir.stat().st_mode):o}); it must be 0700")
+    for secret in sorted(vault_dir.glob("key-*.secret")) if vault_dir.exists() else []:
+        if stat.S_IMODE(secret.stat().st_mode) != 0o400:
+            problems.append(f"{secret} has mode {stat.S_IMODE(secret.stat().st_mode):o}; it must be 0400")
+    print(f"config: ok (state {config.state_dir}, runtime {config.runtime_dir})")
+    print(f"mode: {'root (separate uids)' if os.geteuid() == 0 else 'development (one uid)'}")
+    print(f"vault socket: {'present' if config.vault_socket.exists() else 'absent (service stopped?)'}")
+    for problem in problems:
+        print(f"problem: {problem}")
+    return 1 if problems else 0
+
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
+    "serve": _serve, "keys": _keys, "migrate": _migrate, "doctor": _doctor}
+
+if __name__ == "__main__":
+    sys.exit(main())
