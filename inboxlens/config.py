@@ -159,13 +159,14 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     path = path or (Path(env["INBOXLENS_CONFIG"]) if env.get("INBOXLENS_CONFIG") else None)
     raw: dict[str, Any] = _read_toml(path) if path else {}
     _apply_environment(raw, env)
-    config = _build(Config, raw, "")
+    config: Config = _build(Config, raw, "")
     return _with_defaults(config, env)
 
 
 def from_dict(raw: Mapping[str, Any]) -> Config:
     """Build a Config from plain data (the slice a child receives from the supervisor)."""
-    return _build(Config, dict(raw), "")
+    config: Config = _build(Config, dict(raw), "")
+    return config
 
 
 def to_dict(config: Any) -> Any:
@@ -232,7 +233,7 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
     if isinstance(value, _EnvValue):
         return _convert(hint, _parse_env(hint, value, key), key)
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, key)
     if origin in (collections.abc.Mapping, dict):
         if not isinstance(value, dict):

@@ -96,8 +96,9 @@ class VaultClient:
         frame = protocol.encode({"op": op, "args": args}, self.max_frame)
         async with self._lock:
             answer = await self._exchange(frame, retry=op != "rotate")
-        if answer.get("ok") is True and isinstance(answer.get("result"), dict):
-            return answer["result"]
+        result = answer.get("result")
+        if answer.get("ok") is True and isinstance(result, dict):
+            return result
         code, message = str(answer.get("error", "")), str(answer.get("message", ""))
         if code in _CLOSING:
             await self.close()
