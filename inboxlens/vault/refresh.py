@@ -28,7 +28,8 @@ log = logging.getLogger("inboxlens.vault.refresh")
 MAX_TOKEN_CHARS = 8192
 MAX_EXPIRES_IN = 30 * 86400
 _CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
-_TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
+# Our request or configuration is wrong: retrying cannot help, and the grant is not gone either.
+_CONFIG_ERRORS = frozenset({"invalid_request", "invalid_scope", "unsupported_grant_type"})
 _ERROR_CODE = re.compile(r"[a-z_]{1,40}")
 
 
@@ -83,10 +84,11 @@ class Refresher:
                 code = e.error if isinstance(e.error, str) and _ERROR_CODE.fullmatch(e.error) else "unknown"
                 if code == "invalid_grant":
                     raise ReauthRequired("the provider refused the refresh token (invalid_grant); reconnect the account") from None
-                if code in _TRANSIENT_ERRORS:
-                    raise _Transient(f"error {code}") from None
-                if code not in _CLIENT_ERRORS:
+                if code in _CONFIG_ERRORS:
                     raise ProviderRejected(f"provider {provider!r} answered error {code}") from None
+                if code not in _CLIENT_ERRORS:
+                    # authlib hides the status: a 429's error, temporarily_unavailable, anything new.
+                    raise _Transient(f"error {code}") from None
                 log.warning("client secret %d of %d refused at %s (%s)", index + 1, len(secrets), provider, code)
         raise ProviderRejected(f"provider {provider!r} accepted none of the {len(secrets)} configured client secrets")
 

@@ -15,8 +15,8 @@ import time
 import weakref
 from typing import Any, Awaitable, Callable
 
-from ..errors import (BadRequest, CannotOpen, Conflict, KeysetError, ProtocolError, ProviderUnavailable,
-                      ReauthRequired, SealedTokenError, UnknownAccount, VaultRefused)
+from ..errors import (BadRequest, CannotOpen, Conflict, KeysetError, ProtocolError, ProviderRejected,
+                      ProviderUnavailable, ReauthRequired, SealedTokenError, UnknownAccount, VaultRefused)
 from . import protocol, sealed
 from .callers import Callers, Peer, peer_of, permitted
 from .keyset import Keyset
@@ -151,7 +151,11 @@ class Vault:
             raise UnknownAccount("no token is stored for this account")
         if record.status == REAUTH_REQUIRED:
             raise ReauthRequired("the account must be reconnected")
-        refresh_token = self._open(record)
+        try:
+            refresh_token = self._open(record)
+        except CannotOpen:
+            await self._note_failure(account_id, "cannot_open")
+            raise
         self.refreshes += 1
         try:
             grant = await self.refresher.refresh(record.provider, refresh_token)
@@ -161,8 +165,8 @@ class Vault:
             self._cache.pop(account_id, None)
             log.warning("account %s needs reconnecting: the provider refused its refresh token", account_id)
             raise
-        except ProviderUnavailable:
-            await self._note_failure(account_id)
+        except (ProviderUnavailable, ProviderRejected) as e:
+            await self._note_failure(account_id, e.code)
             raise
         if grant.refresh_token is not None:
             await self._store_rotated(record, grant.refresh_token)
@@ -172,10 +176,11 @@ class Vault:
         self._cache[account_id] = (grant.access_token, grant.expires_at)
         return grant.access_token, grant.expires_at
 
-    async def _note_failure(self, account_id: str) -> None:
+    async def _note_failure(self, account_id: str, code: str) -> None:
+        """One event when an account starts failing; ``refresh_recovered`` closes it."""
         if account_id not in self._failing:
             self._failing.add(account_id)
-            await self.store.add_event(account_id, "refresh_failed", "provider unavailable")
+            await self.store.add_event(account_id, "refresh_failed", code)
 
     async def _store_rotated(self, record: TokenRecord, refresh_token: str) -> None:
         # The old token is already spent at the provider: the new one must be kept, whatever else.
