@@ -80,6 +80,7 @@ def init(config: Config, if_missing: bool) -> int:
         info = Keyset.create(config.vault_dir, owner).primary
     finally:
         lock.release()
+        _chown_tree(config.vault_dir, owner)  # the lock file too
     print(f"created keyset in {config.vault_dir} with primary key {info.id}")
     return 0
 

@@ -25,22 +25,27 @@ import os
 import pwd
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from . import config as config_mod
 from .config import Config
 from .errors import InboxLensError
+from .vault.keyset import read_credentials
 
 log = logging.getLogger("inboxlens.supervisor")
 
 USERS = {"vault": "inboxlens-vault", "web": "inboxlens-web", "harvest": "inboxlens-harvest", "db": "inboxlens-db"}
 SHARED_GROUP = "inboxlens"
-CHILD_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "CREDENTIALS_DIRECTORY")
+CHILD_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ")
 
 
 class StartFailed(InboxLensError):
@@ -120,13 +125,29 @@ def prepare_directories(config: Config, plan: Plan) -> None:
             _directory(path, 0o700, None)
         return
     vault, db = plan.identities["vault"], plan.identities["db"]
+    shared = plan.shared_gid if plan.shared_gid is not None else -1
     _directory(config.state_dir, 0o755, (0, 0))
     _directory(config.runtime_dir, 0o755, (0, 0))
     _directory(config.vault_dir, 0o700, (vault.uid, vault.gid))
-    # setgid: the socket the vault creates inherits the shared group web and harvest are in.
-    _directory(config.vault_socket.parent, 0o2750, (vault.uid, plan.shared_gid or vault.gid))
+    # Keys made by 'inboxlens keys init' before the vault's user existed belong to root: hand them over.
+    for path in config.vault_dir.iterdir():
+        os.chown(path, vault.uid, vault.gid, follow_symlinks=False)
+    # No setgid bits (the unit's RestrictSUIDSGID forbids them): the supervisor gives the
+    # vault's socket its group once it exists (share_vault_socket).
+    _directory(config.vault_socket.parent, 0o750, (vault.uid, shared))
     _directory(pg_data_dir(config), 0o700, (db.uid, db.gid))
-    _directory(pg_socket_dir(config), 0o2750, (db.uid, plan.shared_gid or db.gid))
+    _directory(pg_socket_dir(config), 0o750, (db.uid, shared))
+
+
+def share_vault_socket(config: Config, plan: Plan) -> None:
+    """Give the vault's socket the group web and harvest are in (root mode)."""
+    if plan.dev or plan.shared_gid is None:
+        return
+    path, vault = config.vault_socket, plan.identities["vault"]
+    st = path.lstat()
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != vault.uid:
+        raise StartFailed(f"{path} is not the vault's socket; refusing to share it")
+    os.chown(path, -1, plan.shared_gid, follow_symlinks=False)
 
 
 def _directory(path: Path, mode: int, owner: tuple[int, int] | None) -> None:
@@ -150,9 +171,12 @@ def slice_for(name: str, config: Config, plan: Plan, database_dsn: str) -> dict[
     """Only the configuration a child needs (OpenSSH passes its children only their options)."""
     common = {"state_dir": str(config.state_dir), "runtime_dir": str(config.runtime_dir), "log_level": config.log_level}
     if name == "vault":
+        credentials = read_credentials(Path(os.environ["CREDENTIALS_DIRECTORY"])
+                                       if os.environ.get("CREDENTIALS_DIRECTORY") else None)
         return {"config": {**common, "vault": config_mod.to_dict(config.vault),
                            "providers": config_mod.to_dict(config.providers)},
-                "callers": _callers(config, plan)}
+                "callers": _callers(config, plan),
+                "credentials": {str(k): v.hex() for k, v in credentials.items()}}
     section = {"web": {"web": config_mod.to_dict(config.web),
                        # the code exchange needs the client secret; web never sees a private key
                        "providers": config_mod.to_dict(config.providers)},
@@ -180,11 +204,43 @@ async def open_database(config: Config, plan: Plan) -> tuple[str, Any]:
                                       superuser_map=() if plan.dev else ("root",))
             dsn = await asyncio.to_thread(server.start)
         await migrate(dsn)
-    except InboxLensError as e:
+        if server is not None and not plan.dev:
+            await grant_child_roles(dsn)
+    except (InboxLensError, OSError, asyncpg.PostgresError) as e:
         if server is not None:
             await asyncio.to_thread(server.stop)
         raise StartFailed(f"PostgreSQL: {e}") from None
     return dsn, server
+
+
+CHILD_ROLES = ("web", "harvest")
+
+
+async def grant_child_roles(dsn: str) -> None:
+    """Embedded, root mode: peer authentication lets each child log in only as its own OS user's role.
+
+    They get data rights on the application's tables, never ownership or DDL.
+    """
+    connection = await asyncpg.connect(dsn)
+    try:
+        for role in (USERS[name] for name in CHILD_ROLES):
+            quoted = '"' + role + '"'
+            if not await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                await connection.execute(f"CREATE ROLE {quoted} LOGIN")
+            await connection.execute(f"GRANT USAGE ON SCHEMA public TO {quoted}")
+            await connection.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted}")
+            await connection.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}")
+    finally:
+        await connection.close()
+
+
+def dsn_for(name: str, dsn: str, plan: Plan, embedded: bool) -> str:
+    """The DSN a child uses: with the embedded server as root, logged in as its own role."""
+    if not embedded or plan.dev:
+        return dsn
+    parts = urllib.parse.urlsplit(dsn)
+    netloc = urllib.parse.quote(USERS[name], safe="") + "@" + parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def check_reachable(plan: Plan) -> None:
@@ -199,10 +255,8 @@ def check_reachable(plan: Plan) -> None:
                                   "with Debian's /usr/bin/python3.11)")
 
 
-def child_environment(name: str) -> dict[str, str]:
+def child_environment() -> dict[str, str]:
     env = {k: os.environ[k] for k in CHILD_ENV_KEEP if k in os.environ}
-    if name != "vault":
-        env.pop("CREDENTIALS_DIRECTORY", None)
     env.setdefault("PATH", "/usr/bin:/bin")
     return env
 
@@ -270,6 +324,8 @@ class Supervisor:
             log.error("%s failed to start again (exit status %s)", child.name, code)
             return
         log.info("%s started (pid %d)", child.name, child.process.pid)
+        if child.name == "vault":
+            share_vault_socket(self.config, self.plan)
         await self._registered(child)
 
     async def _spawn(self, child: Child) -> asyncio.subprocess.Process:
@@ -277,10 +333,11 @@ class Supervisor:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", f"inboxlens.{child.name}",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
-            env=child_environment(child.name), cwd="/", close_fds=True, start_new_session=True,
+            env=child_environment(), cwd="/", close_fds=True, start_new_session=True,
             user=identity.uid if identity else None, group=identity.gid if identity else None,
             extra_groups=list(identity.groups) if identity else None)
-        line = json.dumps(slice_for(child.name, self.config, self.plan, self.database_dsn)) + "\n"
+        dsn = dsn_for(child.name, self.database_dsn, self.plan, self._pg is not None) if child.name != "vault" else ""
+        line = json.dumps(slice_for(child.name, self.config, self.plan, dsn)) + "\n"
         assert process.stdin is not None
         process.stdin.write(line.encode())
         await process.stdin.drain()

@@ -7,8 +7,9 @@ Untrusted input: frames on its Unix socket (``<runtime_dir>/vault/vault.sock``,
 0660, group ``inboxlens``) from web, harvest and admins; every request is checked
 against ``callers.PERMITS`` using the peer's SO_PEERCRED. Answers from OAuth
 providers' token endpoints.
-Trusted input: its configuration slice and PID registrations on stdin from the
-supervisor; the keyset and token store under ``<state_dir>/vault`` (0700).
+Trusted input: its configuration slice (with any private keys passed as systemd
+credentials) and PID registrations on stdin from the supervisor; the keyset and
+token store under ``<state_dir>/vault`` (0700).
 Writes: the token store (sealed tokens, refresh events) and the keyset (on
 rotate/revoke); log lines on stderr that never hold a token, key or secret.
 Config keys: ``state_dir``, ``runtime_dir``, ``log_level``, ``vault.*``, ``providers.*``.
@@ -71,22 +72,22 @@ async def main(channel: child.Channel) -> None:
     try:
         config = from_dict(channel.config["config"])
         callers = Callers.from_dict(channel.config.get("callers", {}))
+        credentials = {int(k): bytes.fromhex(v) for k, v in channel.config.get("credentials", {}).items()}
     except (KeyError, ValueError, InboxLensError) as e:
         raise child.StartError(f"bad configuration slice: {e}") from None
     lock = KeysetLock(config.vault_dir)
     try:
         if not lock.acquire():
             raise child.StartError(f"another vault or 'inboxlens keys' holds {lock.path}")
-        await serve(channel, config, callers)
+        await serve(channel, config, callers, credentials)
     except (InboxLensError, OSError) as e:
         raise child.StartError(str(e)) from None
     finally:
         lock.release()
 
 
-async def serve(channel: child.Channel, config: Config, callers: Callers) -> None:
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    keyset = Keyset.load(config.vault_dir, Path(credentials) if credentials else None)
+async def serve(channel: child.Channel, config: Config, callers: Callers, credentials: dict[int, bytes]) -> None:
+    keyset = Keyset.load(config.vault_dir, credentials)
     store = await open_store(config)
     v = config.vault
     refresher = Refresher(config.providers, attempts=v.refresh_attempts, backoff=v.refresh_backoff_seconds,

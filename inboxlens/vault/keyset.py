@@ -7,8 +7,10 @@ Layout of the key directory (owned by the vault's uid, mode 0700)::
     .lock           held (flock) by whoever may change the keyset: the running
                     vault, or the offline ``inboxlens keys`` CLI when it is stopped
 
-A private key may instead come from systemd credentials:
-``$CREDENTIALS_DIRECTORY/inboxlens-key-<id>`` wins over the file.
+A private key may instead come from systemd credentials
+(``$CREDENTIALS_DIRECTORY/inboxlens-key-<id>``), which win over the file. Only the unit's
+main process (the root supervisor) can read that directory, so the supervisor reads
+them with ``read_credentials`` and hands them to the vault on its private pipe.
 
 Changes are crash-safe: a new private key is written and synced before the
 keyset names it; a revoked key is marked revoked before its file is removed, and
@@ -25,7 +27,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Mapping
 
 from nacl.public import PrivateKey, PublicKey
 
@@ -62,7 +64,7 @@ class Keyset:
     # -- reading ---------------------------------------------------------
 
     @classmethod
-    def load(cls, directory: Path, credentials: Path | None = None,
+    def load(cls, directory: Path, credentials: Mapping[int, bytes] | None = None,
              owner: tuple[int, int] | None = None) -> "Keyset":
         """Load the keyset and every private key it still needs."""
         keys = _read_keyset(directory)
@@ -71,7 +73,7 @@ class Keyset:
             if info.state == REVOKED:
                 _remove_if_present(directory / _secret_name(info.id))
                 continue
-            private[info.id] = _read_private(directory, credentials, info)
+            private[info.id] = _read_private(directory, credentials or {}, info)
         return cls(directory, keys, private, owner)
 
     @property
@@ -218,29 +220,42 @@ def _parse_keys(data: dict[str, object]) -> Iterator[KeyInfo]:
         yield KeyInfo(int(item["id"]), state, float(item["created"]), PublicKey(bytes.fromhex(item["public_key"])))
 
 
-def _read_private(directory: Path, credentials: Path | None, info: KeyInfo) -> PrivateKey:
-    credential = credentials / f"{CREDENTIAL_PREFIX}{info.id}" if credentials else None
-    path = credential if credential is not None and credential.exists() else directory / _secret_name(info.id)
+def read_credentials(directory: Path | None) -> dict[int, bytes]:
+    """Private keys passed as systemd credentials, by key id."""
+    found: dict[int, bytes] = {}
+    for path in sorted(directory.glob(f"{CREDENTIAL_PREFIX}*")) if directory else []:
+        suffix = path.name[len(CREDENTIAL_PREFIX):]
+        if suffix.isdigit():
+            found[int(suffix)] = _read_key_file(path, int(suffix))
+    return found
+
+
+def _read_private(directory: Path, credentials: Mapping[int, bytes], info: KeyInfo) -> PrivateKey:
+    path = directory / _secret_name(info.id)
+    raw = credentials[info.id] if info.id in credentials else _read_key_file(path, info.id)
+    if len(raw) != 32:
+        raise KeysetError(f"private key {info.id} is damaged")
+    key = PrivateKey(raw)
+    if key.public_key != info.public_key:
+        raise KeysetError(f"private key {info.id} does not match its public key")
+    return key
+
+
+def _read_key_file(path: Path, key_id: int) -> bytes:
     try:
         with open(path, "rb", opener=_nofollow) as f:
             _check_private_mode(path, os.fstat(f.fileno()))
-            raw = f.read(33)
+            return f.read(33)
     except FileNotFoundError:
-        raise KeysetError(f"private key {info.id} ({path}) is missing") from None
+        raise KeysetError(f"private key {key_id} ({path}) is missing") from None
     except PermissionError:
-        raise KeysetError(f"private key {info.id} ({path}) is not readable by uid {os.getuid()}") from None
-    if len(raw) != 32:
-        raise KeysetError(f"private key {info.id} ({path}) is damaged")
-    key = PrivateKey(raw)
-    if key.public_key != info.public_key:
-        raise KeysetError(f"private key {info.id} ({path}) does not match its public key")
-    return key
+        raise KeysetError(f"private key {key_id} ({path}) is not readable by uid {os.getuid()}") from None
 
 
 def _check_private_mode(path: Path, st: os.stat_result) -> None:
     if stat.S_IMODE(st.st_mode) & 0o077:
         raise KeysetError(f"private key file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); chmod 0400 it")
-    if st.st_uid not in (os.geteuid(), 0):
+    if os.geteuid() != 0 and st.st_uid not in (os.geteuid(), 0):
         raise KeysetError(f"private key file {path} is owned by uid {st.st_uid}, not the vault's")
 
 

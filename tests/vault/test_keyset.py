@@ -9,7 +9,7 @@ import pytest
 from nacl.public import PrivateKey
 
 from inboxlens.errors import KeysetError
-from inboxlens.vault.keyset import ACTIVE, PRIMARY, REVOKED, Keyset, KeysetLock, prepare_directory
+from inboxlens.vault.keyset import ACTIVE, PRIMARY, REVOKED, Keyset, KeysetLock, prepare_directory, read_credentials
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_systemd_credential_wins_over_the_file(keydir: Path, tmp_path: Path):
     fd = os.open(credentials / "inboxlens-key-1", os.O_WRONLY | os.O_CREAT, 0o400)
     os.write(fd, raw)
     os.close(fd)
-    assert Keyset.load(keydir, credentials).private_key(1) is not None
+    assert Keyset.load(keydir, read_credentials(credentials)).private_key(1) is not None
     with pytest.raises(KeysetError, match="missing"):
         Keyset.load(keydir)
 

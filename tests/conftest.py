@@ -1,0 +1,119 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+# =============================================================================================
+# PostgreSQL: pg_dsn (one server for the session) and pg_db (a fresh database per test).
+#
+# INBOXLENS_TEST_DSN=postgresql://... uses that server instead of an embedded one; its role
+# must be allowed to CREATE DATABASE. As root, the embedded server runs as the OS user
+# `inboxlens-test-pg` (created if missing) and root is mapped to its superuser role.
+# =============================================================================================
+import asyncio
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from inboxlens.pg import EmbeddedPostgres
+
+TEST_PG_USER = "inboxlens-test-pg"
+
+
+def _ensure_os_user(name: str) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        # check=False: a concurrent session may have created it meanwhile; getpwnam decides.
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                       check=False, capture_output=True, timeout=30)
+        pwd.getpwnam(name)
+
+
+@pytest.fixture(scope="session")
+def pg_run_as() -> str | None:
+    """The OS user embedded test servers run as: a dedicated one as root, else ourselves (None)."""
+    if os.geteuid() != 0:
+        return None
+    _ensure_os_user(TEST_PG_USER)
+    return TEST_PG_USER
+
+
+@pytest.fixture(scope="session")
+def pg_superuser_map() -> tuple[str, ...]:
+    return ("root",) if os.geteuid() == 0 else ()
+
+
+@pytest.fixture(scope="session")
+def pg_base_dir() -> Iterator[Path]:
+    """A directory the server's OS user can traverse (0711), removed at the end of the session.
+
+    Not under tmp_path_factory: pytest's /tmp/pytest-of-<user> must stay 0700, and every
+    pytest session (also a concurrent one) resets it to 0700, cutting a running server off.
+    """
+    base = Path(tempfile.mkdtemp(prefix="inboxlens-pg-"))
+    os.chmod(base, 0o711)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_base_dir: Path, pg_run_as: str | None, pg_superuser_map: tuple[str, ...]) -> Iterator[str]:
+    """A superuser DSN for the session's server (INBOXLENS_TEST_DSN, or an embedded one)."""
+    configured = os.environ.get("INBOXLENS_TEST_DSN")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedPostgres(pg_base_dir / "session" / "data", pg_base_dir / "session" / "sock",
+                              run_as=pg_run_as, superuser_map=pg_superuser_map)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+    assert not server.is_running(), "the session's PostgreSQL did not stop"
+
+
+def dsn_with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def _run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run coroutine on a loop of its own in another thread: works inside a running loop too."""
+    with ThreadPoolExecutor(1) as executor:
+        executor.submit(asyncio.run, coroutine).result()
+
+
+async def _admin(dsn: str, statement: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def pg_db(pg_dsn: str) -> Iterator[str]:
+    """The DSN of a fresh, empty database, dropped after the test.
+
+    A sync fixture on purpose: sync tests, async tests and async fixtures (through
+    request.getfixturevalue, which cannot set up an async fixture) can all use it.
+    """
+    name = f"t_{secrets.token_hex(8)}"
+    _run_coroutine(_admin(pg_dsn, f'CREATE DATABASE "{name}"'))
+    try:
+        yield dsn_with_database(pg_dsn, name)
+    finally:
+        _run_coroutine(_admin(pg_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+# ============================ end of the PostgreSQL section ==================================
