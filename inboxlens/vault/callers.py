@@ -21,6 +21,7 @@ PERMITS: dict[str, frozenset[str]] = {
     "public_key": frozenset({WEB, HARVEST, ADMIN}),
     "set": frozenset({WEB}),
     "forget": frozenset({WEB}),
+    "token_state": frozenset({WEB}),
     "get": frozenset({HARVEST}),
     "status": frozenset({ADMIN}),
     "rotate": frozenset({ADMIN}),

@@ -71,8 +71,13 @@ class VaultClient:
         return await self.call("set", account_id=account_id, provider=provider,
                                sealed=base64.b64encode(sealed).decode())
 
-    async def forget(self, account_id: str) -> bool:
-        return bool((await self.call("forget", account_id=account_id))["forgotten"])
+    async def forget(self, account_id: str, revoke: bool = False) -> dict[str, Any]:
+        """``{"forgotten": bool, "revocation": revoked|not_supported|failed|not_requested|no_token}``."""
+        return await self.call("forget", account_id=account_id, revoke=revoke)
+
+    async def token_state(self, account_id: str) -> str:
+        """``ok``, ``reauth_required`` or ``missing``."""
+        return str((await self.call("token_state", account_id=account_id))["state"])
 
     async def get(self, account_id: str) -> AccessToken:
         result = await self.call("get", account_id=account_id)

@@ -52,6 +52,12 @@ def sealed(value: Any) -> bytes:
         raise BadRequest("sealed: not valid base64") from None
 
 
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise BadRequest("expected true or false")
+    return value
+
+
 def _bounded_int(low: int, high: int, name: str) -> Validator:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -64,7 +70,8 @@ def _bounded_int(low: int, high: int, name: str) -> Validator:
 REQUESTS: dict[str, dict[str, Validator]] = {
     "public_key": {},
     "set": {"account_id": account_id, "provider": provider, "sealed": sealed},
-    "forget": {"account_id": account_id},
+    "forget": {"account_id": account_id, "revoke": boolean},
+    "token_state": {"account_id": account_id},
     "get": {"account_id": account_id},
     "status": {},
     "rotate": {},

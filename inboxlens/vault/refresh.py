@@ -123,6 +123,22 @@ class Refresher:
             return self._default_expires_in
         return seconds if 0 < seconds <= MAX_EXPIRES_IN else self._default_expires_in
 
+    async def revoke(self, provider: str, refresh_token: str) -> str:
+        """Revoke a grant at the provider (RFC 7009): ``revoked``, ``not_supported`` or ``failed``."""
+        config = self._providers.get(provider)
+        if config is None or not config.revocation_url:
+            return "not_supported"
+        try:
+            answer = await self._client(provider, config, 0).revoke_token(
+                config.revocation_url, token=refresh_token, token_type_hint="refresh_token")
+        except httpx.HTTPError as e:
+            log.warning("revocation at %s failed (%s)", provider, type(e).__name__)
+            return "failed"
+        if answer.status_code != 200:
+            log.warning("revocation at %s answered HTTP %d", provider, answer.status_code)
+            return "failed"
+        return "revoked"
+
     def _client(self, provider: str, config: ProviderConfig, index: int) -> AsyncOAuth2Client:
         key = (provider, index)
         if key not in self._clients:
@@ -130,6 +146,7 @@ class Refresher:
             self._clients[key] = AsyncOAuth2Client(
                 client_id=config.client_id, client_secret=secret,
                 token_endpoint_auth_method=config.token_auth_method,
+                revocation_endpoint_auth_method=config.token_auth_method,
                 timeout=self._timeout, follow_redirects=False, trust_env=False)
         return self._clients[key]
 

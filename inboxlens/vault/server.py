@@ -59,14 +59,28 @@ class Vault:
         log.info("stored token for account %s (%s)", account_id, provider)
         return {"account_id": account_id, "key_id": key_id}
 
-    async def answer_forget(self, account_id: str) -> dict[str, Any]:
+    async def answer_forget(self, account_id: str, revoke: bool) -> dict[str, Any]:
+        """Delete an account's token; with ``revoke``, first revoke the grant at the provider."""
         async with self._lock(account_id):
+            record = await self.store.get(account_id)
+            revoked = "no_token" if record is None else "not_requested"
+            if record is not None and revoke:
+                try:
+                    revoked = await self.refresher.revoke(record.provider, self._open(record))
+                except CannotOpen:
+                    revoked = "failed"
             forgotten = await self.store.delete(account_id)
             self._cache.pop(account_id, None)
+            self._failing.discard(account_id)
             if forgotten:
-                await self.store.add_event(account_id, "token_forgotten", "")
-        log.info("forgot account %s (%s)", account_id, "had a token" if forgotten else "had none")
-        return {"forgotten": forgotten}
+                await self.store.add_event(account_id, "token_forgotten", f"revocation: {revoked}")
+        log.info("forgot account %s (revocation: %s)", account_id, revoked)
+        return {"forgotten": forgotten, "revocation": revoked}
+
+    async def answer_token_state(self, account_id: str) -> dict[str, Any]:
+        """What web shows: is a token stored, and does it need the user to reconnect?"""
+        record = await self.store.get(account_id)
+        return {"state": "missing" if record is None else record.status}
 
     async def answer_get(self, account_id: str) -> dict[str, Any]:
         cached = self._fresh(account_id)

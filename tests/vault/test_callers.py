@@ -11,7 +11,8 @@ def test_every_operation_has_exactly_one_permit_entry():
 
 
 @pytest.mark.parametrize("op, allowed", [
-    ("public_key", {WEB, HARVEST, ADMIN}), ("set", {WEB}), ("forget", {WEB}), ("get", {HARVEST}),
+    ("public_key", {WEB, HARVEST, ADMIN}), ("set", {WEB}), ("forget", {WEB}), ("token_state", {WEB}),
+    ("get", {HARVEST}),
     ("status", {ADMIN}), ("rotate", {ADMIN}), ("rewrap", {ADMIN}), ("revoke", {ADMIN}),
 ])
 def test_permit_table(op, allowed):

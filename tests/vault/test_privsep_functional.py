@@ -146,7 +146,8 @@ async def test_harvest_may_get_but_never_set_forget_or_administer(vault, users, 
     got = await call_as(users["harvest"], [shared_gid], vault.socket, [("get", {"account_id": "acct-1"})])
     assert oauth.is_active(got[0]["ok"]["access_token"])
     refused = [("seal_and_set", {"account_id": "acct-2", "provider": "test", "refresh_token": "x"}),
-               ("forget", {"account_id": "acct-1"}), *ADMIN_CALLS]
+               ("forget", {"account_id": "acct-1", "revoke": False}), ("token_state", {"account_id": "acct-1"}),
+               *ADMIN_CALLS]
     for op, args in refused:
         answer = await call_as(users["harvest"], [shared_gid], vault.socket, [(op, args)])
         # seal_and_set asks public_key first (allowed), then set, refused

@@ -42,6 +42,7 @@ def test_encode_refuses_oversized_frames():
     {"op": "set", "args": {"account_id": "a", "provider": "g", "sealed": "A" * 20000}},
     {"op": "rewrap", "args": {"limit": 0}}, {"op": "rewrap", "args": {"limit": True}},
     {"op": "rewrap", "args": {"limit": 1001}}, {"op": "revoke", "args": {"key_id": "1"}},
+    {"op": "forget", "args": {"account_id": "a"}}, {"op": "forget", "args": {"account_id": "a", "revoke": 1}},
     [], "get", None,
 ])
 def test_malformed_requests_are_refused(message):

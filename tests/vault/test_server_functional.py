@@ -288,3 +288,35 @@ async def test_no_secret_reaches_the_log_or_an_answer(vault_factory):
             assert secret not in captured
     finally:
         await oauth.stop()
+
+
+async def test_forget_with_revoke_ends_the_grant_at_the_provider(vault_factory, oauth: OAuthProvider):
+    providers = provider_config(oauth)
+    providers["test"]["revocation_url"] = oauth.revoke_url
+    vault = await vault_factory(oauth, providers=providers)
+    client = await connect(vault, oauth, oauth.issue_refresh_token(EMAIL))
+    access = (await client.get(ACCOUNT)).token
+    await become(vault, client, os.getpid(), "web")
+    assert await client.token_state(ACCOUNT) == "ok"
+    answer = await client.forget(ACCOUNT, revoke=True)
+    assert answer == {"forgotten": True, "revocation": "revoked"}
+    assert not oauth.is_active(access)  # revoking the refresh token ended the whole grant
+    assert await client.token_state(ACCOUNT) == "missing"
+    assert await client.forget(ACCOUNT, revoke=True) == {"forgotten": False, "revocation": "no_token"}
+
+
+async def test_forget_when_the_provider_cannot_revoke(vault_factory, oauth: OAuthProvider):
+    vault = await vault_factory(oauth)  # no revocation_url configured
+    client = await connect(vault, oauth, oauth.issue_refresh_token(EMAIL))
+    await become(vault, client, os.getpid(), "web")
+    assert await client.forget(ACCOUNT, revoke=True) == {"forgotten": True, "revocation": "not_supported"}
+
+
+async def test_token_state_shows_reauth_required_to_web(vault_factory, oauth: OAuthProvider):
+    vault = await vault_factory(oauth)
+    client = await connect(vault, oauth, oauth.issue_refresh_token(EMAIL))
+    oauth.revoke_grant_for(EMAIL)
+    with pytest.raises(ReauthRequired):
+        await client.get(ACCOUNT)
+    await become(vault, client, os.getpid(), "web")
+    assert await client.token_state(ACCOUNT) == "reauth_required"
