@@ -43,6 +43,13 @@ class ProviderConfig:
     authorization_url: str = ""
     userinfo_url: str = ""
     scopes: tuple[str, ...] = ()
+    # Sign-in only (no mailbox access): what "Log in with ..." asks for.
+    login_scopes: tuple[str, ...] = ("openid", "email")
+    # Extra authorization request parameters (Google: access_type=offline, prompt=consent).
+    authorize_params: Mapping[str, str] = field(default_factory=dict)
+    # An OpenID Connect issuer: its discovery document fills the URLs left empty here.
+    issuer: str = ""
+    display_name: str = ""
     imap_host: str = ""
     imap_port: int = 993
     imap_tls: str = "tls"
@@ -58,6 +65,10 @@ DEFAULT_PROVIDERS: Mapping[str, ProviderConfig] = {
         authorization_url="https://accounts.google.com/o/oauth2/v2/auth",
         userinfo_url="https://openidconnect.googleapis.com/v1/userinfo",
         scopes=("https://mail.google.com/", "openid", "email"),
+        # A refresh token comes only with offline access, and reliably only right after consent.
+        authorize_params={"access_type": "offline", "prompt": "consent"},
+        issuer="https://accounts.google.com",
+        display_name="Google (Gmail)",
         imap_host="imap.gmail.com",
     ),
     "microsoft": ProviderConfig(
@@ -65,6 +76,7 @@ DEFAULT_PROVIDERS: Mapping[str, ProviderConfig] = {
         authorization_url="https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
         userinfo_url="https://graph.microsoft.com/oidc/userinfo",
         scopes=("https://outlook.office.com/IMAP.AccessAsUser.All", "offline_access", "openid", "email"),
+        display_name="Microsoft 365 / Outlook",
         imap_host="outlook.office365.com",
     ),
 }
@@ -94,6 +106,13 @@ class VaultConfig:
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    # The address browsers use (redirect URIs are built from it); default http://host:port.
+    public_url: str = ""
+    session_days: int = 14
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -321,6 +340,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"log_level: must be DEBUG, INFO, WARNING or ERROR, not {config.log_level!r}")
     if not 0 < config.web.port < 65536:
         raise ConfigError(f"web.port: {config.web.port} is not a TCP port")
+    if config.web.public_url and not config.web.public_url.startswith(("http://", "https://")):
+        raise ConfigError("web.public_url: must start with http:// or https://")
+    if not 0 < config.web.session_days <= 365:
+        raise ConfigError("web.session_days: must be 1 to 365")
     _positive(config, "vault", ("max_frame_bytes", "frame_timeout_seconds", "idle_timeout_seconds",
                                 "max_connections", "refresh_attempts", "refresh_timeout_seconds",
                                 "default_expires_in_seconds"))

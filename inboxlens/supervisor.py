@@ -121,14 +121,16 @@ def _run_admin(command: list[str], name: str) -> None:
 def prepare_directories(config: Config, plan: Plan) -> None:
     """Every directory the children use, with the owner and mode each needs and no more."""
     if plan.dev:
-        for path in (config.state_dir, config.vault_dir, config.runtime_dir, config.vault_socket.parent):
+        for path in (config.state_dir, config.vault_dir, web_dir(config), config.runtime_dir,
+                     config.vault_socket.parent):
             _directory(path, 0o700, None)
         return
-    vault, db = plan.identities["vault"], plan.identities["db"]
+    vault, db, web = plan.identities["vault"], plan.identities["db"], plan.identities["web"]
     shared = plan.shared_gid if plan.shared_gid is not None else -1
     _directory(config.state_dir, 0o755, (0, 0))
     _directory(config.runtime_dir, 0o755, (0, 0))
     _directory(config.vault_dir, 0o700, (vault.uid, vault.gid))
+    _directory(web_dir(config), 0o700, (web.uid, web.gid))  # its cookie-signing key
     # Keys made by 'inboxlens keys init' before the vault's user existed belong to root: hand them over.
     for path in config.vault_dir.iterdir():
         os.chown(path, vault.uid, vault.gid, follow_symlinks=False)
@@ -157,6 +159,10 @@ def _directory(path: Path, mode: int, owner: tuple[int, int] | None) -> None:
     if owner is not None:
         os.chown(path, *owner)
     os.chmod(path, mode)
+
+
+def web_dir(config: Config) -> Path:
+    return config.state_dir / "web"
 
 
 def pg_data_dir(config: Config) -> Path:

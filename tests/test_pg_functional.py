@@ -16,6 +16,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
+
+import inboxlens.pg
 import pytest
 
 from inboxlens.pg import MIGRATION_LOCK_KEY, EmbeddedPostgres, PgError, migrate, postgres_bin, stop_stale
@@ -188,13 +190,16 @@ def write_migrations(directory: Path, files: dict[str, str]) -> Path:
     return directory
 
 
-async def test_migrate_applies_the_foundation_once(pg_db: str):
-    assert await migrate(pg_db) == ["001_foundation"]
+async def test_migrate_applies_the_shipped_migrations_once(pg_db: str):
+    shipped = sorted(p.stem for p in Path(inboxlens.pg.MIGRATIONS_DIR).glob("*.sql"))
+    assert shipped[0] == "001_foundation"
+    assert await migrate(pg_db) == shipped
     assert await migrate(pg_db) == []
     connection = await asyncpg.connect(pg_db)
     try:
-        rows = await connection.fetch("SELECT version, name, sha256 FROM schema_migrations")
-        assert [(r["version"], r["name"], len(r["sha256"])) for r in rows] == [(1, "001_foundation", 64)]
+        rows = await connection.fetch("SELECT version, name, sha256 FROM schema_migrations ORDER BY version")
+        assert [(r["version"], r["name"], len(r["sha256"])) for r in rows] == [
+            (i + 1, name, 64) for i, name in enumerate(shipped)]
         user = await connection.fetchval("INSERT INTO users (email) VALUES ('a@example.org') RETURNING id")
         await connection.execute("INSERT INTO mail_accounts (user_id, address, provider) "
                                  "VALUES ($1, 'a@x.org', 'gmail')", user)

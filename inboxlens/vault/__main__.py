@@ -120,8 +120,10 @@ def _apply_control(callers: Callers, message: Any) -> None:
     try:
         if message.get("register"):
             callers.register(int(message["register"]), str(message["role"]))
+            log.info("registered pid %d as %s", int(message["register"]), message["role"])
         elif message.get("unregister"):
             callers.unregister(int(message["unregister"]))
+            log.info("unregistered pid %d", int(message["unregister"]))
         else:
             raise ValueError("unknown control message")
     except (AttributeError, KeyError, TypeError, ValueError) as e:

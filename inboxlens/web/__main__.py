@@ -3,60 +3,72 @@
 Privilege: its own uid (``inboxlens-web``) with the shared ``inboxlens`` group,
 which lets it reach the vault's socket. It holds the vault's public key (asked
 for over the socket) and the OAuth client secrets for the code exchange, never a
-private key: it can seal a refresh token but never open one.
-Untrusted input: HTTP requests on ``web.host:web.port`` (127.0.0.1:8080 by default).
-Writes: HTTP answers; log lines on stderr.
-Config keys: ``web.*``, ``providers.*``, ``database.dsn``, ``runtime_dir``.
-Today it serves ``/healthz``; onboarding and the API build on it.
+private key: it can seal a refresh token but never open one. A plaintext refresh
+token exists here only while one callback request is being answered.
+Untrusted input: HTTP requests on ``web.host:web.port`` (127.0.0.1:8080 by default),
+and the answers of OAuth providers' token, userinfo and discovery endpoints.
+Writes: PostgreSQL (users, mail accounts, sessions, audit events) as its own role;
+its cookie-signing key under ``<state_dir>/web`` (0600); log lines on stderr.
+Config keys: ``web.*``, ``providers.*``, ``database.dsn``, ``state_dir``, ``runtime_dir``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import asyncpg
 from aiohttp import web
 
 from .. import child
 from ..config import from_dict
-from ..errors import VaultError
 from ..vault.client import VaultClient
+from .app import make_app
+from .oauth import Providers
+from .sessions import SessionStore, load_key
+from .state import DB, PROVIDERS, SECURE_COOKIES, SESSIONS, VAULT
 
 log = logging.getLogger("inboxlens.web")
-VAULT = web.AppKey("vault", VaultClient)
-HEALTH_VAULT_TIMEOUT = 2.0
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """Liveness plus whether the vault answers this process (it must, to onboard anyone)."""
-    try:
-        key = await request.app[VAULT].public_key()
-    except VaultError as e:
-        return web.json_response({"status": "degraded", "vault": type(e).__name__}, status=503)
-    return web.json_response({"status": "ok", "vault": "ok", "vault_key_id": key.key_id})
-
-
-def make_app(vault: VaultClient) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
-    app[VAULT] = vault
-    app.router.add_get("/healthz", healthz)
-    return app
+VAULT_TIMEOUT = 5.0
+SWEEP_SECONDS = 3600
 
 
 async def main(channel: child.Channel) -> None:
     config = from_dict(channel.config["config"])
-    vault = VaultClient(config.vault_socket, timeout=HEALTH_VAULT_TIMEOUT)
-    runner = web.AppRunner(make_app(vault), access_log=None)
+    try:
+        pool = await asyncpg.create_pool(config.database.dsn, min_size=1, max_size=10, command_timeout=15)
+    except (OSError, asyncpg.PostgresError) as e:
+        raise child.StartError(f"cannot reach PostgreSQL ({type(e).__name__})") from None
+    app = make_app()
+    app[VAULT] = VaultClient(config.vault_socket, timeout=VAULT_TIMEOUT)
+    app[DB] = pool
+    app[SESSIONS] = SessionStore(pool, load_key(config.state_dir / "web" / "session.key"), config.web.session_days)
+    app[PROVIDERS] = Providers(config.providers, config.web.base_url)
+    app[SECURE_COOKIES] = config.web.base_url.startswith("https://")
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, config.web.host, config.web.port).start()
     except OSError as e:
         raise child.StartError(f"cannot listen on {config.web.host}:{config.web.port} ({e.strerror})") from None
-    log.info("listening on http://%s:%d", config.web.host, config.web.port)
+    log.info("listening on %s (providers: %s)", config.web.base_url, ", ".join(app[PROVIDERS].names()) or "none")
     channel.ready()
+    sweeper = asyncio.create_task(_sweep(app[SESSIONS]))
     async for _ in channel.messages():
         pass  # web takes no control messages; the loop ends when the supervisor goes
+    sweeper.cancel()
     await runner.cleanup()
-    await vault.close()
+    await app[VAULT].close()
+    await pool.close()
+
+
+async def _sweep(store: SessionStore) -> None:
+    while True:
+        try:
+            await store.sweep()
+        except (OSError, asyncpg.PostgresError) as e:
+            log.warning("session sweep failed (%s)", type(e).__name__)
+        await asyncio.sleep(SWEEP_SECONDS)
 
 
 if __name__ == "__main__":

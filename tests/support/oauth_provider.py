@@ -110,6 +110,10 @@ class OAuthProvider:
         self._fail_mode: str | None = None
         self.fail_count: int | None = None
         self.delay: float = 0
+        # Who is "at the keyboard" when an authorization request carries no login_hint.
+        self.login = DEFAULT_LOGIN
+        # Set to make the user pick this account whatever login_hint says (as a person can).
+        self.force_login: str | None = None
         self.refresh_grants = 0
         self.token_requests: list[dict[str, str]] = []
         self.users: dict[str, dict[str, Any]] = {}
@@ -291,7 +295,7 @@ class OAuthProvider:
             raise _Refused("invalid_request", "a PKCE code_challenge is required")
         if query.get("code_challenge_method") != "S256":
             raise _Refused("invalid_request", "code_challenge_method must be S256")
-        email = query.get("login_hint", DEFAULT_LOGIN).lower()
+        email = (self.force_login or query.get("login_hint", self.login)).lower()
         if email == DENIED_LOGIN:
             raise _Refused("access_denied", "the user declined")
         return self._new_code(query, email)

@@ -1,0 +1,80 @@
+"""Users, mail accounts and the audit trail in PostgreSQL (web's side)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from ..errors import InboxLensError
+
+
+class AddressTaken(InboxLensError):
+    """The mailbox is already attached to another InboxLens user."""
+
+
+async def user_for_login(pool: asyncpg.Pool, email: str) -> int | None:
+    """The user who signs in with this address: their own e-mail or one of their mailboxes."""
+    value = await pool.fetchval(
+        "SELECT id FROM users WHERE email = $1 UNION SELECT user_id FROM mail_accounts WHERE address = $1 LIMIT 1",
+        email)
+    return int(value) if value is not None else None
+
+
+async def find_or_create_user(conn: asyncpg.Connection, email: str) -> int:
+    user_id = await conn.fetchval(
+        "INSERT INTO users (email) VALUES ($1) ON CONFLICT (email) DO UPDATE SET email = excluded.email RETURNING id",
+        email)
+    return int(user_id)
+
+
+async def attach_account(conn: asyncpg.Connection, user_id: int, address: str, provider: str, tz: str) -> tuple[int, bool]:
+    """The account row for this mailbox under this user, created if new; (id, created)."""
+    row = await conn.fetchrow("SELECT id, user_id FROM mail_accounts WHERE address = $1 FOR UPDATE", address)
+    if row is not None:
+        if row["user_id"] != user_id:
+            raise AddressTaken(f"{address} is already connected to another InboxLens user.")
+        await conn.execute("UPDATE mail_accounts SET provider = $2, status = 'active', connected_at = now() "
+                           "WHERE id = $1", row["id"], provider)
+        return int(row["id"]), False
+    account_id = await conn.fetchval(
+        "INSERT INTO mail_accounts (user_id, address, provider, time_zone) VALUES ($1, $2, $3, $4) RETURNING id",
+        user_id, address, provider, tz)
+    return int(account_id), True
+
+
+async def accounts_of(pool: asyncpg.Pool, user_id: int) -> list[dict[str, Any]]:
+    rows = await pool.fetch("SELECT id, address, provider, time_zone, status, connected_at, last_sync_at "
+                            "FROM mail_accounts WHERE user_id = $1 ORDER BY address", user_id)
+    return [dict(r) for r in rows]
+
+
+async def account_of(pool: asyncpg.Pool | asyncpg.Connection, user_id: int, account_id: int) -> dict[str, Any] | None:
+    """An account only if it belongs to this user (anyone else's looks exactly like a missing one)."""
+    row = await pool.fetchrow("SELECT id, address, provider, time_zone, status FROM mail_accounts "
+                              "WHERE id = $1 AND user_id = $2", account_id, user_id)
+    return dict(row) if row else None
+
+
+async def set_time_zone(pool: asyncpg.Pool, user_id: int, account_id: int, tz: str) -> bool:
+    status = await pool.execute("UPDATE mail_accounts SET time_zone = $3 WHERE id = $1 AND user_id = $2",
+                                account_id, user_id, tz)
+    return str(status) == "UPDATE 1"
+
+
+async def set_status(pool: asyncpg.Pool, account_id: int, status: str) -> None:
+    await pool.execute("UPDATE mail_accounts SET status = $2 WHERE id = $1", account_id, status)
+
+
+async def delete_account(conn: asyncpg.Connection, user_id: int, account_id: int) -> dict[str, int]:
+    """Delete the account and everything harvested for it; how many rows of each kind went."""
+    deleted = await conn.fetchval("DELETE FROM mail_accounts WHERE id = $1 AND user_id = $2 RETURNING id",
+                                  account_id, user_id)
+    return {"mail accounts": 1 if deleted is not None else 0}
+
+
+async def audit(conn: asyncpg.Pool | asyncpg.Connection, kind: str, user_id: int | None,
+                account_id: int | None, **detail: Any) -> None:
+    await conn.execute("INSERT INTO audit_events (kind, user_id, account_id, detail) VALUES ($1, $2, $3, $4)",
+                       kind, user_id, account_id, json.dumps(detail))

@@ -1,0 +1,106 @@
+"""The web application: routes, and the middleware every request passes through.
+
+Order per request: security headers on every answer; the session from its cookie;
+for POST, the CSRF token; for account pages, a logged-in user. Bodies are capped.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from ..errors import VaultError
+from . import pages, views
+from .sessions import COOKIE
+from .state import DB, SECURE_COOKIES, SESSIONS, VAULT, current_session
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_BODY = 64 * 1024
+HEADERS = {
+    # Nothing from elsewhere, no inline script or style, no framing; forms post only here.
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    # The callback URL carries the authorization code: never send it on as a Referer.
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+LOGIN_REQUIRED = ("/accounts/", "/reconnect/", "/logout")
+
+
+@web.middleware
+async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
+    store = request.app[SESSIONS]
+    session = await store.load(request.cookies.get(COOKIE))
+    request["session"] = session
+    if session is not None and session.user_id is not None:
+        request["user_email"] = await request.app[DB].fetchval("SELECT email FROM users WHERE id = $1",
+                                                               session.user_id) or ""
+    response = await handler(request)
+    session = current_session(request)
+    if session is not None and session.changed:
+        await store.save(session)
+    if session is not None and session.new_cookie:
+        response.set_cookie(COOKIE, store.cookie_value(session), max_age=store.cookie_max_age(), path="/",
+                            httponly=True, samesite="Lax", secure=request.app[SECURE_COOKIES])
+    elif request.get("clear_cookie"):
+        response.del_cookie(COOKIE, path="/")
+    return response
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    session = current_session(request)
+    if request.path.startswith(LOGIN_REQUIRED) and (session is None or session.user_id is None):
+        return views.problem(401, "Please log in first.", request=request)
+    if request.method == "POST":
+        form = await request.post()
+        if not views.csrf_ok(request, str(form.get("csrf_token", ""))):
+            return views.problem(403, "This form has expired or did not come from InboxLens.",
+                                 "Go back, reload the page and try again.", request)
+    return await handler(request)
+
+
+@web.middleware
+async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as e:
+        response = e
+    response.headers.update(HEADERS)
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness plus whether the vault answers this process (it must, to onboard anyone)."""
+    try:
+        key = await request.app[VAULT].public_key()
+    except VaultError as e:
+        return web.json_response({"status": "degraded", "vault": type(e).__name__}, status=503)
+    return web.json_response({"status": "ok", "vault": "ok", "vault_key_id": key.key_id})
+
+
+async def static_css(request: web.Request) -> web.Response:
+    return web.Response(text=pages.CSS, content_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+
+async def static_js(request: web.Request) -> web.Response:
+    return web.Response(text=pages.JS, content_type="application/javascript")
+
+
+def make_app() -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[headers, sessions, guard])
+    r = app.router
+    r.add_get("/healthz", healthz)
+    r.add_get("/static/app.css", static_css)
+    r.add_get("/static/app.js", static_js)
+    r.add_get("/", views.home)
+    r.add_get("/connect/{provider}", views.start_connect)
+    r.add_get("/login/{provider}", views.start_login)
+    r.add_get("/reconnect/{account_id}", views.start_reconnect)
+    r.add_get("/oauth/{provider}/callback", views.callback)
+    r.add_post("/logout", views.logout)
+    r.add_post("/accounts/{account_id}/time-zone", views.change_time_zone)
+    r.add_post("/accounts/{account_id}/disconnect", views.disconnect)
+    return app

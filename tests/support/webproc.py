@@ -1,0 +1,61 @@
+"""Start a real web process for tests, as the supervisor would, next to a real vault."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+READY_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class WebProcess:
+    slice: dict[str, Any]
+    log_path: Path
+    process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.slice['config']['web']['port']}"
+
+    async def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "inboxlens.web", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=log, cwd="/",
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(self.slice).encode() + b"\n")
+        await self.process.stdin.drain()
+        line = await asyncio.wait_for(self.process.stdout.readline(), READY_TIMEOUT)
+        if line != b"ready\n":
+            await self.process.wait()
+            raise RuntimeError(f"web did not start (exit {self.process.returncode}):\n{self.log()}")
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            await asyncio.wait_for(self.process.wait(), 15)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def make_web(tmp: Path, state_dir: Path, runtime_dir: Path, dsn: str, providers: dict[str, Any]) -> WebProcess:
+    return WebProcess({"config": {
+        "state_dir": str(state_dir), "runtime_dir": str(runtime_dir), "log_level": "DEBUG",
+        "web": {"host": "127.0.0.1", "port": free_port()}, "providers": providers, "database": {"dsn": dsn},
+    }}, tmp / "web.log")
