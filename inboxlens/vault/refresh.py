@@ -10,6 +10,7 @@ can be rotated without downtime); when none is accepted, ProviderRejected.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -59,14 +60,16 @@ class Refresher:
         self._clock = clock
         self._sleep = sleep
         self._clients: dict[tuple[str, int], AsyncOAuth2Client] = {}
+        self._discovery: dict[str, ProviderConfig] = {}
         self.transient_failures = 0
 
     async def refresh(self, provider: str, refresh_token: str) -> Grant:
         config = self._providers.get(provider)
-        if config is None or not config.token_url or not config.client_id:
+        if config is None or not (config.token_url or config.issuer) or not config.client_id:
             raise ProviderRejected(f"provider {provider!r} is not configured in the vault")
         for attempt in range(self._attempts):
             try:
+                config = await self._discovered(provider, config)
                 return await self._with_any_secret(provider, config, refresh_token)
             except _Transient as e:
                 self.transient_failures += 1
@@ -123,9 +126,34 @@ class Refresher:
             return self._default_expires_in
         return seconds if 0 < seconds <= MAX_EXPIRES_IN else self._default_expires_in
 
+    async def _discovered(self, provider: str, config: ProviderConfig) -> ProviderConfig:
+        """A provider configured by its OpenID issuer only: its discovery document names the endpoints."""
+        if config.token_url:
+            return config
+        if provider not in self._discovery:
+            url = config.issuer.rstrip("/") + "/.well-known/openid-configuration"
+            try:
+                async with httpx.AsyncClient(timeout=self._timeout, trust_env=False) as http:
+                    answer = await http.get(url)
+                    answer.raise_for_status()
+                    doc = answer.json()
+                token_url, revocation_url = doc["token_endpoint"], doc.get("revocation_endpoint", "")
+                if not isinstance(token_url, str) or not isinstance(revocation_url, str):
+                    raise ValueError("endpoint is not a string")
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+                raise _Transient(f"discovery failed ({type(e).__name__})") from None
+            self._discovery[provider] = dataclasses.replace(
+                config, token_url=token_url, revocation_url=config.revocation_url or revocation_url)
+        return self._discovery[provider]
+
     async def revoke(self, provider: str, refresh_token: str) -> str:
         """Revoke a grant at the provider (RFC 7009): ``revoked``, ``not_supported`` or ``failed``."""
         config = self._providers.get(provider)
+        if config is not None and not config.token_url and config.issuer:
+            try:
+                config = await self._discovered(provider, config)
+            except _Transient:
+                return "failed"
         if config is None or not config.revocation_url:
             return "not_supported"
         try:

@@ -320,3 +320,14 @@ async def test_token_state_shows_reauth_required_to_web(vault_factory, oauth: OA
         await client.get(ACCOUNT)
     await become(vault, client, os.getpid(), "web")
     assert await client.token_state(ACCOUNT) == "reauth_required"
+
+
+async def test_a_provider_given_only_its_issuer_is_discovered(vault_factory, oauth: OAuthProvider):
+    providers = {"test": {"issuer": oauth.issuer, "client_id": CLIENT_ID, "client_secrets": [CLIENT_SECRET]}}
+    vault = await vault_factory(oauth, providers=providers)
+    client = await connect(vault, oauth, oauth.issue_refresh_token(EMAIL))
+    access = await client.get(ACCOUNT)
+    assert oauth.is_active(access.token)
+    await become(vault, client, os.getpid(), "web")
+    assert (await client.forget(ACCOUNT, revoke=True))["revocation"] == "revoked"  # discovered endpoint too
+    assert not oauth.is_active(access.token)

@@ -71,14 +71,19 @@ async def stack(tmp_path: Path, pg_db: str) -> AsyncIterator[Stack]:
     await web.start()
     assert web.process is not None
     await vault.register(web.process.pid, "web")
-    deadline = time.monotonic() + 10
-    while f"registered pid {web.process.pid} as web" not in vault.log():  # the pipe has no acknowledgement
-        assert time.monotonic() < deadline, vault.log()
-        await asyncio.sleep(0.01)
+    await wait_registered(vault, web.process.pid)
     yield Stack(oauth, vault, web, pg_db)
     await web.stop()
     await vault.stop()
     await oauth.stop()
+
+
+async def wait_registered(vault: VaultProcess, pid: int) -> None:
+    """The control pipe has no acknowledgement: wait for the vault to log the registration."""
+    deadline = time.monotonic() + 10
+    while f"registered pid {pid} as web" not in vault.log():
+        assert time.monotonic() < deadline, vault.log()
+        await asyncio.sleep(0.01)
 
 
 async def page(response: aiohttp.ClientResponse) -> str:

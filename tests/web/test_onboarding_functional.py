@@ -11,7 +11,12 @@ from yarl import URL
 
 from inboxlens.errors import ReauthRequired
 from inboxlens.vault.store import SqliteTokenStore
-from tests.web.conftest import CLIENT_SECRET, Stack, csrf_of, page
+from inboxlens.pg import migrate
+from inboxlens.vault.client import VaultClient
+from tests.support.oauth_provider import OAuthProvider
+from tests.support.vaultproc import make_vault
+from tests.support.webproc import make_web
+from tests.web.conftest import CLIENT_ID, CLIENT_SECRET, Stack, csrf_of, page, wait_registered
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
@@ -289,3 +294,46 @@ async def test_no_token_or_secret_in_the_logs(stack: Stack):
     assert len(secrets) >= 3
     for secret in secrets:
         assert secret not in logs
+
+
+async def test_a_rotated_vault_key_is_used_for_the_next_connect(stack: Stack):
+    async with stack.browser() as browser:
+        await connect(stack, browser, ALICE)
+    admin = VaultClient(stack.vault.socket)  # the test process is unregistered: an admin
+    assert (await admin.rotate())["id"] == 2
+    await admin.close()
+    async with stack.browser() as browser:
+        await connect(stack, browser, BOB)
+    store = await SqliteTokenStore.open(stack.vault.vault_dir / "tokens.sqlite3")
+    keys = {r.account_id: r.key_id for r in await store.not_under(-1, 10)}
+    await store.close()
+    ids = {r["address"]: str(r["id"]) for r in await account_rows(stack)}
+    assert (keys[ids[ALICE]], keys[ids[BOB]]) == (1, 2)
+
+
+async def test_a_generic_provider_configured_by_its_issuer_only(tmp_path, pg_db):
+    oauth = OAuthProvider(clients={CLIENT_ID: [CLIENT_SECRET]})
+    await oauth.start()
+    provider = {"generic": {"issuer": oauth.issuer, "client_id": CLIENT_ID, "client_secrets": [CLIENT_SECRET],
+                            "scopes": ["openid", "email", "offline_access"]}}
+    await migrate(pg_db)
+    vault = make_vault(tmp_path, providers=provider)
+    await vault.start()
+    web = make_web(tmp_path, vault.state_dir, vault.runtime_dir, pg_db, provider)
+    await web.start()
+    await vault.register(web.process.pid, "web")
+    try:
+        stack = Stack(oauth, vault, web, pg_db)
+        await wait_registered(vault, web.process.pid)
+        oauth.login = ALICE
+        async with stack.browser() as browser:
+            response = await browser.get("/connect/generic")
+            assert response.status == 200 and ALICE in await page(response)
+        [row] = await account_rows(stack)
+        harvest = await stack.as_harvest()
+        assert oauth.is_active((await harvest.get(str(row["id"]))).token)
+        await harvest.close()
+    finally:
+        await web.stop()
+        await vault.stop()
+        await oauth.stop()
