@@ -79,8 +79,9 @@ class VaultClient:
         """``ok``, ``reauth_required`` or ``missing``."""
         return str((await self.call("token_state", account_id=account_id))["state"])
 
-    async def get(self, account_id: str) -> AccessToken:
-        result = await self.call("get", account_id=account_id)
+    async def get(self, account_id: str, rejected: str = "") -> AccessToken:
+        """An access token; pass ``rejected`` (the token a server just refused) to get a new one."""
+        result = await self.call("get", account_id=account_id, rejected=rejected)
         return AccessToken(str(result["access_token"]), float(result["expires_at"]))
 
     async def status(self) -> dict[str, Any]:

@@ -52,6 +52,13 @@ def sealed(value: Any) -> bytes:
         raise BadRequest("sealed: not valid base64") from None
 
 
+def rejected_token(value: Any) -> str:
+    """An access token the server refused ("" for none): the vault drops it from its cache."""
+    if not isinstance(value, str) or len(value) > 8192:
+        raise BadRequest("rejected: a string of at most 8192 characters")
+    return value
+
+
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise BadRequest("expected true or false")
@@ -72,7 +79,7 @@ REQUESTS: dict[str, dict[str, Validator]] = {
     "set": {"account_id": account_id, "provider": provider, "sealed": sealed},
     "forget": {"account_id": account_id, "revoke": boolean},
     "token_state": {"account_id": account_id},
-    "get": {"account_id": account_id},
+    "get": {"account_id": account_id, "rejected": rejected_token},
     "status": {},
     "rotate": {},
     "rewrap": {"limit": _bounded_int(1, MAX_REWRAP_BATCH, "limit")},

@@ -10,6 +10,7 @@ a key or a client secret; ``answer_get`` returns an access token to harvest only
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 import weakref
@@ -82,7 +83,15 @@ class Vault:
         record = await self.store.get(account_id)
         return {"state": "missing" if record is None else record.status}
 
-    async def answer_get(self, account_id: str) -> dict[str, Any]:
+    async def answer_get(self, account_id: str, rejected: str) -> dict[str, Any]:
+        """An access token for harvest. ``rejected``: the one the mail server just refused, if any.
+
+        Only that very token is dropped from the cache, so many callers reporting the same
+        refusal still cause one refresh.
+        """
+        current = self._cache.get(account_id)
+        if rejected and current is not None and hmac.compare_digest(current[0], rejected):
+            del self._cache[account_id]
         cached = self._fresh(account_id)
         if cached is None:
             async with self._lock(account_id):

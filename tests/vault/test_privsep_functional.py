@@ -130,7 +130,7 @@ async def test_web_may_seal_and_set_but_never_get_or_administer(vault, users, sh
     answers = await call_as(users["web"], [shared_gid], vault.socket, [
         ("public_key", {}),
         ("seal_and_set", {"account_id": "acct-1", "provider": "test", "refresh_token": token}),
-        ("get", {"account_id": "acct-1"}),
+        ("get", {"account_id": "acct-1", "rejected": ""}),
     ])
     assert "ok" in answers[0] and answers[1]["ok"]["key_id"] == 1
     assert answers[2] == {"error": "not_permitted"}
@@ -143,7 +143,7 @@ async def test_harvest_may_get_but_never_set_forget_or_administer(vault, users, 
     token = oauth.issue_refresh_token("bob@example.test")
     await call_as(users["web"], [shared_gid], vault.socket,
                   [("seal_and_set", {"account_id": "acct-1", "provider": "test", "refresh_token": token})])
-    got = await call_as(users["harvest"], [shared_gid], vault.socket, [("get", {"account_id": "acct-1"})])
+    got = await call_as(users["harvest"], [shared_gid], vault.socket, [("get", {"account_id": "acct-1", "rejected": ""})])
     assert oauth.is_active(got[0]["ok"]["access_token"])
     refused = [("seal_and_set", {"account_id": "acct-2", "provider": "test", "refresh_token": "x"}),
                ("forget", {"account_id": "acct-1", "revoke": False}), ("token_state", {"account_id": "acct-1"}),

@@ -196,7 +196,7 @@ async def test_unpermitted_request_is_refused_and_connection_closed(vault_factor
     await become(vault, client, os.getpid(), "web")
     raw = socket.socket(socket.AF_UNIX)
     raw.connect(str(vault.socket))
-    body = b'{"op":"get","args":{"account_id":"acct-1"}}'
+    body = b'{"op":"get","args":{"account_id":"acct-1","rejected":""}}'
     raw.sendall(struct.pack(">I", len(body)) + body)
     answer = _read_frame(raw)
     assert b'"not_permitted"' in answer
@@ -331,3 +331,19 @@ async def test_a_provider_given_only_its_issuer_is_discovered(vault_factory, oau
     await become(vault, client, os.getpid(), "web")
     assert (await client.forget(ACCOUNT, revoke=True))["revocation"] == "revoked"  # discovered endpoint too
     assert not oauth.is_active(access.token)
+
+
+async def test_a_rejected_access_token_is_replaced_once(vault_factory, oauth: OAuthProvider):
+    vault = await vault_factory(oauth)
+    client = await connect(vault, oauth, oauth.issue_refresh_token(EMAIL))
+    first = await client.get(ACCOUNT)
+    assert (await client.get(ACCOUNT, rejected="some-other-token")) == first  # not ours: cache kept
+    second = await client.get(ACCOUNT, rejected=first.token)
+    assert second.token != first.token and oauth.refresh_grants == 2
+    # Many callers reporting the same refusal: still one refresh.
+    oauth.delay = 0.2
+    clients = [VaultClient(vault.socket) for _ in range(20)]
+    answers = await asyncio.gather(*(c.get(ACCOUNT, rejected=second.token) for c in clients))
+    assert len({a.token for a in answers}) == 1 and oauth.refresh_grants == 3
+    for c in clients:
+        await c.close()
