@@ -26,6 +26,7 @@ from .store import OK, REAUTH_REQUIRED, TokenRecord, TokenStore
 
 log = logging.getLogger("inboxlens.vault")
 STATUS_EVENTS = 50
+REWRAP_CHUNK = 100  # tokens per transaction: one synced write each, not one per token
 
 
 class Vault:
@@ -53,10 +54,9 @@ class Vault:
     async def answer_set(self, account_id: str, provider: str, sealed: bytes) -> dict[str, Any]:
         async with self._lock(account_id):
             key_id = self._check_opens(sealed, account_id, provider)
-            await self.store.put(account_id, provider, key_id, sealed)
+            await self.store.put(account_id, provider, key_id, sealed, event=f"token_set: sealed under key {key_id}")
             self._cache.pop(account_id, None)
             self._failing.discard(account_id)
-            await self.store.add_event(account_id, "token_set", f"sealed under key {key_id}")
         log.info("stored token for account %s (%s)", account_id, provider)
         return {"account_id": account_id, "key_id": key_id}
 
@@ -113,14 +113,26 @@ class Vault:
         return info.as_dict()
 
     async def answer_rewrap(self, limit: int) -> dict[str, Any]:
+        """Re-seal up to ``limit`` tokens under the primary key, committing every REWRAP_CHUNK.
+
+        Each swap is a compare-and-set: a token that changed meanwhile (a refresh rotated
+        it, sealing it under the primary anyway) is simply left for the next call.
+        """
         primary = self.keyset.primary
         done, failed = 0, []
-        for record in await self.store.not_under(primary.id, limit):
-            async with self._lock(record.account_id):
-                if await self._rewrap_one(record, primary.id):
-                    done += 1
-                else:
+        records = await self.store.not_under(primary.id, limit)
+        for start in range(0, len(records), REWRAP_CHUNK):
+            swaps = []
+            for record in records[start:start + REWRAP_CHUNK]:
+                try:
+                    token = self._open(record)
+                except CannotOpen:
+                    log.error("rewrap: the token of account %s cannot be opened; left as it is", record.account_id)
                     failed.append(record.account_id)
+                    continue
+                blob = sealed.seal(primary.public_key, primary.id, record.account_id, record.provider, token)
+                swaps.append((record.account_id, record.sealed, primary.id, blob))
+            done += sum(await self.store.replace_many(swaps))
         counts = await self.store.count_by_key()
         remaining = sum(n for key_id, n in counts.items() if key_id != primary.id)
         log.info("rewrap: %d re-sealed, %d failed, %d remaining", done, len(failed), remaining)
@@ -212,18 +224,6 @@ class Vault:
         if not await self.store.replace(record.account_id, record.sealed, primary.id, blob):
             await self.store.put(record.account_id, record.provider, primary.id, blob)
 
-    async def _rewrap_one(self, record: TokenRecord, primary_id: int) -> bool:
-        current = await self.store.get(record.account_id)
-        if current is None or current.key_id == primary_id:
-            return True  # forgotten or re-sealed meanwhile: nothing left to do
-        try:
-            token = self._open(current)
-        except CannotOpen:
-            log.error("rewrap: the token of account %s cannot be opened; left as it is", record.account_id)
-            return False
-        blob = sealed.seal(self.keyset.primary.public_key, primary_id, current.account_id, current.provider, token)
-        return await self.store.replace(current.account_id, current.sealed, primary_id, blob)
-
     # -- connections -----------------------------------------------------------
 
     async def dispatch(self, peer: Peer, message: dict[str, Any]) -> dict[str, Any]:
@@ -293,4 +293,6 @@ class Listener:
 
     async def _send(self, writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
         writer.write(protocol.encode(message, self.max_frame))
-        await asyncio.wait_for(writer.drain(), self.frame_timeout)
+        if writer.transport.get_write_buffer_size():  # drain only a client that reads slowly
+            async with asyncio.timeout(self.frame_timeout):
+                await writer.drain()

@@ -35,13 +35,16 @@ class TokenRecord:
 
 
 class TokenStore(Protocol):
-    async def put(self, account_id: str, provider: str, key_id: int, sealed: bytes) -> None:
-        """Insert or replace an account's token; its status becomes ok."""
+    async def put(self, account_id: str, provider: str, key_id: int, sealed: bytes, event: str = "") -> None:
+        """Insert or replace an account's token; its status becomes ok. ``event``: "kind: detail", same commit."""
 
     async def get(self, account_id: str) -> TokenRecord | None: ...
 
     async def replace(self, account_id: str, old_sealed: bytes, key_id: int, new_sealed: bytes) -> bool:
         """Swap the sealed token only if it is still ``old_sealed`` (compare-and-set)."""
+
+    async def replace_many(self, swaps: list[tuple[str, bytes, int, bytes]]) -> list[bool]:
+        """Several compare-and-set swaps (account, old, key id, new) in one transaction."""
 
     async def set_status(self, account_id: str, status: str) -> None: ...
 
@@ -116,10 +119,20 @@ class SqliteTokenStore:
         assert self._db is not None, "store is closed"
         return self._db.execute(sql, params)
 
-    async def put(self, account_id: str, provider: str, key_id: int, sealed: bytes) -> None:
-        await self._run(self._exec, "INSERT INTO tokens VALUES (?, ?, ?, ?, 'ok', ?) ON CONFLICT (account_id) DO UPDATE "
-                        "SET provider=excluded.provider, key_id=excluded.key_id, sealed=excluded.sealed, "
-                        "status='ok', updated_at=excluded.updated_at", account_id, provider, key_id, sealed, time.time())
+    async def put(self, account_id: str, provider: str, key_id: int, sealed: bytes, event: str = "") -> None:
+        def put() -> None:
+            assert self._db is not None, "store is closed"
+            with self._db:  # one transaction: one synced commit for the token and its event
+                self._db.execute("BEGIN")
+                self._exec("INSERT INTO tokens VALUES (?, ?, ?, ?, 'ok', ?) ON CONFLICT (account_id) DO UPDATE "
+                           "SET provider=excluded.provider, key_id=excluded.key_id, sealed=excluded.sealed, "
+                           "status='ok', updated_at=excluded.updated_at", account_id, provider, key_id, sealed,
+                           time.time())
+                if event:
+                    kind, _, detail = event.partition(": ")
+                    self._exec("INSERT INTO events (at, account_id, kind, detail) VALUES (?, ?, ?, ?)",
+                               time.time(), account_id, kind, detail)
+        await self._run(put)
 
     async def get(self, account_id: str) -> TokenRecord | None:
         row = await self._run(lambda: self._exec("SELECT * FROM tokens WHERE account_id = ?", account_id).fetchone())
@@ -129,6 +142,17 @@ class SqliteTokenStore:
         cursor = await self._run(self._exec, "UPDATE tokens SET key_id = ?, sealed = ?, updated_at = ? "
                                  "WHERE account_id = ? AND sealed = ?", key_id, new_sealed, time.time(), account_id, old_sealed)
         return cursor.rowcount == 1
+
+    async def replace_many(self, swaps: list[tuple[str, bytes, int, bytes]]) -> list[bool]:
+        def swap_all() -> list[bool]:
+            assert self._db is not None, "store is closed"
+            with self._db:
+                self._db.execute("BEGIN")
+                now = time.time()
+                return [self._exec("UPDATE tokens SET key_id = ?, sealed = ?, updated_at = ? "
+                                   "WHERE account_id = ? AND sealed = ?", key_id, new, now, account, old).rowcount == 1
+                        for account, old, key_id, new in swaps]
+        return await self._run(swap_all) if swaps else []
 
     async def set_status(self, account_id: str, status: str) -> None:
         await self._run(self._exec, "UPDATE tokens SET status = ?, updated_at = ? WHERE account_id = ?",

@@ -53,11 +53,26 @@ class PgTokenStore:
                 await conn.execute(_DDL)
         return cls(pool)
 
-    async def put(self, account_id: str, provider: str, key_id: int, sealed: bytes) -> None:
-        await self._pool.execute(
-            f"INSERT INTO {_T} VALUES ($1, $2, $3, $4, 'ok', $5) ON CONFLICT (account_id) DO UPDATE "
-            "SET provider = excluded.provider, key_id = excluded.key_id, sealed = excluded.sealed, "
-            "status = 'ok', updated_at = excluded.updated_at", account_id, provider, key_id, sealed, time.time())
+    async def put(self, account_id: str, provider: str, key_id: int, sealed: bytes, event: str = "") -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO {_T} VALUES ($1, $2, $3, $4, 'ok', $5) ON CONFLICT (account_id) DO UPDATE "
+                "SET provider = excluded.provider, key_id = excluded.key_id, sealed = excluded.sealed, "
+                "status = 'ok', updated_at = excluded.updated_at", account_id, provider, key_id, sealed, time.time())
+            if event:
+                kind, _, detail = event.partition(": ")
+                await conn.execute(f"INSERT INTO {_E} (at, account_id, kind, detail) VALUES ($1, $2, $3, $4)",
+                                   time.time(), account_id, kind, detail)
+
+    async def replace_many(self, swaps: list[tuple[str, bytes, int, bytes]]) -> list[bool]:
+        results = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            for account, old, key_id, new in swaps:
+                status = await conn.execute(f"UPDATE {_T} SET key_id = $1, sealed = $2, updated_at = $3 "
+                                            "WHERE account_id = $4 AND sealed = $5", key_id, new, time.time(),
+                                            account, old)
+                results.append(str(status) == "UPDATE 1")
+        return results
 
     async def get(self, account_id: str) -> TokenRecord | None:
         row = await self._pool.fetchrow(f"SELECT * FROM {_T} WHERE account_id = $1", account_id)

@@ -13,6 +13,8 @@ def layout(title: str, body: str, *, user_email: str = "", csrf: str = "") -> st
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{escape(title)} · InboxLens</title><link rel=\"stylesheet\" href=\"/static/app.css\">"
+            # No favicon request (a 404 in every browser console otherwise).
+            "<link rel=\"icon\" href=\"data:,\">"
             "<script src=\"/static/app.js\" defer></script></head><body>"
             f"<header><a href=\"/\" class=\"brand\">InboxLens</a>{account}</header>"
             f"<main><h1>{escape(title)}</h1>{body}</main></body></html>")
@@ -39,7 +41,7 @@ def dashboard(accounts: list[dict[str, Any]], providers: Iterable[tuple[str, str
     rows = "".join(_account_row(a, csrf) for a in accounts) or '<tr><td colspan="5">No mailbox yet.</td></tr>'
     connect = "".join(f'<li><a class="button" data-tz href="/connect/{quote(n)}">Connect {escape(label)}</a></li>'
                       for n, label in providers)
-    return ("<h2>Mailboxes</h2><table><thead><tr><th>Address</th><th>Provider</th><th>Time zone</th>"
+    return ("<table><thead><tr><th>Address</th><th>Provider</th><th>Time zone</th>"
             f"<th>Status</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
             f"<h2>Connect another mailbox</h2><ul class=\"actions\">{connect}</ul>")
 
@@ -56,7 +58,8 @@ def _account_row(account: dict[str, Any], csrf: str) -> str:
     disconnect = (f'<form method="post" action="/accounts/{account_id}/disconnect" class="inline">{csrf_field(csrf)}'
                   '<button type="submit" class="danger">Disconnect</button></form>')
     return (f'<tr data-account="{account_id}"><td>{escape(account["address"])}</td>'
-            f"<td>{escape(account['provider'])}</td><td>{tz}</td><td>{status}</td><td>{disconnect}</td></tr>")
+            f"<td>{escape(account.get('provider_label') or account['provider'])}</td><td>{tz}</td><td>{status}</td>"
+            f"<td>{disconnect}</td></tr>")
 
 
 def disconnected(address: str, revocation: str, deleted: dict[str, int]) -> str:
@@ -88,6 +91,7 @@ th,td{text-align:left;padding:.5rem;border-bottom:1px solid #dde1e7}
 button.danger{background:#c92a2a;border-color:#c92a2a}
 form.inline{display:inline}
 ul.actions{list-style:none;padding:0;display:flex;gap:.8rem}
+input{font:inherit;padding:.3rem .4rem;margin-right:.4rem}
 .problem{padding:.8rem;background:#fff4e6;border-left:4px solid #e8590c}
 .warn{color:#c92a2a}
 """

@@ -65,8 +65,10 @@ async def home(request: web.Request) -> web.Response:
     if session is None or session.user_id is None:
         return html("Welcome", pages.welcome(providers), request=request)
     rows = await accounts.accounts_of(request.app[DB], session.user_id)
+    known = request.app[PROVIDERS].configs
     for row in rows:
         row["status"] = await _live_status(request, row)
+        row["provider_label"] = request.app[PROVIDERS].label(row["provider"]) if row["provider"] in known else ""
     return html("Your mailboxes", pages.dashboard(rows, providers, session.csrf), request=request)
 
 
