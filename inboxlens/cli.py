@@ -43,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the service (supervisor, vault, web, harvest)")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("doctor", help="check configuration, directories, keys and the running vault")
+    hv = sub.add_parser("harvest", help="sync mailboxes now, in the foreground")
+    hv.add_argument("--once", action="store_true", required=True, help="one sync of the due accounts (or ACCOUNT)")
+    hv.add_argument("account", nargs="?", type=_key_id, metavar="ACCOUNT", help="an account id (any state of due-ness)")
     k = sub.add_parser("keys", help="manage the vault's keyset (online or offline)")
     ks = k.add_subparsers(dest="action", required=True, metavar="ACTION")
     init = ks.add_parser("init", help="create the keyset (offline)")
@@ -125,8 +128,13 @@ def _doctor(config: Config, args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _harvest(config: Config, args: argparse.Namespace) -> int:
+    from .harvest_cli import harvest_once
+    return harvest_once(config, args.account)
+
+
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
-    "serve": _serve, "keys": _keys, "migrate": _migrate, "doctor": _doctor}
+    "serve": _serve, "keys": _keys, "migrate": _migrate, "doctor": _doctor, "harvest": _harvest}
 
 if __name__ == "__main__":
     sys.exit(main())

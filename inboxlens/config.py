@@ -52,7 +52,9 @@ class ProviderConfig:
     display_name: str = ""
     imap_host: str = ""
     imap_port: int = 993
-    imap_tls: str = "tls"
+    imap_tls: str = "tls"  # "tls", or "plain" for a server on loopback only
+    # Authentication-Results count only when stamped by one of these (anyone can write that header).
+    trusted_authserv_ids: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never show secrets, even in a traceback's locals
         return f"ProviderConfig(token_url={self.token_url!r}, client_id={self.client_id!r}, client_secrets=<{len(self.client_secrets)} hidden>)"
@@ -70,6 +72,7 @@ DEFAULT_PROVIDERS: Mapping[str, ProviderConfig] = {
         issuer="https://accounts.google.com",
         display_name="Google (Gmail)",
         imap_host="imap.gmail.com",
+        trusted_authserv_ids=("mx.google.com",),
     ),
     "microsoft": ProviderConfig(
         token_url="https://login.microsoftonline.com/common/oauth2/v2.0/token",
@@ -78,6 +81,7 @@ DEFAULT_PROVIDERS: Mapping[str, ProviderConfig] = {
         scopes=("https://outlook.office.com/IMAP.AccessAsUser.All", "offline_access", "openid", "email"),
         display_name="Microsoft 365 / Outlook",
         imap_host="outlook.office365.com",
+        trusted_authserv_ids=("spf.protection.outlook.com",),
     ),
 }
 
@@ -117,7 +121,13 @@ class WebConfig:
 
 @dataclass(frozen=True)
 class HarvestConfig:
-    interval_seconds: float = 300.0
+    interval_seconds: float = 300.0  # how often each account is synced
+    tick_seconds: float = 15.0  # how often the scheduler looks for due accounts
+    first_sync_days: int = 90  # how far back the first sync of an account goes
+    batch_size: int = 250  # UIDs per FETCH (a few hundred: one unbounded FETCH can exceed a server's limits)
+    max_connections: int = 8  # IMAP connections at once, all accounts
+    max_connections_per_host: int = 4  # per IMAP host (Gmail allows ~15 per account; stay well below)
+    lease_seconds: int = 300  # an account's lease; renewed with every stored batch
 
 
 @dataclass(frozen=True)
@@ -349,7 +359,15 @@ def validate(config: Config) -> None:
                                 "default_expires_in_seconds"))
     if not 1024 <= config.vault.max_frame_bytes <= 16 * 1024 * 1024:
         raise ConfigError("vault.max_frame_bytes: must be between 1024 and 16777216")
+    h = config.harvest
+    if not (1 <= h.batch_size <= 5000 and 1 <= h.first_sync_days <= 3650 and h.max_connections >= 1
+            and h.max_connections_per_host >= 1 and h.lease_seconds >= 30 and h.tick_seconds > 0
+            and h.interval_seconds > 0):
+        raise ConfigError("harvest: batch_size 1-5000, first_sync_days 1-3650, max_connections >= 1, "
+                          "max_connections_per_host >= 1, lease_seconds >= 30, intervals > 0")
     for name, provider in config.providers.items():
+        if provider.imap_tls not in ("tls", "plain"):
+            raise ConfigError(f"providers.{name}.imap_tls: must be 'tls' or 'plain' (plain: loopback only)")
         if provider.token_auth_method not in ("client_secret_post", "client_secret_basic"):
             raise ConfigError(f"providers.{name}.token_auth_method: must be client_secret_post or client_secret_basic")
         if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 32:

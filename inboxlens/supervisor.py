@@ -186,7 +186,10 @@ def slice_for(name: str, config: Config, plan: Plan, database_dsn: str) -> dict[
     section = {"web": {"web": config_mod.to_dict(config.web),
                        # the code exchange needs the client secret; web never sees a private key
                        "providers": config_mod.to_dict(config.providers)},
-               "harvest": {"harvest": config_mod.to_dict(config.harvest)}}[name]
+               # harvest needs IMAP hosts and trusted authserv-ids, never a client secret
+               "harvest": {"harvest": config_mod.to_dict(config.harvest),
+                           "providers": {n: {**config_mod.to_dict(p), "client_secrets": []}
+                                         for n, p in config.providers.items()}}}[name]
     return {"config": {**common, **section, "database": {"dsn": database_dsn}}}
 
 

@@ -1,45 +1,63 @@
-"""inboxlens-harvest: fetches header metadata over IMAP and turns it into insights.
+"""inboxlens-harvest: fetches header metadata over IMAP and keeps it until aggregated.
 
 Privilege: its own uid (``inboxlens-harvest``) with the shared ``inboxlens`` group
-(the vault's socket). It holds no key: it asks the vault for short-lived access
-tokens (``get``), which only it may do.
-Untrusted input: IMAP responses, token answers from the vault.
-Writes: PostgreSQL (accounts' sync state, raw metadata, rollups); log lines on stderr.
-Config keys: ``harvest.*``, ``database.dsn``, ``runtime_dir``.
-Today it runs its scheduler loop with nothing to schedule; retrieval builds on it.
+(the vault's socket). It holds no key and no client secret: it asks the vault for
+short-lived access tokens (``get``), which only it may do.
+Untrusted input: IMAP responses (bounded by batch size and timeouts, parsed
+defensively), token answers from the vault.
+Writes: PostgreSQL (leases, checkpoints, raw header rows, account status) as its own
+role; log lines on stderr (account ids and counts, never a token or a header value).
+Config keys: ``harvest.*``, ``providers.*`` (IMAP host, port, TLS, trusted authserv-ids),
+``database.dsn``, ``runtime_dir``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
+
+import asyncpg
 
 from .. import child
-from ..config import from_dict
+from ..config import Config, from_dict
+from ..vault.client import VaultClient
+from .imap import ImapSession
+from .scheduler import Limits, Scheduler
+from .sync import SyncSettings
 
 log = logging.getLogger("inboxlens.harvest")
 
 
-async def scheduler(interval: float, stopping: asyncio.Event) -> int:
-    """Wake every ``interval`` seconds until told to stop; returns how many rounds ran."""
-    rounds = 0
-    while not stopping.is_set():
-        rounds += 1
-        log.debug("scheduler round %d: no accounts are due", rounds)
-        try:
-            await asyncio.wait_for(stopping.wait(), interval)
-        except TimeoutError:
-            pass
-    return rounds
+def settings(config: Config) -> SyncSettings:
+    trusted = frozenset(a for p in config.providers.values() for a in p.trusted_authserv_ids)
+    h = config.harvest
+    return SyncSettings(batch_size=h.batch_size, first_sync_days=h.first_sync_days,
+                        lease=timedelta(seconds=h.lease_seconds), trusted_authserv_ids=trusted)
+
+
+def scheduler(config: Config, pool: asyncpg.Pool, vault: VaultClient) -> Scheduler:
+    h = config.harvest
+    return Scheduler(pool, vault, ImapSession.open, config.providers, settings(config),
+                     interval=timedelta(seconds=h.interval_seconds),
+                     limits=Limits(h.max_connections, h.max_connections_per_host))
 
 
 async def main(channel: child.Channel) -> None:
     config = from_dict(channel.config["config"])
+    try:
+        pool = await asyncpg.create_pool(config.database.dsn, min_size=1, max_size=config.harvest.max_connections + 2,
+                                         command_timeout=60)
+    except (OSError, asyncpg.PostgresError) as e:
+        raise child.StartError(f"cannot reach PostgreSQL ({type(e).__name__})") from None
+    vault = VaultClient(config.vault_socket)
     channel.ready()
     control = asyncio.create_task(_drain(channel))
-    rounds = await scheduler(config.harvest.interval_seconds, channel.stopping)
+    await scheduler(config, pool, vault).run(channel.stopping, config.harvest.tick_seconds)
     control.cancel()
-    log.info("stopped after %d scheduler round(s)", rounds)
+    await vault.close()
+    await pool.close()
+    log.info("stopped")
 
 
 async def _drain(channel: child.Channel) -> None:

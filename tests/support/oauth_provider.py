@@ -206,6 +206,10 @@ class OAuthProvider:
         grant = self._new_grant(email, client_id, "openid email")
         return self._mint_access(grant, self.access_token_ttl if ttl is None else ttl)
 
+    def revoke_access_token(self, access_token: str) -> None:
+        """As if that access token expired early: the grant and its refresh token stay valid."""
+        self._access.pop(access_token, None)
+
     def revoke_grant_for(self, email: str) -> None:
         email = email.lower()
         for grant in self._grants:

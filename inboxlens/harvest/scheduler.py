@@ -1,0 +1,105 @@
+"""The harvest scheduler: lease due accounts, sync them with bounded concurrency, sweep old raw rows.
+
+Concurrency is bounded overall and per IMAP host (Gmail allows about 15 connections
+per account; one sync uses one connection, and we stay far below per host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable, Mapping
+
+import asyncpg
+
+from ..config import ProviderConfig
+from ..vault.client import VaultClient
+from . import store
+from .sync import Connect, Progress, SyncSettings, sync_account
+
+log = logging.getLogger("inboxlens.harvest")
+SWEEP_EVERY = 3600.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    total: int = 8
+    per_host: int = 4
+
+
+def owner_name() -> str:
+    """Who holds a lease: unique per process on any node."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Scheduler:
+    def __init__(self, pool: asyncpg.Pool, vault: VaultClient, connect: Connect,
+                 providers: Mapping[str, ProviderConfig], settings: SyncSettings, *, interval: timedelta,
+                 limits: Limits = Limits(), owner: str | None = None) -> None:
+        self.pool = pool
+        self.vault = vault
+        self.connect = connect
+        self.providers = providers
+        self.settings = settings
+        self.interval = interval
+        self.limits = limits
+        self.owner = owner or owner_name()
+        self._total = asyncio.Semaphore(limits.total)
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._running: set[asyncio.Task[int]] = set()
+        self.report: Callable[[Progress], None] = lambda progress: None
+
+    async def round(self) -> int:
+        """Lease what is due (up to the free slots) and start syncing it; returns how many started."""
+        await store.schedule_new_accounts(self.pool)
+        free = self.limits.total - len(self._running)
+        if free <= 0:
+            return 0
+        accounts = await store.claim_due(self.pool, self.owner, self.settings.lease, free)
+        for account in accounts:
+            task = asyncio.create_task(self._sync(account))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return len(accounts)
+
+    async def _sync(self, account: store.Account) -> int:
+        provider = self.providers.get(account.provider)
+        if provider is None or not provider.imap_host:
+            log.error("account %d: provider %r has no IMAP host configured", account.id, account.provider)
+            await store.release(self.pool, account.id, self.owner, self.interval, error="no_imap_host")
+            return 0
+        host = self._hosts.setdefault(provider.imap_host, asyncio.Semaphore(self.limits.per_host))
+        async with self._total, host:
+            return await sync_account(self.pool, self.vault, self.connect, provider, account, self.owner,
+                                      self.settings, interval=self.interval, report=self.report)
+
+    async def run(self, stopping: asyncio.Event, tick: float) -> None:
+        """Rounds every ``tick`` seconds until ``stopping``; then wait for running syncs."""
+        since_sweep = SWEEP_EVERY
+        while not stopping.is_set():
+            try:
+                await self.round()
+                if since_sweep >= SWEEP_EVERY:
+                    deleted = await store.sweep(self.pool)
+                    since_sweep = 0.0
+                    if deleted:
+                        log.info("retention: deleted %d raw row(s) older than 7 days", deleted)
+            except (OSError, asyncpg.PostgresError) as e:
+                log.error("scheduler round failed (%s); trying again", type(e).__name__)
+            try:
+                await asyncio.wait_for(stopping.wait(), tick)
+            except TimeoutError:
+                since_sweep += tick
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def once(self, account_id: int | None = None) -> int:
+        """Sync due accounts (or one named account) now, in the foreground; returns messages stored."""
+        await store.schedule_new_accounts(self.pool)
+        accounts = await store.claim_due(self.pool, self.owner, self.settings.lease, self.limits.total, account_id)
+        results = await asyncio.gather(*(self._sync(a) for a in accounts))
+        return sum(results)

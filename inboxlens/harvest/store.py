@@ -1,0 +1,153 @@
+"""Harvest's PostgreSQL side: leases, checkpoints and raw header rows.
+
+A batch of rows and the checkpoint that covers it are written in one transaction,
+and only while this process still holds the account's lease (the transaction
+checks it), so a crash or a lost lease resumes with no gap and no duplicate.
+A message is stored once per account (``msg_key``), whichever mailbox, UID or
+UIDVALIDITY it was fetched under.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Sequence
+
+import asyncpg
+
+from .parse import HeaderRecord, is_automated
+
+RAW_RETENTION = timedelta(days=7)
+_COLUMNS = ("account_id", "msg_key", "mailbox", "uid", "message_id", "in_reply_to", "refs", "subject",
+            "from_address", "from_name", "to_addresses", "cc_addresses", "sent_at", "internal_date",
+            "date_reliable", "direction", "automated", "list_id", "dkim", "spf", "dmarc", "dkim_domains",
+            "gm_thread_id")
+
+
+class LeaseLost(Exception):
+    """Another harvest process holds the account now; stop working it."""
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    address: str
+    provider: str
+    time_zone: str
+    first_sync_done: bool
+
+
+async def schedule_new_accounts(pool: asyncpg.Pool) -> int:
+    status = await pool.execute("INSERT INTO harvest_state (account_id) SELECT id FROM mail_accounts "
+                                "ON CONFLICT (account_id) DO NOTHING")
+    return int(str(status).split()[-1])
+
+
+async def claim_due(pool: asyncpg.Pool, owner: str, lease: timedelta, limit: int,
+                    account_id: int | None = None) -> list[Account]:
+    """Lease up to ``limit`` due, active accounts no one else holds (or one named account)."""
+    rows = await pool.fetch(
+        """
+        UPDATE harvest_state h SET lease_owner = $1, lease_expires_at = now() + $2
+        FROM mail_accounts a
+        WHERE h.account_id = a.id AND h.account_id IN (
+            SELECT s.account_id FROM harvest_state s JOIN mail_accounts m ON m.id = s.account_id
+            WHERE m.status = 'active' AND (s.lease_expires_at IS NULL OR s.lease_expires_at < now())
+              AND (($4::bigint IS NULL AND s.next_run_at <= now()) OR s.account_id = $4::bigint)
+            ORDER BY s.next_run_at LIMIT $3 FOR UPDATE OF s SKIP LOCKED)
+        RETURNING a.id, a.address, a.provider, a.time_zone, h.first_sync_done
+        """, owner, lease, limit, account_id)
+    return [Account(r["id"], r["address"], r["provider"], r["time_zone"], r["first_sync_done"]) for r in rows]
+
+
+async def renew(conn: asyncpg.Connection | asyncpg.Pool, account_id: int, owner: str, lease: timedelta) -> None:
+    status = await conn.execute("UPDATE harvest_state SET lease_expires_at = now() + $3 "
+                                "WHERE account_id = $1 AND lease_owner = $2 AND lease_expires_at > now()",
+                                account_id, owner, lease)
+    if str(status) != "UPDATE 1":
+        raise LeaseLost(f"lost the lease on account {account_id}")
+
+
+async def release(pool: asyncpg.Pool, account_id: int, owner: str, next_run: timedelta,
+                  error: str | None = None, first_sync_done: bool = False) -> None:
+    """Give the account back, due again after ``next_run``; count consecutive failures."""
+    await pool.execute(
+        """UPDATE harvest_state SET lease_owner = NULL, lease_expires_at = NULL, next_run_at = now() + $3,
+               last_error = $4, failures = CASE WHEN $4::text IS NULL THEN 0 ELSE failures + 1 END,
+               first_sync_done = first_sync_done OR $5
+           WHERE account_id = $1 AND lease_owner = $2""", account_id, owner, next_run, error, first_sync_done)
+    if error is None:
+        await pool.execute("UPDATE mail_accounts SET last_sync_at = now() WHERE id = $1", account_id)
+
+
+async def failures(pool: asyncpg.Pool, account_id: int) -> int:
+    return int(await pool.fetchval("SELECT failures FROM harvest_state WHERE account_id = $1", account_id) or 0)
+
+
+async def set_account_status(pool: asyncpg.Pool, account_id: int, status: str) -> None:
+    await pool.execute("UPDATE mail_accounts SET status = $2 WHERE id = $1", account_id, status)
+
+
+async def checkpoint(pool: asyncpg.Pool, account_id: int, mailbox: str) -> tuple[int, int] | None:
+    row = await pool.fetchrow("SELECT uidvalidity, last_uid FROM mailbox_checkpoints "
+                              "WHERE account_id = $1 AND mailbox = $2", account_id, mailbox)
+    return (int(row["uidvalidity"]), int(row["last_uid"])) if row else None
+
+
+async def reset_checkpoint(pool: asyncpg.Pool, account_id: int, mailbox: str, uidvalidity: int) -> None:
+    """A new UIDVALIDITY: UIDs start over. Rows already stored stay (msg_key keeps them single)."""
+    await pool.execute("INSERT INTO mailbox_checkpoints (account_id, mailbox, uidvalidity, last_uid) "
+                       "VALUES ($1, $2, $3, 0) ON CONFLICT (account_id, mailbox) DO UPDATE "
+                       "SET uidvalidity = excluded.uidvalidity, last_uid = 0", account_id, mailbox, uidvalidity)
+
+
+async def store_batch(pool: asyncpg.Pool, account: Account, owner: str, lease: timedelta, mailbox: str,
+                      uidvalidity: int, last_uid: int, records: Sequence[HeaderRecord],
+                      own_addresses: frozenset[str]) -> int:
+    """Rows and checkpoint together, under the lease; returns how many rows were new."""
+    rows = [_row(account.id, mailbox, r, own_addresses) for r in records]
+    async with pool.acquire() as conn, conn.transaction():
+        await renew(conn, account.id, owner, lease)
+        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS raw_batch (LIKE raw_headers INCLUDING DEFAULTS) "
+                           "ON COMMIT DELETE ROWS")
+        await conn.copy_records_to_table("raw_batch", records=rows, columns=_COLUMNS)
+        status = await conn.execute(f"INSERT INTO raw_headers ({', '.join(_COLUMNS)}) "
+                                    f"SELECT {', '.join(_COLUMNS)} FROM raw_batch ON CONFLICT DO NOTHING")
+        inserted = int(str(status).split()[-1])
+        await conn.execute("UPDATE mailbox_checkpoints SET last_uid = $4 WHERE account_id = $1 AND mailbox = $2 "
+                           "AND uidvalidity = $3 AND last_uid < $4", account.id, mailbox, uidvalidity, last_uid)
+        await conn.execute("UPDATE harvest_state SET messages_seen = messages_seen + $2 WHERE account_id = $1",
+                           account.id, inserted)
+    return inserted
+
+
+async def sweep(pool: asyncpg.Pool, now: datetime | None = None) -> int:
+    """Delete raw rows older than the retention window (the aggregator deletes sooner)."""
+    cutoff = (now or datetime.now(timezone.utc)) - RAW_RETENTION
+    status = await pool.execute("DELETE FROM raw_headers WHERE harvested_at < $1", cutoff)
+    return int(str(status).split()[-1])
+
+
+def msg_key(record: HeaderRecord) -> bytes:
+    """One message, one key: its Message-ID, else what its headers say about it."""
+    if record.message_id:
+        basis = "id\0" + record.message_id
+    else:
+        sender = record.sender.address if record.sender else ""
+        basis = "\0".join(("hdr", sender, record.date.isoformat() if record.date else record.internal_date.isoformat(),
+                           record.subject, ",".join(a.address for a in record.to)))
+    return hashlib.sha256(basis.encode("utf-8", "surrogatepass")).digest()[:16]
+
+
+def _row(account_id: int, mailbox: str, r: HeaderRecord, own: frozenset[str]) -> tuple[object, ...]:
+    sender = r.sender.address if r.sender else None
+    direction = "sent" if sender in own else "received"
+    return (account_id, msg_key(r), mailbox, r.uid, r.message_id, list(r.in_reply_to), list(r.references),
+            r.subject, sender, r.sender.name if r.sender else None, _addresses(r.to), _addresses(r.cc),
+            r.date or r.internal_date, r.internal_date, r.date is not None, direction, is_automated(r), r.list_id,
+            r.auth.dkim, r.auth.spf, r.auth.dmarc, sorted({d for d, _ in r.dkim_signatures}), r.gm_thrid)
+
+
+def _addresses(addresses: Iterable[object]) -> list[str]:
+    return [a.address for a in addresses if getattr(a, "address", "")]  # type: ignore[attr-defined]

@@ -1,0 +1,204 @@
+"""One account's sync: vault token → IMAP (XOAUTH2) → mailboxes → batches of headers → PostgreSQL.
+
+Per mailbox: check UIDVALIDITY against the checkpoint (a change starts the mailbox
+over; stored messages stay single by their msg_key), find the UIDs to fetch (the
+first sync goes back ``first_sync_days`` with UID SEARCH SINCE, later ones take
+UIDs above the checkpoint), fetch them in batches, and store each batch with its
+checkpoint in one transaction under the account's lease.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Awaitable, Callable, Protocol, Sequence
+
+import asyncpg
+
+from ..config import ProviderConfig
+from ..errors import ProviderRejected, ProviderUnavailable, ReauthRequired, VaultError
+from ..vault.client import VaultClient
+from . import store
+from .parse import HeaderRecord, parse_header_block, parse_internaldate
+
+log = logging.getLogger("inboxlens.harvest")
+
+HEADER_FIELDS = ("MESSAGE-ID", "IN-REPLY-TO", "REFERENCES", "SUBJECT", "FROM", "TO", "CC", "DATE", "X-RECEIVED",
+                 "RECEIVED-SPF", "DKIM-SIGNATURE", "AUTHENTICATION-RESULTS", "LIST-ID", "LIST-UNSUBSCRIBE",
+                 "AUTO-SUBMITTED", "PRECEDENCE")
+
+
+class AuthenticationRefused(Exception):
+    """The IMAP server refused the XOAUTH2 login."""
+
+
+class MailServerError(Exception):
+    """The IMAP server failed or broke the connection; try again later."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    uid: int
+    internal_date: str
+    flags: frozenset[str]
+    header: bytes
+    gm_msgid: int | None = None
+    gm_thrid: int | None = None
+    gm_labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    name: str
+    flags: frozenset[str]
+
+
+class MailSession(Protocol):
+    capabilities: frozenset[str]
+
+    async def authenticate(self, user: str, access_token: str) -> None: ...
+    async def identify(self) -> None: ...
+    async def mailboxes(self) -> list[Mailbox]: ...
+    async def examine(self, mailbox: str) -> int: ...  # returns UIDVALIDITY
+    async def search_since(self, since: datetime) -> list[int]: ...
+    async def search_above(self, uid: int) -> list[int]: ...
+    async def fetch_headers(self, uids: Sequence[int], fields: Sequence[str], gmail: bool) -> list[Fetched]: ...
+    async def logout(self) -> None: ...
+
+
+Connect = Callable[[ProviderConfig], Awaitable[MailSession]]
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    batch_size: int = 250
+    first_sync_days: int = 90
+    lease: timedelta = timedelta(minutes=5)
+    trusted_authserv_ids: frozenset[str] = frozenset()
+
+
+@dataclass
+class Progress:
+    mailbox: str = ""
+    done: int = 0
+    total: int = 0
+    stored: int = 0
+
+
+def choose_mailboxes(boxes: list[Mailbox], gmail: bool) -> list[str]:
+    """Gmail: its \\All mailbox holds sent and received mail. Others: INBOX and \\Sent."""
+    if gmail:
+        every = [b.name for b in boxes if "\\All" in b.flags]
+        if every:
+            return every[:1]
+    sent = [b.name for b in boxes if "\\Sent" in b.flags]
+    inbox = [b.name for b in boxes if b.name.upper() == "INBOX"]
+    return inbox + sent[:1]
+
+
+class AccountSync:
+    def __init__(self, pool: asyncpg.Pool, vault: VaultClient, connect: Connect, provider: ProviderConfig,
+                 account: store.Account, owner: str, settings: SyncSettings,
+                 report: Callable[[Progress], None] = lambda p: None) -> None:
+        self.pool = pool
+        self.vault = vault
+        self.connect = connect
+        self.provider = provider
+        self.account = account
+        self.owner = owner
+        self.settings = settings
+        self.report = report
+        self.progress = Progress()
+
+    async def run(self) -> int:
+        """Sync every chosen mailbox; returns how many new messages were stored."""
+        session = await self._login()
+        try:
+            await session.identify()
+            gmail = "X-GM-EXT-1" in session.capabilities
+            for mailbox in choose_mailboxes(await session.mailboxes(), gmail):
+                await self._sync_mailbox(session, mailbox, gmail)
+        finally:
+            await session.logout()
+        return self.progress.stored
+
+    async def _login(self) -> MailSession:
+        """XOAUTH2 with the vault's token; if refused, once more with a fresh one."""
+        token = await self.vault.get(str(self.account.id))
+        for attempt in (1, 2):
+            session = await self.connect(self.provider)
+            try:
+                await session.authenticate(self.account.address, token.token)
+                return session
+            except AuthenticationRefused:
+                await session.logout()
+                if attempt == 2:
+                    raise
+                log.info("account %d: XOAUTH2 refused; asking the vault for a fresh token", self.account.id)
+                token = await self.vault.get(str(self.account.id), rejected=token.token)
+        raise AssertionError("unreachable")
+
+    async def _sync_mailbox(self, session: MailSession, mailbox: str, gmail: bool) -> None:
+        uidvalidity = await session.examine(mailbox)
+        saved = await store.checkpoint(self.pool, self.account.id, mailbox)
+        if saved is None or saved[0] != uidvalidity:
+            if saved is not None:
+                log.warning("account %d: %s UIDVALIDITY changed %d -> %d; syncing it again",
+                            self.account.id, mailbox, saved[0], uidvalidity)
+            await store.reset_checkpoint(self.pool, self.account.id, mailbox, uidvalidity)
+            saved = (uidvalidity, 0)
+        last_uid = saved[1]
+        if last_uid == 0:
+            since = datetime.now(timezone.utc) - timedelta(days=self.settings.first_sync_days)
+            uids = sorted(await session.search_since(since))
+        else:
+            uids = sorted(u for u in await session.search_above(last_uid) if u > last_uid)
+        self.progress = Progress(mailbox, 0, len(uids), self.progress.stored)
+        self.report(self.progress)
+        own = frozenset({self.account.address})
+        for start in range(0, len(uids), self.settings.batch_size):
+            batch = uids[start:start + self.settings.batch_size]
+            records = [self._parse(f) for f in await session.fetch_headers(batch, HEADER_FIELDS, gmail)]
+            self.progress.stored += await store.store_batch(
+                self.pool, self.account, self.owner, self.settings.lease, mailbox, uidvalidity, batch[-1],
+                records, own)
+            self.progress.done += len(batch)
+            self.report(self.progress)
+
+    def _parse(self, fetched: Fetched) -> HeaderRecord:
+        return parse_header_block(
+            fetched.uid, parse_internaldate(fetched.internal_date), fetched.header,
+            trusted_authserv_ids=self.settings.trusted_authserv_ids, flags=fetched.flags,
+            gm_msgid=fetched.gm_msgid, gm_thrid=fetched.gm_thrid, gm_labels=fetched.gm_labels)
+
+
+async def sync_account(pool: asyncpg.Pool, vault: VaultClient, connect: Connect, provider: ProviderConfig,
+                       account: store.Account, owner: str, settings: SyncSettings, *,
+                       interval: timedelta, report: Callable[[Progress], None] = lambda p: None) -> int:
+    """Run one account's sync and give its lease back with what happened (never raises for the world's faults)."""
+    sync = AccountSync(pool, vault, connect, provider, account, owner, settings, report)
+    try:
+        stored = await sync.run()
+    except ReauthRequired:
+        log.warning("account %d needs reconnecting; not retrying until it is", account.id)
+        await store.set_account_status(pool, account.id, "reauth_required")
+        await store.release(pool, account.id, owner, interval, error="reauth_required")
+        return 0
+    except AuthenticationRefused:
+        log.warning("account %d: the mail server refused a fresh token too; marking it", account.id)
+        await store.set_account_status(pool, account.id, "error")
+        await store.release(pool, account.id, owner, interval, error="imap_auth_refused")
+        return 0
+    except store.LeaseLost:
+        log.warning("account %d: lease lost to another harvester; stopping", account.id)
+        return sync.progress.stored
+    except (ProviderUnavailable, ProviderRejected, VaultError, MailServerError, OSError) as e:
+        failures = await store.failures(pool, account.id) + 1
+        backoff = min(interval, timedelta(seconds=30 * 2 ** min(failures, 10)))
+        log.warning("account %d: %s; retrying in %s", account.id, type(e).__name__, backoff)
+        await store.release(pool, account.id, owner, backoff, error=type(e).__name__)
+        return sync.progress.stored
+    await store.release(pool, account.id, owner, interval, first_sync_done=True)
+    log.info("account %d: %d new message(s)", account.id, stored)
+    return stored
