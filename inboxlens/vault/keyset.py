@@ -173,7 +173,19 @@ def write_atomic(path: Path, data: bytes, mode: int, owner: tuple[int, int] | No
     """Write a file so that a crash leaves the old or the new content, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp")
     _remove_if_present(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    _write_new(tmp, data, mode, owner)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _write_private(path: Path, key: bytes, owner: tuple[int, int] | None) -> None:
+    _write_new(path, key, 0o400, owner)  # never over an existing key
+    _fsync_dir(path.parent)
+
+
+def _write_new(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+    """Create ``path`` (it must not exist) with ``mode`` and ``owner``, and sync it to disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
         if owner is not None:
@@ -181,20 +193,6 @@ def write_atomic(path: Path, data: bytes, mode: int, owner: tuple[int, int] | No
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _write_private(path: Path, key: bytes, owner: tuple[int, int] | None) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o400)
-    try:
-        os.write(fd, key)
-        if owner is not None:
-            os.fchown(fd, *owner)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    _fsync_dir(path.parent)
 
 
 def _read_keyset(directory: Path) -> dict[int, KeyInfo]:

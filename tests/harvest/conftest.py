@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +11,6 @@ import asyncpg
 import pytest
 
 from inboxlens.config import ProviderConfig
-from inboxlens.errors import NotPermitted, UnknownAccount
 from inboxlens.harvest.imap import ImapSession
 from inboxlens.harvest.scheduler import Limits, Scheduler
 from inboxlens.harvest.sync import SyncSettings
@@ -65,31 +63,13 @@ class Mail:
                                            "VALUES ($1, $2, 'test') RETURNING id", user, address)
         key = await self.client.public_key()
         await self.vault.register(os.getpid(), "web")
-        await _until_role(self.client, "web")
         await self.client.set(str(account), "test", key.seal(str(account), "test",
                                                              self.oauth.issue_refresh_token(address, CLIENT_ID)))
         await self.vault.register(os.getpid(), "harvest")
-        await _until_role(self.client, "harvest")
         return int(account)
 
     async def stored(self, account: int) -> list[asyncpg.Record]:
         return await self.pool.fetch("SELECT * FROM raw_headers WHERE account_id = $1 ORDER BY sent_at", account)
-
-
-async def _until_role(client: VaultClient, role: str) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if role == "harvest":
-                await client.get("probe", rejected="")
-            else:
-                await client.token_state("probe")
-            return
-        except UnknownAccount:
-            return
-        except NotPermitted:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.005)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,18 @@ class VaultProcess:
         await self.process.stdin.drain()
 
     async def register(self, pid: int, role: str) -> None:
+        """Register ``pid`` as ``role`` (as the supervisor does) and wait until the vault applied it.
+
+        The control pipe has no acknowledgement; the vault logs each registration, so wait for
+        one more such line than there was (a PID may be registered again, as another role).
+        """
+        line = f"registered pid {pid} as {role}"
+        seen = self.log().count(line)
         await self.send({"register": pid, "role": role})
+        deadline = time.monotonic() + READY_TIMEOUT
+        while self.log().count(line) <= seen:
+            assert time.monotonic() < deadline, f"the vault never applied: {line}"
+            await asyncio.sleep(0.005)
 
     async def stop(self) -> int:
         if self.process is None or self.process.returncode is not None:

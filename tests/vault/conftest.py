@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from inboxlens.errors import NotPermitted, UnknownAccount
 from inboxlens.vault.client import VaultClient
 from tests.support.oauth_provider import OAuthProvider
 from tests.support.vaultproc import VaultProcess, make_vault
@@ -47,19 +44,5 @@ async def vault_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
 
 
 async def become(vault: VaultProcess, client: VaultClient, pid: int, role: str) -> None:
-    """Register ``pid`` as ``role`` and wait until the vault applies it (the pipe gives no acknowledgement)."""
+    """Act as ``role``: register ``pid`` (the test process) with the vault, as the supervisor would."""
     await vault.register(pid, role)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if role == "harvest":
-                await client.get("probe-account")
-            else:
-                await client.forget("probe-account")
-            return
-        except UnknownAccount:
-            return
-        except NotPermitted:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.005)

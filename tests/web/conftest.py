@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -12,7 +10,6 @@ import aiohttp
 import asyncpg
 import pytest
 
-from inboxlens.errors import NotPermitted, UnknownAccount
 from inboxlens.pg import migrate
 from inboxlens.vault.client import VaultClient
 from tests.support.oauth_provider import OAuthProvider
@@ -38,17 +35,8 @@ class Stack:
 
     async def as_harvest(self) -> VaultClient:
         """A vault client acting as harvest: the test process registered as the harvest PID."""
-        client = VaultClient(self.vault.socket)
         await self.vault.register(os.getpid(), "harvest")
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                await client.get("probe")
-            except UnknownAccount:
-                return client
-            except NotPermitted:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.005)
+        return VaultClient(self.vault.socket)
 
 
 def providers(oauth: OAuthProvider) -> dict[str, Any]:
@@ -71,19 +59,10 @@ async def stack(tmp_path: Path, pg_db: str) -> AsyncIterator[Stack]:
     await web.start()
     assert web.process is not None
     await vault.register(web.process.pid, "web")
-    await wait_registered(vault, web.process.pid)
     yield Stack(oauth, vault, web, pg_db)
     await web.stop()
     await vault.stop()
     await oauth.stop()
-
-
-async def wait_registered(vault: VaultProcess, pid: int) -> None:
-    """The control pipe has no acknowledgement: wait for the vault to log the registration."""
-    deadline = time.monotonic() + 10
-    while f"registered pid {pid} as web" not in vault.log():
-        assert time.monotonic() < deadline, vault.log()
-        await asyncio.sleep(0.01)
 
 
 async def page(response: aiohttp.ClientResponse) -> str:

@@ -16,7 +16,7 @@ from inboxlens.vault.client import VaultClient
 from tests.support.oauth_provider import OAuthProvider
 from tests.support.vaultproc import make_vault
 from tests.support.webproc import make_web
-from tests.web.conftest import CLIENT_ID, CLIENT_SECRET, Stack, csrf_of, page, wait_registered
+from tests.web.conftest import CLIENT_ID, CLIENT_SECRET, Stack, csrf_of, page
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
@@ -324,7 +324,6 @@ async def test_a_generic_provider_configured_by_its_issuer_only(tmp_path, pg_db)
     await vault.register(web.process.pid, "web")
     try:
         stack = Stack(oauth, vault, web, pg_db)
-        await wait_registered(vault, web.process.pid)
         oauth.login = ALICE
         async with stack.browser() as browser:
             response = await browser.get("/connect/generic")
