@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 # RFC 7208 §9.1: the results a Received-SPF header may carry.
 SPF_RESULTS = frozenset({"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"})
 MAX_SIGNATURES = 16
 MAX_COMMENT_PASSES = 3
 
-# method[/version]=result at the start of each resinfo (after a ';'): the result token ends
-# at whitespace, ';' or the end, so "pass" is not read out of "passed" or "pass(x)y".
+# method[/version]=result at the start of each resinfo (after a ';', comments gone): a result
+# is a whole token, up to whitespace, ';' or the end; a longer or stranger one is no result.
 _RESINFO = re.compile(r";\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\s*(?:/\s*[0-9]+\s*)?=\s*([A-Za-z0-9_-]{1,32})(?![^\s;])")
 _KEYWORD = re.compile(r"\s*([A-Za-z]+)")
 # A left-to-right lexer: a quoted string is opaque (its ';' or '(' mean nothing), and so is
@@ -38,6 +39,7 @@ _INNERMOST_COMMENT = re.compile(r"\([^()\\]*(?:\\.[^()\\]*)*\)", re.S)
 _COMMENT_TEXT = re.compile(r"[^()\\]+|\\.|\\", re.S)
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9._@+-]")
 _DKIM_TAGS = re.compile(rb";\s*([ds])\s*=([^;]*)")  # searched in ";" + value: a literal first is fast
+_DKIM_WHOLE_TAGS = re.compile(rb";\s*([ds])\s*=([^;]*)(?=;)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +159,29 @@ def _first_keyword(value: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def dkim_signers(values: list[bytes]) -> tuple[tuple[str, str], ...]:
-    """(d=, s=) of each DKIM-Signature value, lower-cased; "" for a missing or garbled tag."""
+def dkim_signers(occurrences: list[list[bytes]]) -> tuple[tuple[str, str], ...]:
+    """(d=, s=) of each DKIM-Signature, given as its lines; lower-cased, "" for a missing or garbled tag."""
     signers: list[tuple[str, str]] = []
-    for value in values[:MAX_SIGNATURES]:
-        tags = dict(reversed(_DKIM_TAGS.findall(b";" + value)))  # the first of each wins
-        domain, selector = _tag(tags.get(b"d", b"")), _tag(tags.get(b"s", b""))
-        if domain or selector:
-            signers.append((domain, selector))
+    for lines in occurrences[:MAX_SIGNATURES]:
+        signer = _signer_in_first_line(lines[0]) or _signer(b"".join(lines))
+        if signer != ("", ""):
+            signers.append(signer)
     return tuple(signers)
+
+
+@lru_cache(maxsize=1024)
+def _signer_in_first_line(line: bytes) -> tuple[str, str] | None:
+    """Both tags, if the first line holds them whole, else None.
+
+    It often does, and then it is the same line in every message of that sender: cached.
+    """
+    tags = dict(reversed(_DKIM_WHOLE_TAGS.findall(b";" + line)))
+    return (_tag(tags[b"d"]), _tag(tags[b"s"])) if b"d" in tags and b"s" in tags else None
+
+
+def _signer(value: bytes) -> tuple[str, str]:
+    tags = dict(reversed(_DKIM_TAGS.findall(b";" + value)))  # the first of each wins
+    return _tag(tags.get(b"d", b"")), _tag(tags.get(b"s", b""))
 
 
 def _tag(value: bytes) -> str:

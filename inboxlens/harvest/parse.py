@@ -74,6 +74,15 @@ class Address:
 
 @dataclass(frozen=True, slots=True)
 class HeaderRecord:
+    """What the harvest stores of one message.
+
+    Dates are aware UTC (``date`` None if missing or unreadable: fall back to
+    ``internal_date``); ids are without angle brackets; text is decoded, without control
+    characters, at most 998 characters; ``sender`` is From's first mailbox; ``to`` and
+    ``cc`` hold only mailboxes with an address; ``auth`` is what the trusted server wrote;
+    ``dkim_signatures`` are (d=, s=) pairs, unverified.
+    """
+
     uid: int
     internal_date: datetime
     date: datetime | None
@@ -124,7 +133,7 @@ def parse_header_block(uid: int, internal_date: datetime, header_block: bytes, *
         _keyword(text(fields, b"precedence")),
         verdicts(_all_text(fields, b"authentication-results"), text(fields, b"received-spf"),
                  _lowered(trusted_authserv_ids)),
-        dkim_signers([b"".join(parts) for parts in fields.get(b"dkim-signature", ())]),
+        dkim_signers(fields.get(b"dkim-signature", [])),
         frozenset(flags),
         gm_msgid,
         gm_thrid,
@@ -161,7 +170,11 @@ def _fields(block: bytes) -> Fields:
                 parts = None
                 continue
         parts = [value]
-        fields.setdefault(key, []).append(parts)
+        occurrences = fields.get(key)
+        if occurrences is None:
+            fields[key] = [parts]
+        else:
+            occurrences.append(parts)
     return fields
 
 

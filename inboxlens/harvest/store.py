@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import asyncpg
 
-from .parse import HeaderRecord, is_automated
+from .parse import Address, HeaderRecord, is_automated
 
 RAW_RETENTION = timedelta(days=7)
 _COLUMNS = ("account_id", "msg_key", "mailbox", "uid", "message_id", "in_reply_to", "refs", "subject",
@@ -141,13 +141,14 @@ def msg_key(record: HeaderRecord) -> bytes:
 
 
 def _row(account_id: int, mailbox: str, r: HeaderRecord, own: frozenset[str]) -> tuple[object, ...]:
-    sender = r.sender.address if r.sender else None
-    direction = "sent" if sender in own else "received"
+    # Addresses are stored and compared lower-cased (Address.key): one correspondent, one spelling.
+    sender = r.sender.key if r.sender and r.sender.address else None
+    direction = "sent" if sender is not None and sender in own else "received"
     return (account_id, msg_key(r), mailbox, r.uid, r.message_id, list(r.in_reply_to), list(r.references),
             r.subject, sender, r.sender.name if r.sender else None, _addresses(r.to), _addresses(r.cc),
             r.date or r.internal_date, r.internal_date, r.date is not None, direction, is_automated(r), r.list_id,
             r.auth.dkim, r.auth.spf, r.auth.dmarc, sorted({d for d, _ in r.dkim_signatures}), r.gm_thrid)
 
 
-def _addresses(addresses: Iterable[object]) -> list[str]:
-    return [a.address for a in addresses if getattr(a, "address", "")]  # type: ignore[attr-defined]
+def _addresses(addresses: Iterable[Address]) -> list[str]:
+    return [a.key for a in addresses if a.address]

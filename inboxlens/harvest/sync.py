@@ -156,7 +156,7 @@ class AccountSync:
             uids = sorted(u for u in await session.search_above(last_uid) if u > last_uid)
         self.progress = Progress(mailbox, 0, len(uids), self.progress.stored)
         self.report(self.progress)
-        own = frozenset({self.account.address})
+        own = frozenset({self.account.address.lower()})
         for start in range(0, len(uids), self.settings.batch_size):
             batch = uids[start:start + self.settings.batch_size]
             records = [self._parse(f) for f in await session.fetch_headers(batch, HEADER_FIELDS, gmail)]
