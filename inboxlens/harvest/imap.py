@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from array import array
 import re
 import ssl
 from datetime import datetime
@@ -38,7 +39,8 @@ from .sync import AuthenticationRefused, Fetched, Mailbox, MailServerError
 TIMEOUT = 60.0
 # aioimaplib hands untagged answers over without "* LIST " / "* SEARCH ".
 _LIST_LINE = re.compile(rb'(?:LIST )?\((?P<flags>[^)]*)\) (?:"(?:[^"\\]|\\.)*"|NIL) (?P<name>.+)$')
-_SEARCH_LINE = re.compile(rb"(?:SEARCH)?(?: ?\d+)*")
+_NUMBER = re.compile(rb"\d+")
+_SEARCH_LINE = re.compile(rb"(?:SEARCH)?[ 0-9]*")  # no repeated group: 100k UIDs cost no backtracking state
 _FETCH_START = re.compile(rb"\d+ FETCH \(")
 _UID = re.compile(rb"\bUID (\d+)")
 _INTERNALDATE = re.compile(rb'\bINTERNALDATE "([^"]+)"')
@@ -79,32 +81,50 @@ class _LinearFetch(FetchCommand):
 
 
 class _Protocol(IMAP4ClientProtocol):
+    def data_received(self, d: bytes) -> None:
+        # As aioimaplib's, without formatting every chunk into a debug message nobody reads.
+        try:
+            pending: bytes = getattr(self, "incomplete_line")
+            self._handle_responses(pending + d, self._handle_line, getattr(self, "current_command"))
+            self.incomplete_line = b""
+            self.current_command = None
+        except IncompleteRead as incomplete:
+            self.current_command = incomplete.cmd
+            self.incomplete_line = incomplete.data
+
     def _handle_responses(self, data: bytes, line_handler: Any, current_cmd: Command | None = None) -> None:
+        """aioimaplib's state machine as a loop that walks ``data`` by offset (no copy per line)."""
+        pos, size = 0, len(data)
         while True:
-            if not data:
+            if pos >= size:
                 if self.pending_sync_command is not None:
                     self.pending_sync_command.flush()
                 if current_cmd is not None and current_cmd.wait_data():
                     raise IncompleteRead(current_cmd)
                 return
             if current_cmd is not None and current_cmd.wait_literal_data():
-                data = current_cmd.append_literal_data(data)
+                wanted = current_cmd._expected_size - len(current_cmd._resp_literal_data)
+                chunk = data[pos:pos + wanted]
+                current_cmd.append_literal_data(chunk)
+                pos += len(chunk)
                 if current_cmd.wait_literal_data():
                     raise IncompleteRead(current_cmd)
-            line, separator, tail = data.partition(CRLF)
-            if not separator:
-                raise IncompleteRead(current_cmd, data)
+                continue
+            end = data.find(CRLF, pos)
+            if end < 0:
+                raise IncompleteRead(current_cmd, data[pos:])
+            line, pos = data[pos:end], end + 2
             cmd = line_handler(line, current_cmd)
             begin_literal = literal_data_re.match(line)
             if begin_literal:
                 if cmd is None:
                     cmd = Command("NIL", "unused")
                 cmd.begin_literal_data(int(begin_literal.group("size")))
-                data, current_cmd = tail, cmd
+                current_cmd = cmd
             elif cmd is not None and cmd.wait_data():
-                data, current_cmd = tail, cmd
+                current_cmd = cmd
             else:
-                data, current_cmd = tail, None
+                current_cmd = None
 
     lost = False
 
@@ -233,11 +253,11 @@ class ImapSession:
                 return int(match.group(1))
         raise MailServerError(f"{self.host} gave no UIDVALIDITY for {mailbox!r}")
 
-    async def search_since(self, since: datetime) -> list[int]:
+    async def search_since(self, since: datetime) -> array[int]:
         day = f"{since.day:02d}-{_MONTHS[since.month - 1]}-{since.year}"
         return _search_result(await self._ok(self.client.protocol.search("SINCE", day, by_uid=True, charset=None)))
 
-    async def search_above(self, uid: int) -> list[int]:
+    async def search_above(self, uid: int) -> array[int]:
         return _search_result(await self._ok(
             self.client.protocol.search("UID", f"{uid + 1}:*", by_uid=True, charset=None)))
 
@@ -295,11 +315,12 @@ def _int(pattern: re.Pattern[bytes], text: bytes) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _search_result(response: aioimaplib.Response) -> list[int]:
-    uids: list[int] = []
+def _search_result(response: aioimaplib.Response) -> array[int]:
+    """UIDs as a compact array (4 bytes each, no list of 100k objects: memory stays flat)."""
+    uids = array("I")
     for line in response.lines[:-1]:  # the last line is the tagged completion's text
         if isinstance(line, bytes) and _SEARCH_LINE.fullmatch(line):
-            uids.extend(int(u) for u in line.split() if u.isdigit())
+            uids.extend(int(m.group()) for m in _NUMBER.finditer(line))
     return uids
 
 

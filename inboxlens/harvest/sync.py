@@ -10,6 +10,7 @@ checkpoint in one transaction under the account's lease.
 from __future__ import annotations
 
 import logging
+from array import array
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable, Protocol, Sequence
@@ -61,8 +62,8 @@ class MailSession(Protocol):
     async def identify(self) -> None: ...
     async def mailboxes(self) -> list[Mailbox]: ...
     async def examine(self, mailbox: str) -> int: ...  # returns UIDVALIDITY
-    async def search_since(self, since: datetime) -> list[int]: ...
-    async def search_above(self, uid: int) -> list[int]: ...
+    async def search_since(self, since: datetime) -> Sequence[int]: ...
+    async def search_above(self, uid: int) -> Sequence[int]: ...
     async def fetch_headers(self, uids: Sequence[int], fields: Sequence[str], gmail: bool) -> list[Fetched]: ...
     async def logout(self) -> None: ...
 
@@ -95,6 +96,14 @@ def choose_mailboxes(boxes: list[Mailbox], gmail: bool) -> list[str]:
     sent = [b.name for b in boxes if "\\Sent" in b.flags]
     inbox = [b.name for b in boxes if b.name.upper() == "INBOX"]
     return inbox + sent[:1]
+
+
+def ascending(uids: Sequence[int], above: int) -> array[int]:
+    """UIDs above ``above``, ascending, as a compact array (servers mostly answer sorted already)."""
+    kept = array("I", (u for u in uids if u > above))
+    if any(kept[i] >= kept[i + 1] for i in range(len(kept) - 1)):
+        kept = array("I", sorted(set(kept)))
+    return kept
 
 
 class AccountSync:
@@ -151,9 +160,9 @@ class AccountSync:
         last_uid = saved[1]
         if last_uid == 0:
             since = datetime.now(timezone.utc) - timedelta(days=self.settings.first_sync_days)
-            uids = sorted(await session.search_since(since))
+            uids = ascending(await session.search_since(since), 0)
         else:
-            uids = sorted(u for u in await session.search_above(last_uid) if u > last_uid)
+            uids = ascending(await session.search_above(last_uid), last_uid)
         self.progress = Progress(mailbox, 0, len(uids), self.progress.stored)
         self.report(self.progress)
         own = frozenset({self.account.address.lower()})

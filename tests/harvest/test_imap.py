@@ -65,3 +65,10 @@ def test_only_loopback_counts_as_loopback(host, loopback):
 async def test_plain_text_imap_is_refused_off_loopback():
     with pytest.raises(MailServerError, match="only loopback may go without TLS"):
         await ImapSession.open(ProviderConfig(imap_host="imap.example.com", imap_port=143, imap_tls="plain"))
+
+
+def test_ascending_filters_sorts_and_dedupes():
+    from inboxlens.harvest.sync import ascending
+    assert list(ascending([1, 2, 3, 10], 2)) == [3, 10]
+    assert list(ascending([9, 3, 3, 7], 0)) == [3, 7, 9]
+    assert list(ascending([], 0)) == []
