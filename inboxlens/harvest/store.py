@@ -22,7 +22,7 @@ RAW_RETENTION = timedelta(days=7)
 _COLUMNS = ("account_id", "msg_key", "mailbox", "uid", "message_id", "in_reply_to", "refs", "subject",
             "from_address", "from_name", "to_addresses", "cc_addresses", "sent_at", "internal_date",
             "date_reliable", "direction", "automated", "list_id", "dkim", "spf", "dmarc", "dkim_domains",
-            "gm_thread_id")
+            "gm_thread_id", "dkim_signatures")
 
 
 class LeaseLost(Exception):
@@ -147,7 +147,8 @@ def _row(account_id: int, mailbox: str, r: HeaderRecord, own: frozenset[str]) ->
     return (account_id, msg_key(r), mailbox, r.uid, r.message_id, list(r.in_reply_to), list(r.references),
             r.subject, sender, r.sender.name if r.sender else None, _addresses(r.to), _addresses(r.cc),
             r.date or r.internal_date, r.internal_date, r.date is not None, direction, is_automated(r), r.list_id,
-            r.auth.dkim, r.auth.spf, r.auth.dmarc, sorted({d for d, _ in r.dkim_signatures}), r.gm_thrid)
+            r.auth.dkim, r.auth.spf, r.auth.dmarc, sorted({d for d, _ in r.dkim_signatures}), r.gm_thrid,
+            [f"{d}/{s}" for d, s in r.dkim_signatures])
 
 
 def _addresses(addresses: Iterable[Address]) -> list[str]:

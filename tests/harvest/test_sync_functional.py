@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -67,6 +68,8 @@ async def test_parsed_fields_match_what_was_written(mail: Mail):
         if m.direction == "in" and m.kind == "person":
             assert (row["spf"], row["dkim"], row["dmarc"]) == (m.spf, m.dkim, m.dmarc), m.quirks
         assert row["automated"] == (m.kind != "person"), m.kind  # lists, newsletters, notifications
+        signatures = re.findall(rb"DKIM-Signature:.*?\bd=([^;\s]+);.*?\bs=([^;\s]+);", m.raw, re.S)
+        assert row["dkim_signatures"] == [f"{d.decode().lower()}/{s_.decode()}" for d, s_ in signatures]
         checked += 1
     assert checked > 200
 
