@@ -11,10 +11,8 @@ from __future__ import annotations
 # =============================================================================================
 import asyncio
 import os
-import pwd
 import secrets
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,19 +23,11 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from tests.support.osusers import ensure_user
+
 from inboxlens.pg import EmbeddedPostgres
 
 TEST_PG_USER = "inboxlens-test-pg"
-
-
-def _ensure_os_user(name: str) -> None:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        # check=False: a concurrent session may have created it meanwhile; getpwnam decides.
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                       check=False, capture_output=True, timeout=30)
-        pwd.getpwnam(name)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +35,7 @@ def pg_run_as() -> str | None:
     """The OS user embedded test servers run as: a dedicated one as root, else ourselves (None)."""
     if os.geteuid() != 0:
         return None
-    _ensure_os_user(TEST_PG_USER)
+    ensure_user(TEST_PG_USER)
     return TEST_PG_USER
 
 

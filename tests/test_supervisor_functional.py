@@ -20,6 +20,7 @@ import urllib.request
 import pytest
 
 from inboxlens import supervisor
+from tests.support.osusers import ensure_user
 
 pytestmark = [pytest.mark.root, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="the supervisor's root mode needs root")]
@@ -192,12 +193,7 @@ DEV_USER = "inboxlens-t-dev"
 
 @pytest.fixture
 def dev_user(base: Path) -> pwd.struct_passwd:
-    try:
-        entry = pwd.getpwnam(DEV_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        DEV_USER], check=True, capture_output=True)
-        entry = pwd.getpwnam(DEV_USER)
+    entry = ensure_user(DEV_USER)
     home = base / "home"
     home.mkdir()
     os.chown(home, entry.pw_uid, entry.pw_gid)

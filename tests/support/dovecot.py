@@ -43,11 +43,12 @@ What Dovecot 2.3.19.1 says, pinned by test_dovecot_functional.py:
 
 from __future__ import annotations
 
+from tests.support.osusers import ensure_user
+
 import asyncio
 import datetime as dt
 import ipaddress
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -104,13 +105,7 @@ def require_dovecot() -> None:
 
 def ensure_vmail_user(name: str = VMAIL_USER) -> tuple[int, int]:
     """(uid, gid) of the system user that owns the test mail, created if missing."""
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        # check=False: a concurrent session may create it meanwhile; getpwnam decides.
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", name], check=False, capture_output=True, timeout=30)
-        entry = pwd.getpwnam(name)
+    entry = ensure_user(name)
     return entry.pw_uid, entry.pw_gid
 
 

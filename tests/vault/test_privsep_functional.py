@@ -7,12 +7,9 @@ separate process started under the uid whose rights it proves.
 from __future__ import annotations
 
 import asyncio
-import grp
 import json
 import os
-import pwd
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +20,7 @@ import pytest
 
 from inboxlens.supervisor import Plan, StartFailed, check_reachable
 from tests.support.oauth_provider import OAuthProvider
+from tests.support.osusers import ensure_group, ensure_user
 from tests.support.vaultproc import VaultProcess, make_vault
 from tests.vault.conftest import CLIENT_ID, CLIENT_SECRET, provider_config
 
@@ -38,31 +36,14 @@ class User:
     gid: int
 
 
-def ensure_user(name: str) -> User:
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        name], check=True, capture_output=True)
-        entry = pwd.getpwnam(name)
-    return User(entry.pw_uid, entry.pw_gid)
-
-
-def ensure_group(name: str) -> int:
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        subprocess.run(["groupadd", "--system", name], check=True, capture_output=True)
-        return grp.getgrnam(name).gr_gid
-
-
 @pytest.fixture(scope="module")
 def users() -> dict[str, User]:
     try:
         check_reachable(Plan(dev=False))
     except StartFailed as e:
         pytest.fail(f"the test interpreter is not reachable by other users: {e}")
-    return {role: ensure_user(f"inboxlens-t-{role}") for role in USERS}
+    entries = {role: ensure_user(f"inboxlens-t-{role}") for role in USERS}
+    return {role: User(e.pw_uid, e.pw_gid) for role, e in entries.items()}
 
 
 @pytest.fixture(scope="module")
