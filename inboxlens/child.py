@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 from typing import Any, Awaitable, Callable
@@ -63,10 +64,14 @@ def setup_logging(name: str, level: str = "INFO") -> None:
     # httpx(2) logs full request URLs at INFO; keep the third-party chatter down.
     for name in ("httpx", "httpcore", "httpx2", "httpcore2"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # aioimaplib logs every line it sends at DEBUG, the base64 XOAUTH2 string (a bearer token) included.
+    logging.getLogger("aioimaplib").setLevel(logging.WARNING)
 
 
 def run(name: str, main: ChildMain) -> None:
     """Run a child: read its slice from stdin, then ``main`` until told to stop."""
+    # Web holds client secrets and, briefly, refresh tokens; harvest holds access tokens: no core files.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     setup_logging(name)
     try:
         asyncio.run(_run(name, main))

@@ -223,3 +223,26 @@ async def test_kill_9_mid_batch_then_resume_counts_every_message_once(mail: Mail
     rows = await mail.stored(account)
     assert sorted(r["message_id"] for r in rows if r["message_id"]) == sorted(expected(messages))
     assert len(rows) == len([m for m in messages if m.folder in ("INBOX", "Sent")])
+
+
+async def test_no_token_reaches_the_log_even_at_debug(mail: Mail, caplog: pytest.LogCaptureFixture):
+    import base64
+    import logging
+
+    from inboxlens.child import setup_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    setup_logging("inboxlens-harvest", "DEBUG")  # what a harvest child does with log_level = DEBUG
+    root.addHandler(caplog.handler)
+    try:
+        mail.dovecot.deliver(mail.owner, realistic_messages(mail.owner, count=10, seed=11))
+        account = await mail.add_account()
+        assert await mail.scheduler().once(account) > 0
+        token = (await mail.client.get(str(account), rejected="")).token
+    finally:
+        root.handlers[:], root.level = saved
+        logging.getLogger("aioimaplib").setLevel(logging.NOTSET)
+    assert "scheduler" in caplog.text or "account" in caplog.text  # DEBUG/INFO lines were captured
+    sasl = base64.b64encode(f"user={mail.owner}\1auth=Bearer {token}\1\1".encode()).decode()
+    assert token not in caplog.text and sasl not in caplog.text and "AUTHENTICATE" not in caplog.text
