@@ -51,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     init = ks.add_parser("init", help="create the keyset (offline)")
     init.add_argument("--if-missing", action="store_true", help="do nothing if a keyset exists")
     ks.add_parser("list", help="keys with state, creation time and how many tokens each seals")
+    ks.add_parser("status", help="tokens by state and the latest refresh failures and recoveries")
     ks.add_parser("rotate", help="add a new primary key")
     rw = ks.add_parser("rewrap", help="re-seal every token under the primary key (resumable)")
     rw.add_argument("--batch", type=_batch, default=keys.REWRAP_BATCH, help="tokens per request (1-1000)")
@@ -87,6 +88,7 @@ def _keys(config: Config, args: argparse.Namespace) -> int:
         return keys.init(config, args.if_missing)
     actions: dict[str, Callable[[keys.Admin], object]] = {
         "list": keys.list_keys,
+        "status": keys.show_status,
         "rotate": keys.rotate,
         "rewrap": lambda a: keys.rewrap(a, args.batch),
         "revoke": lambda a: keys.revoke(a, args.key_id),

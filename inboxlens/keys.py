@@ -24,6 +24,7 @@ from .vault.client import VaultClient
 from .vault.keyset import KEYSET_FILE, Keyset, KeysetLock, prepare_directory
 from .vault.refresh import Refresher
 from .vault.server import Vault
+from .vault.store import open_store
 
 VAULT_USER = "inboxlens-vault"
 REWRAP_BATCH = 100
@@ -104,7 +105,6 @@ async def admin(config: Config) -> AsyncIterator[Admin]:
 
 @asynccontextmanager
 async def _offline(config: Config) -> AsyncIterator[OfflineAdmin]:
-    from .vault.__main__ import open_store  # the vault's own choice of store
     lock = KeysetLock(config.vault_dir)
     try:
         held = lock.acquire()
@@ -139,6 +139,20 @@ async def list_keys(admin: Admin) -> int:
     for key in status["keys"]:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(key["created"]))
         print(f"{key['id']:>4}  {key['state']:<8}  {created:<20}  {key['tokens']:>7}")
+    return 0
+
+
+async def show_status(admin: Admin) -> int:
+    """Tokens by state, refresh counters (online only) and the latest refresh events."""
+    status = await admin.status()
+    tokens = ", ".join(f"{n} {state}" for state, n in sorted(status["tokens"].items())) or "none"
+    print(f"tokens: {tokens}")
+    refresh = status["refresh"]
+    print(f"since the vault started: {refresh['refreshes']} refresh(es), {refresh['transient_failures']} transient "
+          f"failure(s), {refresh['failing']} account(s) failing now, {refresh['cached']} access token(s) cached")
+    for event in status["events"][:20]:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event["at"]))
+        print(f"{at}  account {event['account_id']}  {event['kind']}  {event['detail']}")
     return 0
 
 

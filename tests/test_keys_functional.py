@@ -96,3 +96,11 @@ async def test_online_against_the_running_vault(tmp_path: Path):
     finally:
         await vault.stop()
     assert "revoked key 1" in vault.log()  # done by the running vault, not offline
+
+
+def test_status_shows_tokens_and_refresh_events(tmp_path: Path):
+    assert inboxlens(tmp_path, "keys", "init").returncode == 0
+    asyncio.run(tokens.fill(tmp_path / "state" / "vault", 3))
+    result = inboxlens(tmp_path, "keys", "status")
+    assert result.returncode == 0, result.stderr
+    assert "tokens: 3 ok" in result.stdout and "0 refresh(es)" in result.stdout

@@ -33,7 +33,7 @@ from .callers import Callers
 from .keyset import Keyset, KeysetLock
 from .refresh import Refresher
 from .server import Listener, Vault
-from .store import SqliteTokenStore, TokenStore
+from .store import open_store
 
 log = logging.getLogger("inboxlens.vault")
 PR_SET_DUMPABLE = 4
@@ -46,13 +46,6 @@ def harden() -> None:
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise child.StartError(f"prctl(PR_SET_DUMPABLE, 0) failed: errno {ctypes.get_errno()}")
     os.umask(0o077)
-
-
-async def open_store(config: Config) -> TokenStore:
-    if config.vault.token_store == "postgres":
-        from .store_pg import PgTokenStore
-        return await PgTokenStore.open(config.vault.token_store_dsn)
-    return await SqliteTokenStore.open(config.vault_dir / "tokens.sqlite3")
 
 
 async def listen(path: Path, listener: Listener) -> asyncio.AbstractServer:

@@ -15,7 +15,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 OK, REAUTH_REQUIRED = "ok", "reauth_required"
 T = TypeVar("T")
@@ -192,3 +195,11 @@ class SqliteTokenStore:
             db, self._db = self._db, None
             await self._run(db.close)
         self._executor.shutdown(wait=True)
+
+
+async def open_store(config: "Config") -> TokenStore:
+    """The token store the configuration names: the vault's SQLite file, or its PostgreSQL schema."""
+    if config.vault.token_store == "postgres":
+        from .store_pg import PgTokenStore
+        return await PgTokenStore.open(config.vault.token_store_dsn)
+    return await SqliteTokenStore.open(config.vault_dir / "tokens.sqlite3")
