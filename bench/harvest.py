@@ -396,7 +396,7 @@ async def _child() -> None:
     provider = ProviderConfig(**cast(dict[str, Any], {k: tuple(v) if isinstance(v, list) else v
                                                       for k, v in args["provider"].items()}))
     settings = SyncSettings(batch_size=BATCH, first_sync_days=3650, lease=timedelta(seconds=60),
-                            trusted_authserv_ids=frozenset(provider.trusted_authserv_ids))
+                            trusted_authserv_ids=frozenset(provider.trusted_authserv_ids), aggregate=False)
     scheduler = Scheduler(pool, vault, ImapSession.open, {"test": provider}, settings,
                           interval=timedelta(minutes=5), limits=Limits(8, 4), owner="bench-child")
     began, cpu = time.perf_counter(), time.process_time()

@@ -74,7 +74,11 @@ async def test_connect_then_harvest_from_the_command_line(service: Service):
             wanted = len([m for m in messages if m.folder in ("INBOX", "Sent")])
             assert f"harvest: {wanted} new message(s) stored" in harvested.stdout
             assert "fetched" in harvested.stderr  # the progress bar
-            assert await db.fetchval("SELECT count(*) FROM raw_headers WHERE account_id = $1", account) == wanted
+            # Folded into the message index and the daily rollups, the raw rows deleted.
+            assert await db.fetchval("SELECT count(*) FROM message_index WHERE account_id = $1", account) == wanted
+            assert await db.fetchval("SELECT sum(received + sent) FROM account_daily WHERE account_id = $1",
+                                     account) == wanted
+            assert await db.fetchval("SELECT count(*) FROM raw_headers WHERE account_id = $1", account) == 0
             assert await db.fetchval("SELECT last_sync_at IS NOT NULL FROM mail_accounts WHERE id = $1", account)
         finally:
             await db.close()

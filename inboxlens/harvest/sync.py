@@ -19,6 +19,7 @@ import asyncpg
 
 from ..config import ProviderConfig
 from ..errors import ProviderRejected, ProviderUnavailable, ReauthRequired, VaultError
+from ..metrics.rollups import aggregate
 from ..vault.client import VaultClient
 from . import store
 from .parse import HeaderRecord, parse_header_block, parse_internaldate
@@ -77,6 +78,9 @@ class SyncSettings:
     first_sync_days: int = 90
     lease: timedelta = timedelta(minutes=5)
     trusted_authserv_ids: frozenset[str] = frozenset()
+    # Fold the new raw rows into the message index and daily rollups after each sync (and
+    # delete them). Tests that look at raw rows turn it off.
+    aggregate: bool = True
 
 
 @dataclass
@@ -208,6 +212,13 @@ async def sync_account(pool: asyncpg.Pool, vault: VaultClient, connect: Connect,
         log.warning("account %d: %s; retrying in %s", account.id, type(e).__name__, backoff)
         await store.release(pool, account.id, owner, backoff, error=type(e).__name__)
         return sync.progress.stored
+    if settings.aggregate:
+        try:
+            folded = await aggregate(pool, account.id)
+            log.info("account %d: %d message(s) folded into %d day(s)", account.id, folded.folded, len(folded.days))
+        except (OSError, asyncpg.PostgresError) as e:
+            # The rows stay; the next sync's aggregation takes them (the sweep only after 7 days).
+            log.error("account %d: aggregation failed (%s)", account.id, type(e).__name__)
     await store.release(pool, account.id, owner, interval, first_sync_done=True)
     log.info("account %d: %d new message(s)", account.id, stored)
     return stored

@@ -44,8 +44,9 @@ class Mail:
                               imap_tls="tls" if tls else "plain", trusted_authserv_ids=(AUTHSERV_ID,))
 
     def settings(self, **overrides: object) -> SyncSettings:
+        # aggregate=False: these tests read the raw rows the sync stored (aggregation deletes them).
         values = {"batch_size": 100, "first_sync_days": 3650, "lease": timedelta(seconds=60),
-                  "trusted_authserv_ids": frozenset({AUTHSERV_ID}), **overrides}
+                  "trusted_authserv_ids": frozenset({AUTHSERV_ID}), "aggregate": False, **overrides}
         return SyncSettings(**values)  # type: ignore[arg-type]
 
     def scheduler(self, owner: str = "test-harvester", tls: bool = False, **overrides: object) -> Scheduler:

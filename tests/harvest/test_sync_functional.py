@@ -246,3 +246,17 @@ async def test_no_token_reaches_the_log_even_at_debug(mail: Mail, caplog: pytest
     assert "scheduler" in caplog.text or "account" in caplog.text  # DEBUG/INFO lines were captured
     sasl = base64.b64encode(f"user={mail.owner}\1auth=Bearer {token}\1\1".encode()).decode()
     assert token not in caplog.text and sasl not in caplog.text and "AUTHENTICATE" not in caplog.text
+
+
+async def test_a_sync_folds_its_rows_into_the_rollups(mail: Mail):
+    messages = realistic_messages(mail.owner, count=200, seed=12)
+    mail.dovecot.deliver(mail.owner, messages)
+    account = await mail.add_account()
+    stored = await mail.scheduler(aggregate=True).once(account)
+    assert stored == len([m for m in messages if m.folder in ("INBOX", "Sent")])
+    assert await mail.stored(account) == []  # raw rows are gone once aggregated
+    totals = await mail.pool.fetchrow("SELECT sum(received) AS received, sum(sent) AS sent FROM account_daily "
+                                      "WHERE account_id = $1", account)
+    read = [m for m in messages if m.folder in ("INBOX", "Sent")]
+    assert totals["sent"] == sum(1 for m in read if m.direction == "out")
+    assert totals["received"] == sum(1 for m in read if m.direction == "in")

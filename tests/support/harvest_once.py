@@ -30,7 +30,7 @@ async def main() -> None:
     vault = VaultClient(args["socket"])
     provider = ProviderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args["provider"].items()})
     settings = SyncSettings(batch_size=args["batch_size"], first_sync_days=3650, lease=timedelta(seconds=60),
-                            trusted_authserv_ids=frozenset(provider.trusted_authserv_ids))
+                            trusted_authserv_ids=frozenset(provider.trusted_authserv_ids), aggregate=False)
     scheduler = Scheduler(pool, vault, ImapSession.open, {"test": provider}, settings,
                           interval=timedelta(minutes=5), limits=Limits(2, 2), owner=args["owner"])
     print(await scheduler.once(args["account"]), flush=True)
