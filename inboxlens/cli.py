@@ -19,7 +19,7 @@ from . import config as config_mod
 from . import keys
 from .child import setup_logging
 from .config import Config
-from .errors import ConfigError, InboxLensError
+from .errors import ConfigError, InboxLensError, MetricsUnavailable
 
 EX_CONFIG = 78
 
@@ -97,6 +97,7 @@ def _keys(config: Config, args: argparse.Namespace) -> int:
 
 
 def _migrate(config: Config, args: argparse.Namespace) -> int:
+    from .metrics.factory import migrate_metrics
     from .supervisor import make_plan, open_database, prepare_directories
 
     async def go() -> None:
@@ -106,8 +107,15 @@ def _migrate(config: Config, args: argparse.Namespace) -> int:
         _, server = await open_database(config, plan)
         if server is not None:
             await asyncio.to_thread(server.stop)
+        metrics = await migrate_metrics(config)
+        if metrics:
+            print(f"{metrics}: schema is up to date")
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    except MetricsUnavailable as e:
+        print(f"inboxlens migrate: the metrics store: {e}", file=sys.stderr)
+        return 1
     print("database schema is up to date")
     return 0
 

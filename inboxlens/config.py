@@ -18,10 +18,12 @@ import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .metrics.model import InsightSettings, WorkingHours
 
 ENV_PREFIX = "INBOXLENS_"
 # Variables with this prefix that are not configuration keys.
@@ -113,6 +115,10 @@ class WebConfig:
     # The address browsers use (redirect URIs are built from it); default http://host:port.
     public_url: str = ""
     session_days: int = 14
+    # Browser origins allowed to call /api/v1 cross-origin (say "chrome-extension://<id>"); never "*".
+    cors_origins: tuple[str, ...] = ()
+    api_requests_per_minute: int = 600  # per API token (or session): the steady rate ...
+    api_burst: int = 60  # ... and how many may come at once before 429
 
     @property
     def base_url(self) -> str:
@@ -128,6 +134,45 @@ class HarvestConfig:
     max_connections: int = 8  # IMAP connections at once, all accounts
     max_connections_per_host: int = 4  # per IMAP host (Gmail allows ~15 per account; stay well below)
     lease_seconds: int = 300  # an account's lease; renewed with every stored batch
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where raw rows, rollups and insights live: PostgreSQL (the accounts' database) or Cassandra."""
+
+    backend: str = "postgresql"  # or "cassandra"
+    cassandra_hosts: tuple[str, ...] = ()  # contact points, "host" or "host:port"
+    cassandra_keyspace: str = "inboxlens"
+    cassandra_username: str = ""
+    cassandra_password: str = ""
+    cassandra_local_dc: str = ""  # token- and DC-aware routing; empty: the driver's default
+    cassandra_replication_factor: int = 3  # used when `inboxlens migrate` creates the keyspace
+    cassandra_timeout_seconds: float = 10.0
+
+    def __repr__(self) -> str:
+        return (f"MetricsConfig(backend={self.backend!r}, cassandra_hosts={self.cassandra_hosts!r}, "
+                f"cassandra_keyspace={self.cassandra_keyspace!r}, "
+                f"cassandra_password={'<hidden>' if self.cassandra_password else '<none>'})")
+
+
+@dataclass(frozen=True)
+class InsightsConfig:
+    work_start: str = "09:00"  # working hours, in each account's time zone, for business-hours reply times
+    work_end: str = "17:00"
+    work_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri")
+    owed_after_hours: float = 24.0  # a person's message unanswered this long is an owed reply
+    awaiting_after_hours: float = 72.0  # your message unanswered this long is awaiting their reply
+    lookback_days: int = 30  # owed and awaiting look no further back
+
+    def settings(self) -> InsightSettings:
+        """As the metrics stores take them (validated when the config is loaded)."""
+        days = frozenset(WEEKDAYS.index(d.lower()) for d in self.work_days)
+        hours = WorkingHours(time.fromisoformat(self.work_start), time.fromisoformat(self.work_end), days)
+        return InsightSettings(hours, timedelta(hours=self.owed_after_hours),
+                               timedelta(hours=self.awaiting_after_hours), timedelta(days=self.lookback_days))
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 @dataclass(frozen=True)
@@ -157,6 +202,8 @@ class Config:
     vault: VaultConfig = VaultConfig()
     web: WebConfig = WebConfig()
     harvest: HarvestConfig = HarvestConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    insights: InsightsConfig = InsightsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     providers: Mapping[str, ProviderConfig] = field(default_factory=lambda: dict(DEFAULT_PROVIDERS))
 
@@ -365,6 +412,9 @@ def validate(config: Config) -> None:
             and h.interval_seconds > 0):
         raise ConfigError("harvest: batch_size 1-5000, first_sync_days 1-3650, max_connections >= 1, "
                           "max_connections_per_host >= 1, lease_seconds >= 30, intervals > 0")
+    _validate_web_api(config.web)
+    _validate_metrics(config.metrics)
+    _validate_insights(config.insights)
     for name, provider in config.providers.items():
         if provider.imap_tls not in ("tls", "plain"):
             raise ConfigError(f"providers.{name}.imap_tls: must be 'tls' or 'plain' (plain: loopback only)")
@@ -374,6 +424,36 @@ def validate(config: Config) -> None:
             raise ConfigError(f"providers.{name}: a provider name is 1-32 letters, digits, '-' or '_'")
 
 
+def _validate_web_api(web: WebConfig) -> None:
+    for origin in web.cors_origins:
+        if origin == "*" or "://" not in origin or origin.endswith("/") or origin.count("/") > 2:
+            raise ConfigError(f"web.cors_origins: {origin!r} is not an origin like chrome-extension://<id> "
+                              "or https://host (no wildcard, no path)")
+    if not (1 <= web.api_requests_per_minute <= 100_000 and 1 <= web.api_burst <= 10_000):
+        raise ConfigError("web: api_requests_per_minute 1-100000, api_burst 1-10000")
+
+
+def _validate_metrics(metrics: MetricsConfig) -> None:
+    if metrics.backend not in ("postgresql", "cassandra"):
+        raise ConfigError(f"metrics.backend: must be 'postgresql' or 'cassandra', not {metrics.backend!r}")
+    if metrics.backend == "cassandra" and not metrics.cassandra_hosts:
+        raise ConfigError("metrics.cassandra_hosts: required when metrics.backend = 'cassandra'")
+    if not metrics.cassandra_keyspace.replace("_", "").isalnum() or len(metrics.cassandra_keyspace) > 48:
+        raise ConfigError("metrics.cassandra_keyspace: 1-48 letters, digits or '_'")
+    if not (1 <= metrics.cassandra_replication_factor <= 9 and metrics.cassandra_timeout_seconds > 0):
+        raise ConfigError("metrics: cassandra_replication_factor 1-9, cassandra_timeout_seconds > 0")
+
+
+def _validate_insights(insights: InsightsConfig) -> None:
+    try:
+        insights.settings()
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"insights: work_start/work_end are HH:MM with start before end, work_days of "
+                          f"{', '.join(WEEKDAYS)} ({e})") from None
+    if not (insights.owed_after_hours > 0 and insights.awaiting_after_hours > 0 and 1 <= insights.lookback_days <= 365):
+        raise ConfigError("insights: owed_after_hours and awaiting_after_hours > 0, lookback_days 1-365")
+
+
 def _positive(config: Config, section: str, names: tuple[str, ...]) -> None:
     values = getattr(config, section)
     for name in names:
@@ -381,5 +461,6 @@ def _positive(config: Config, section: str, names: tuple[str, ...]) -> None:
             raise ConfigError(f"{section}.{name}: must be greater than zero")
 
 
-__all__ = ["Config", "ProviderConfig", "VaultConfig", "WebConfig", "HarvestConfig", "DatabaseConfig",
+__all__ = ["Config", "ProviderConfig", "VaultConfig", "WebConfig", "HarvestConfig", "MetricsConfig",
+           "InsightsConfig", "DatabaseConfig",
            "SupervisorConfig", "load", "from_dict", "to_dict", "default_dirs", "validate"]

@@ -5,6 +5,7 @@
     ├── KeysetError             the key files: missing, unreadable, wrong mode, unknown key id
     ├── SealedTokenError        a sealed token cannot be opened (one opaque message, on purpose)
     ├── PgError                 the embedded or configured PostgreSQL cannot be used
+    ├── MetricsUnavailable      the metrics store (Cassandra) cannot be reached or timed out
     └── VaultError              talking to the vault
         ├── VaultUnavailable    the world's fault: no socket, connection lost, timed out
         ├── ProtocolError       a frame broke the protocol (either side)
@@ -45,6 +46,10 @@ class SealedTokenError(InboxLensError):
 
 class PgError(InboxLensError):
     """PostgreSQL (embedded or configured) could not be started, reached or migrated."""
+
+
+class MetricsUnavailable(InboxLensError):
+    """The world's fault: the metrics store's cluster is unreachable, overloaded or timed out."""
 
 
 class VaultError(InboxLensError):

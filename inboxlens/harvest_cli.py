@@ -19,11 +19,12 @@ import sys
 import asyncpg
 
 from .config import Config
-from .errors import InboxLensError
+from .errors import InboxLensError, MetricsUnavailable
 from .harvest.__main__ import scheduler
 from .harvest.sync import Progress
 from .supervisor import SHARED_GROUP, USERS, pg_socket_dir
 from .vault.client import VaultClient
+from .metrics.factory import open_metrics
 
 
 class HarvestCliError(InboxLensError):
@@ -67,13 +68,19 @@ def harvest_once(config: Config, account: int | None) -> int:
             pool = await asyncpg.create_pool(database_dsn(config), min_size=1, max_size=4)
         except (OSError, asyncpg.PostgresError) as e:
             raise HarvestCliError(f"cannot reach the database ({type(e).__name__}); is the service running?") from None
+        try:
+            metrics = await open_metrics(config, pool)
+        except MetricsUnavailable as e:
+            await pool.close()
+            raise HarvestCliError(f"cannot reach the metrics store ({e})") from None
         vault = VaultClient(config.vault_socket)
         try:
-            sched = scheduler(config, pool, vault)
+            sched = scheduler(config, pool, vault, metrics)
             sched.report = progress_bar
             return await sched.once(account)
         finally:
             await vault.close()
+            await metrics.close()
             await pool.close()
 
     stored = asyncio.run(run())

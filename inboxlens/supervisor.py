@@ -183,11 +183,12 @@ def slice_for(name: str, config: Config, plan: Plan, database_dsn: str) -> dict[
                            "providers": config_mod.to_dict(config.providers)},
                 "callers": _callers(config, plan),
                 "credentials": {str(k): v.hex() for k, v in credentials.items()}}
-    section = {"web": {"web": config_mod.to_dict(config.web),
+    metrics = {"metrics": config_mod.to_dict(config.metrics), "insights": config_mod.to_dict(config.insights)}
+    section = {"web": {"web": config_mod.to_dict(config.web), **metrics,
                        # the code exchange needs the client secret; web never sees a private key
                        "providers": config_mod.to_dict(config.providers)},
                # harvest needs IMAP hosts and trusted authserv-ids, never a client secret
-               "harvest": {"harvest": config_mod.to_dict(config.harvest),
+               "harvest": {"harvest": config_mod.to_dict(config.harvest), **metrics,
                            "providers": {n: {**config_mod.to_dict(p), "client_secrets": []}
                                          for n, p in config.providers.items()}}}[name]
     return {"config": {**common, **section, "database": {"dsn": database_dsn}}}

@@ -5,10 +5,10 @@ Privilege: its own uid (``inboxlens-harvest``) with the shared ``inboxlens`` gro
 short-lived access tokens (``get``), which only it may do.
 Untrusted input: IMAP responses (bounded by batch size and timeouts, parsed
 defensively), token answers from the vault.
-Writes: PostgreSQL (leases, checkpoints, raw header rows, account status) as its own
-role; log lines on stderr (account ids and counts, never a token or a header value).
+Writes: PostgreSQL (leases, checkpoints, account status) as its own role; raw header
+rows, rollups and insights to the metrics store (PostgreSQL, or Cassandra); log lines on stderr (account ids and counts, never a token or a header value).
 Config keys: ``harvest.*``, ``providers.*`` (IMAP host, port, TLS, trusted authserv-ids),
-``database.dsn``, ``runtime_dir``.
+``metrics.*``, ``insights.*``, ``database.dsn``, ``runtime_dir``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ import asyncpg
 
 from .. import child
 from ..config import Config, from_dict
+from ..errors import MetricsUnavailable
+from ..metrics.factory import open_metrics
+from ..metrics.store import MetricsStore
 from ..vault.client import VaultClient
 from .imap import ImapSession
 from .scheduler import Limits, Scheduler
@@ -36,11 +39,11 @@ def settings(config: Config) -> SyncSettings:
                         lease=timedelta(seconds=h.lease_seconds), trusted_authserv_ids=trusted)
 
 
-def scheduler(config: Config, pool: asyncpg.Pool, vault: VaultClient) -> Scheduler:
+def scheduler(config: Config, pool: asyncpg.Pool, vault: VaultClient, metrics: MetricsStore) -> Scheduler:
     h = config.harvest
     return Scheduler(pool, vault, ImapSession.open, config.providers, settings(config),
                      interval=timedelta(seconds=h.interval_seconds),
-                     limits=Limits(h.max_connections, h.max_connections_per_host))
+                     limits=Limits(h.max_connections, h.max_connections_per_host), metrics=metrics)
 
 
 async def main(channel: child.Channel) -> None:
@@ -50,11 +53,16 @@ async def main(channel: child.Channel) -> None:
                                          command_timeout=60)
     except (OSError, asyncpg.PostgresError) as e:
         raise child.StartError(f"cannot reach PostgreSQL ({type(e).__name__})") from None
+    try:
+        metrics = await open_metrics(config, pool)
+    except MetricsUnavailable as e:
+        raise child.StartError(f"cannot reach the metrics store ({e})") from None
     vault = VaultClient(config.vault_socket)
     channel.ready()
     control = asyncio.create_task(_drain(channel))
-    await scheduler(config, pool, vault).run(channel.stopping, config.harvest.tick_seconds)
+    await scheduler(config, pool, vault, metrics).run(channel.stopping, config.harvest.tick_seconds)
     control.cancel()
+    await metrics.close()
     await vault.close()
     await pool.close()
     log.info("stopped")

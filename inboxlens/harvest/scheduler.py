@@ -17,6 +17,8 @@ from typing import Callable, Mapping
 import asyncpg
 
 from ..config import ProviderConfig
+from ..metrics.pg import PgMetricsStore
+from ..metrics.store import MetricsStore
 from ..vault.client import VaultClient
 from . import store
 from .sync import Connect, Progress, SyncSettings, sync_account
@@ -39,8 +41,9 @@ def owner_name() -> str:
 class Scheduler:
     def __init__(self, pool: asyncpg.Pool, vault: VaultClient, connect: Connect,
                  providers: Mapping[str, ProviderConfig], settings: SyncSettings, *, interval: timedelta,
-                 limits: Limits = Limits(), owner: str | None = None) -> None:
+                 limits: Limits = Limits(), owner: str | None = None, metrics: MetricsStore | None = None) -> None:
         self.pool = pool
+        self.metrics: MetricsStore = metrics or PgMetricsStore(pool)
         self.vault = vault
         self.connect = connect
         self.providers = providers
@@ -75,7 +78,8 @@ class Scheduler:
         host = self._hosts.setdefault(provider.imap_host, asyncio.Semaphore(self.limits.per_host))
         async with self._total, host:
             return await sync_account(self.pool, self.vault, self.connect, provider, account, self.owner,
-                                      self.settings, interval=self.interval, report=self.report)
+                                      self.settings, interval=self.interval, report=self.report,
+                                      metrics=self.metrics)
 
     async def run(self, stopping: asyncio.Event, tick: float) -> None:
         """Rounds every ``tick`` seconds until ``stopping``; then wait for running syncs."""
@@ -84,7 +88,7 @@ class Scheduler:
             try:
                 await self.round()
                 if since_sweep >= SWEEP_EVERY:
-                    deleted = await store.sweep(self.pool)
+                    deleted = await self.metrics.sweep()
                     since_sweep = 0.0
                     if deleted:
                         log.info("retention: deleted %d raw row(s) older than 7 days", deleted)

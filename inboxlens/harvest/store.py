@@ -1,8 +1,9 @@
 """Harvest's PostgreSQL side: leases, checkpoints and raw header rows.
 
-A batch of rows and the checkpoint that covers it are written in one transaction,
-and only while this process still holds the account's lease (the transaction
-checks it), so a crash or a lost lease resumes with no gap and no duplicate.
+A batch's raw rows go to the MetricsStore (idempotent by message), then the checkpoint
+that covers them is advanced, only while this process still holds the account's lease
+(the transaction checks it), so a crash or a lost lease resumes with no gap and no
+duplicate.
 A message is stored once per account (``msg_key``), whichever mailbox, UID or
 UIDVALIDITY it was fetched under.
 """
@@ -11,19 +12,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Iterable, Sequence
 
 import asyncpg
 
+from ..metrics.model import RawRow
+from ..metrics.store import MetricsStore
 from .parse import Address, HeaderRecord, is_automated
-
-RAW_RETENTION = timedelta(days=7)
-_COLUMNS = ("account_id", "msg_key", "mailbox", "uid", "message_id", "in_reply_to", "refs", "subject",
-            "from_address", "from_name", "to_addresses", "cc_addresses", "sent_at", "internal_date",
-            "date_reliable", "direction", "automated", "list_id", "dkim", "spf", "dmarc", "dkim_domains",
-            "gm_thread_id", "dkim_signatures")
-
 
 class LeaseLost(Exception):
     """Another harvest process holds the account now; stop working it."""
@@ -102,31 +98,19 @@ async def reset_checkpoint(pool: asyncpg.Pool, account_id: int, mailbox: str, ui
                        "SET uidvalidity = excluded.uidvalidity, last_uid = 0", account_id, mailbox, uidvalidity)
 
 
-async def store_batch(pool: asyncpg.Pool, account: Account, owner: str, lease: timedelta, mailbox: str,
-                      uidvalidity: int, last_uid: int, records: Sequence[HeaderRecord],
+async def store_batch(pool: asyncpg.Pool, metrics: MetricsStore, account: Account, owner: str, lease: timedelta,
+                      mailbox: str, uidvalidity: int, last_uid: int, records: Sequence[HeaderRecord],
                       own_addresses: frozenset[str]) -> int:
-    """Rows and checkpoint together, under the lease; returns how many rows were new."""
-    rows = [_row(account.id, mailbox, r, own_addresses) for r in records]
+    """Rows first (idempotent: a crash before the checkpoint refetches them, and they count
+    once), then the checkpoint, under the lease; returns how many rows were new."""
+    inserted = await metrics.write_raw([raw_row(account.id, mailbox, r, own_addresses) for r in records])
     async with pool.acquire() as conn, conn.transaction():
         await renew(conn, account.id, owner, lease)
-        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS raw_batch (LIKE raw_headers INCLUDING DEFAULTS) "
-                           "ON COMMIT DELETE ROWS")
-        await conn.copy_records_to_table("raw_batch", records=rows, columns=_COLUMNS)
-        status = await conn.execute(f"INSERT INTO raw_headers ({', '.join(_COLUMNS)}) "
-                                    f"SELECT {', '.join(_COLUMNS)} FROM raw_batch ON CONFLICT DO NOTHING")
-        inserted = int(str(status).split()[-1])
         await conn.execute("UPDATE mailbox_checkpoints SET last_uid = $4 WHERE account_id = $1 AND mailbox = $2 "
                            "AND uidvalidity = $3 AND last_uid < $4", account.id, mailbox, uidvalidity, last_uid)
         await conn.execute("UPDATE harvest_state SET messages_seen = messages_seen + $2 WHERE account_id = $1",
                            account.id, inserted)
     return inserted
-
-
-async def sweep(pool: asyncpg.Pool, now: datetime | None = None) -> int:
-    """Delete raw rows older than the retention window (the aggregator deletes sooner)."""
-    cutoff = (now or datetime.now(timezone.utc)) - RAW_RETENTION
-    status = await pool.execute("DELETE FROM raw_headers WHERE harvested_at < $1", cutoff)
-    return int(str(status).split()[-1])
 
 
 def msg_key(record: HeaderRecord) -> bytes:
@@ -140,16 +124,16 @@ def msg_key(record: HeaderRecord) -> bytes:
     return hashlib.sha256(basis.encode("utf-8", "surrogatepass")).digest()[:16]
 
 
-def _row(account_id: int, mailbox: str, r: HeaderRecord, own: frozenset[str]) -> tuple[object, ...]:
+def raw_row(account_id: int, mailbox: str, r: HeaderRecord, own: frozenset[str]) -> RawRow:
     # Addresses are stored and compared lower-cased (Address.key): one correspondent, one spelling.
     sender = r.sender.key if r.sender and r.sender.address else None
-    direction = "sent" if sender is not None and sender in own else "received"
-    return (account_id, msg_key(r), mailbox, r.uid, r.message_id, list(r.in_reply_to), list(r.references),
-            r.subject, sender, r.sender.name if r.sender else None, _addresses(r.to), _addresses(r.cc),
-            r.date or r.internal_date, r.internal_date, r.date is not None, direction, is_automated(r), r.list_id,
-            r.auth.dkim, r.auth.spf, r.auth.dmarc, sorted({d for d, _ in r.dkim_signatures}), r.gm_thrid,
-            [f"{d}/{s}" for d, s in r.dkim_signatures])
+    return RawRow(
+        account_id, msg_key(r), mailbox, r.uid, r.message_id, tuple(r.in_reply_to), tuple(r.references), r.subject,
+        sender, r.sender.name if r.sender else None, _addresses(r.to), _addresses(r.cc), r.date or r.internal_date,
+        r.internal_date, r.date is not None, "sent" if sender is not None and sender in own else "received",
+        is_automated(r), r.list_id, r.auth.dkim, r.auth.spf, r.auth.dmarc,
+        tuple(sorted({d for d, _ in r.dkim_signatures})), r.gm_thrid, tuple(f"{d}/{s}" for d, s in r.dkim_signatures))
 
 
-def _addresses(addresses: Iterable[Address]) -> list[str]:
-    return [a.key for a in addresses if a.address]
+def _addresses(addresses: Iterable[Address]) -> tuple[str, ...]:
+    return tuple(a.key for a in addresses if a.address)

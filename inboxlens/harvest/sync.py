@@ -18,8 +18,10 @@ from typing import Awaitable, Callable, Protocol, Sequence
 import asyncpg
 
 from ..config import ProviderConfig
-from ..errors import ProviderRejected, ProviderUnavailable, ReauthRequired, VaultError
-from ..metrics.rollups import aggregate
+from ..errors import MetricsUnavailable, ProviderRejected, ProviderUnavailable, ReauthRequired, VaultError
+from ..metrics.model import AccountRef
+from ..metrics.pg import PgMetricsStore
+from ..metrics.store import MetricsStore
 from ..vault.client import VaultClient
 from . import store
 from .parse import HeaderRecord, parse_header_block, parse_internaldate
@@ -113,8 +115,9 @@ def ascending(uids: Sequence[int], above: int) -> array[int]:
 class AccountSync:
     def __init__(self, pool: asyncpg.Pool, vault: VaultClient, connect: Connect, provider: ProviderConfig,
                  account: store.Account, owner: str, settings: SyncSettings,
-                 report: Callable[[Progress], None] = lambda p: None) -> None:
+                 report: Callable[[Progress], None] = lambda p: None, metrics: MetricsStore | None = None) -> None:
         self.pool = pool
+        self.metrics: MetricsStore = metrics or PgMetricsStore(pool)
         self.vault = vault
         self.connect = connect
         self.provider = provider
@@ -174,7 +177,7 @@ class AccountSync:
             batch = uids[start:start + self.settings.batch_size]
             records = [self._parse(f) for f in await session.fetch_headers(batch, HEADER_FIELDS, gmail)]
             self.progress.stored += await store.store_batch(
-                self.pool, self.account, self.owner, self.settings.lease, mailbox, uidvalidity, batch[-1],
+                self.pool, self.metrics, self.account, self.owner, self.settings.lease, mailbox, uidvalidity, batch[-1],
                 records, own)
             self.progress.done += len(batch)
             self.report(self.progress)
@@ -188,9 +191,10 @@ class AccountSync:
 
 async def sync_account(pool: asyncpg.Pool, vault: VaultClient, connect: Connect, provider: ProviderConfig,
                        account: store.Account, owner: str, settings: SyncSettings, *,
-                       interval: timedelta, report: Callable[[Progress], None] = lambda p: None) -> int:
+                       interval: timedelta, report: Callable[[Progress], None] = lambda p: None,
+                       metrics: MetricsStore | None = None) -> int:
     """Run one account's sync and give its lease back with what happened (never raises for the world's faults)."""
-    sync = AccountSync(pool, vault, connect, provider, account, owner, settings, report)
+    sync = AccountSync(pool, vault, connect, provider, account, owner, settings, report, metrics)
     try:
         stored = await sync.run()
     except ReauthRequired:
@@ -214,9 +218,9 @@ async def sync_account(pool: asyncpg.Pool, vault: VaultClient, connect: Connect,
         return sync.progress.stored
     if settings.aggregate:
         try:
-            folded = await aggregate(pool, account.id)
+            folded = await sync.metrics.aggregate(AccountRef(account.id, account.address.lower(), account.time_zone))
             log.info("account %d: %d message(s) folded into %d day(s)", account.id, folded.folded, len(folded.days))
-        except (OSError, asyncpg.PostgresError) as e:
+        except (OSError, asyncpg.PostgresError, MetricsUnavailable) as e:
             # The rows stay; the next sync's aggregation takes them (the sweep only after 7 days).
             log.error("account %d: aggregation failed (%s)", account.id, type(e).__name__)
     await store.release(pool, account.id, owner, interval, first_sync_done=True)

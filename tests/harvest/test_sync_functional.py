@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from inboxlens.harvest import store
+from inboxlens.metrics.pg import PgMetricsStore
 from inboxlens.harvest.imap import ImapSession
 from inboxlens.harvest.sync import AuthenticationRefused
 from tests.harvest.conftest import Mail
@@ -184,8 +185,8 @@ async def test_raw_rows_older_than_seven_days_are_swept(mail: Mail):
     await mail.scheduler().once(account)
     count = len(await mail.stored(account))
     now = datetime.now(timezone.utc)
-    assert await store.sweep(mail.pool, now + timedelta(days=6, hours=23)) == 0
-    assert await store.sweep(mail.pool, now + timedelta(days=7, minutes=1)) == count
+    assert await PgMetricsStore(mail.pool).sweep(now + timedelta(days=6, hours=23)) == 0
+    assert await PgMetricsStore(mail.pool).sweep(now + timedelta(days=7, minutes=1)) == count
     assert await mail.stored(account) == []
 
 

@@ -15,7 +15,7 @@ import hashlib
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import TypeVar
 from zoneinfo import ZoneInfo
@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inboxlens.metrics import rollups
+from inboxlens.metrics.model import Quantiles
 from inboxlens.pg import migrate
 
 UTC = timezone.utc
@@ -69,33 +70,72 @@ async def store(conn: asyncpg.Connection | asyncpg.Pool, account_id: int, messag
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, true, $12, false) ON CONFLICT DO NOTHING", rows)
 
 
+def key_of(message_id: str) -> bytes:
+    """harvest's msg_key for a message with this Message-ID."""
+    return hashlib.sha256(b"id\0" + message_id.encode()).digest()[:16]
+
+
+@dataclass(frozen=True)
+class Reply:
+    kind: str  # 'yours' or 'theirs'
+    correspondent: str | None
+    seconds: int
+
+
+def match_replies(unique: dict[bytes, Message], own: str) -> dict[bytes, Reply]:
+    """docs/insights.md's reply matching, by Message-ID only, written out plainly."""
+    found = {}
+    for key, r in unique.items():
+        ids = r.in_reply_to or r.refs[-1:]
+        parents = [unique[key_of(i)] for i in ids if key_of(i) in unique]
+        parents = [p for p in parents if p.direction != r.direction]
+        if not parents:
+            continue
+        before = [p for p in parents if p.sent_at <= r.sent_at]
+        p = max(before, key=lambda m: m.sent_at) if before else min(parents, key=lambda m: m.sent_at)
+        who = sorted(p.correspondents(own) if r.direction == "sent" else r.correspondents(own))
+        found[key] = Reply("yours" if r.direction == "sent" else "theirs", who[0] if who else None,
+                           max(0, round((r.sent_at - p.sent_at).total_seconds())))
+    return found
+
+
 @dataclass
 class Expected:
     """The rollups recomputed from the messages alone (each key counted once)."""
 
     days: dict[date, rollups.DayRollup]
-    people: dict[tuple[date, str], tuple[int, int]]
+    people: dict[tuple[date, str], tuple[int, int, Quantiles, Quantiles]]
     weeks: dict[date, rollups.PeriodRollup]
     months: dict[date, rollups.PeriodRollup]
 
     @classmethod
     def of(cls, messages: Iterable[Message], time_zone: str, own: str = OWN) -> Expected:
         zone = ZoneInfo(time_zone)
-        unique = list({m.key: m for m in messages}.values())
-        local = [(m, m.sent_at.astimezone(zone)) for m in unique]
+        unique = {m.key: m for m in messages}
+        replies = match_replies(unique, own)
+        local = [(m, m.sent_at.astimezone(zone), replies.get(m.key)) for m in unique.values()]
         people: Counter[tuple[date, str, str]] = Counter(
-            (at.date(), who, m.direction) for m, at in local for who in m.correspondents(own))
+            (at.date(), who, m.direction) for m, at, _ in local for who in m.correspondents(own))
+        answered: defaultdict[tuple[date, str, str], list[int]] = defaultdict(list)
+        for _, at, reply in local:
+            if reply and reply.correspondent:
+                answered[at.date(), reply.correspondent, reply.kind].append(reply.seconds)
         return cls(_rollups(local, own, lambda d: d, _day),
-                   {(d, who): (people[d, who, "received"], people[d, who, "sent"]) for d, who, _ in people},
+                   {(d, who): (people[d, who, "received"], people[d, who, "sent"],
+                               Quantiles.of(answered[d, who, "yours"]), Quantiles.of(answered[d, who, "theirs"]))
+                    for d, who, _ in [*people, *answered]},
                    _rollups(local, own, lambda d: d - timedelta(days=d.weekday()), _period),
                    _rollups(local, own, lambda d: d.replace(day=1), _period))
 
 
-def _rollups(local: list[tuple[Message, datetime]], own: str, start_of: Callable[[date], date],
-             make: Callable[[date, list[tuple[Message, datetime]], str], R]) -> dict[date, R]:
-    groups: defaultdict[date, list[tuple[Message, datetime]]] = defaultdict(list)
-    for m, at in local:
-        groups[start_of(at.date())].append((m, at))
+Local = tuple[Message, datetime, "Reply | None"]
+
+
+def _rollups(local: list[Local], own: str, start_of: Callable[[date], date],
+             make: Callable[[date, list[Local], str], R]) -> dict[date, R]:
+    groups: defaultdict[date, list[Local]] = defaultdict(list)
+    for m, at, reply in local:
+        groups[start_of(at.date())].append((m, at, reply))
     return {start: make(start, group, own) for start, group in sorted(groups.items())}
 
 
@@ -104,28 +144,31 @@ def _histogram(values: Iterable[int], size: int) -> tuple[int, ...]:
     return tuple(counts[i] for i in range(size))
 
 
-def _day(day: date, group: list[tuple[Message, datetime]], own: str) -> rollups.DayRollup:
-    received = [at for m, at in group if m.direction == "received"]
-    sent = [at for m, at in group if m.direction == "sent"]
-    people = set().union(*(m.correspondents(own) for m, _ in group))
+def _day(day: date, group: list[Local], own: str) -> rollups.DayRollup:
+    received = [at for m, at, _ in group if m.direction == "received"]
+    sent = [at for m, at, _ in group if m.direction == "sent"]
+    people = set().union(*(m.correspondents(own) for m, _, _ in group))
+    replies = [r for _, _, r in group if r is not None]
     return rollups.DayRollup(day, len(received), len(sent), len(people),
-                             _histogram((at.hour for at in received), 24), _histogram((at.hour for at in sent), 24))
+                             _histogram((at.hour for at in received), 24), _histogram((at.hour for at in sent), 24),
+                             Quantiles.of([r.seconds for r in replies if r.kind == "yours"]),
+                             Quantiles.of([r.seconds for r in replies if r.kind == "theirs"]))
 
 
-def _period(start: date, group: list[tuple[Message, datetime]], own: str) -> rollups.PeriodRollup:
+def _period(start: date, group: list[Local], own: str) -> rollups.PeriodRollup:
     day = _day(start, group, own)
-    received = [at for m, at in group if m.direction == "received"]
-    sent = [at for m, at in group if m.direction == "sent"]
+    received = [at for m, at, _ in group if m.direction == "received"]
+    sent = [at for m, at, _ in group if m.direction == "sent"]
     return rollups.PeriodRollup(start, day.received, day.sent, day.correspondents, day.received_by_hour,
                                 day.sent_by_hour, _histogram((at.weekday() for at in received), 7),
-                                _histogram((at.weekday() for at in sent), 7))
+                                _histogram((at.weekday() for at in sent), 7), day.yours, day.theirs)
 
 
 async def assert_rollups(pool: asyncpg.Pool, account_id: int, expected: Expected) -> None:
     first, last = date(2000, 1, 1), date(2100, 1, 1)
     assert {d.day: d for d in await rollups.daily(pool, account_id, first, last)} == expected.days
     found = await rollups.correspondents(pool, account_id, first, last)
-    assert {(c.start, c.correspondent): (c.received, c.sent) for c in found} == expected.people
+    assert {(c.start, c.correspondent): (c.received, c.sent, c.yours, c.theirs) for c in found} == expected.people
     assert {w.start: w for w in await rollups.weekly(pool, account_id, first, last)} == expected.weeks
     assert {m.start: m for m in await rollups.monthly(pool, account_id, first, last)} == expected.months
 
@@ -150,7 +193,16 @@ def mailboxes(draw: st.DrawFn) -> tuple[str, list[Message]]:
     people = st.lists(st.sampled_from(PEOPLE), max_size=3).map(tuple)
     received = st.builds(Message, instants, st.just("received"), st.sampled_from((*PEOPLE, None)))
     sent = st.builds(Message, instants, st.just("sent"), st.just(OWN), people, people)
-    return zone, draw(st.lists(st.one_of(received, sent), max_size=40))
+    drawn = draw(st.lists(st.one_of(received, sent), max_size=40))
+    # Every message gets a Message-ID; some answer another one (In-Reply-To, or References only).
+    ids = [f"{next(_keys)}@prop.test" for _ in drawn]
+    threaded = []
+    for m, own_id in zip(drawn, ids):
+        parent = draw(st.none() | st.sampled_from(ids)) if ids else None
+        by_refs = draw(st.booleans())
+        link = {"refs": ("root@prop.test", parent)} if parent and by_refs else {"in_reply_to": (parent,)} if parent else {}
+        threaded.append(replace(m, message_id=own_id, key=key_of(own_id), **link))
+    return zone, threaded
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ async def test_aggregating_again_or_harvesting_again_counts_nothing_twice(pool: 
     messages = mailbox(50)
     await store(pool, account, messages)
     assert await rollups.aggregate(pool, account, batch_size=7) == rollups.FoldResult(
-        50, 50, frozenset(m.sent_at.astimezone(ZoneInfo("Europe/Berlin")).date() for m in messages))
+        50, 50, frozenset(m.sent_at.astimezone(ZoneInfo("Europe/Berlin")).date() for m in messages),
+        frozenset(p for m in messages for p in m.correspondents(OWN)))
     assert await rollups.aggregate(pool, account) == rollups.FoldResult()
     await store(pool, account, messages[:20])  # a new UIDVALIDITY: harvest fetches them again
     again = await rollups.aggregate(pool, account)
