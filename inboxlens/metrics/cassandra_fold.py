@@ -237,7 +237,10 @@ def fold_day(day: date, entries: Sequence[Entry], replies: Sequence[Reply]) -> t
     times = _reply_times(replies)
     row = DayRow(day, sum(hours["received"]), sum(hours["sent"]), len(people), tuple(hours["received"]),
                  tuple(hours["sent"]), times[None, "yours"], times[None, "theirs"])
-    # A reply whose correspondent had no message that day has no row to go to (see docs/cassandra.md).
+    # A reply counts for the person answered even when written to someone else: their row
+    # that day then holds the reply time and no message (docs/insights.md).
+    for c in {r.correspondent for r in replies if r.correspondent is not None}:
+        people.setdefault(c, {"received": 0, "sent": 0})
     return row, [CorrespondentDay(day, c, n["received"], n["sent"], times[c, "yours"], times[c, "theirs"])
                  for c, n in sorted(people.items())]
 
@@ -263,7 +266,8 @@ def sum_periods(days: Sequence[DayRow], people: Sequence[CorrespondentDay], peri
         grouped[period_start(d.day, period)].append(d)
     distinct: dict[date, set[str]] = defaultdict(set)
     for p in people:
-        distinct[period_start(p.day, period)].add(p.correspondent)
+        if p.received + p.sent:
+            distinct[period_start(p.day, period)].add(p.correspondent)
     return [_period(start, grouped[start], len(distinct[start])) for start in sorted(grouped)]
 
 
@@ -290,7 +294,8 @@ def correspondent_periods(people: Sequence[CorrespondentDay], period: Period) ->
     grouped: dict[tuple[date, str], list[CorrespondentDay]] = defaultdict(list)
     for p in people:
         grouped[period_start(p.day, period), p.correspondent].append(p)
-    return [CorrespondentRollup(start, who, sum(p.received for p in rows), sum(p.sent for p in rows), len(rows),
+    return [CorrespondentRollup(start, who, sum(p.received for p in rows), sum(p.sent for p in rows),
+                                sum(1 for p in rows if p.received + p.sent),
                                 Quantiles.of([s for p in rows for s in p.yours]),
                                 Quantiles.of([s for p in rows for s in p.theirs]))
             for (start, who), rows in sorted(grouped.items())]

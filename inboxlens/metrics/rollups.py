@@ -57,10 +57,11 @@ WITH taken AS (
     INSERT INTO message_index (account_id, msg_key, sent_at, direction, automated, correspondents,
                                parent_keys, gm_thread_id, from_domain, dkim, spf, dmarc)
     SELECT t.account_id, t.msg_key, t.sent_at, t.direction, t.automated,
-           ARRAY(SELECT DISTINCT lower(a)
+           ARRAY(SELECT lower(u.a)  -- distinct, in header order (the first To first)
                  FROM unnest(CASE WHEN t.direction = 'received' THEN ARRAY[t.from_address]
-                                  ELSE t.to_addresses || t.cc_addresses END) AS a
-                 WHERE coalesce(a, '') <> '' AND lower(a) <> $4::text ORDER BY 1),
+                                  ELSE t.to_addresses || t.cc_addresses END) WITH ORDINALITY AS u (a, n)
+                 WHERE coalesce(u.a, '') <> '' AND lower(u.a) <> $4::text
+                 GROUP BY lower(u.a) ORDER BY min(u.n)),
            ARRAY(SELECT substring(sha256('\x696400'::bytea || convert_to(m, 'UTF8')) FOR 16)
                  FROM unnest(CASE WHEN cardinality(t.in_reply_to) > 0 THEN t.in_reply_to
                                   ELSE t.refs[cardinality(t.refs):] END) AS m),

@@ -25,11 +25,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable
 
 from inboxlens.config import MetricsConfig
 from inboxlens.metrics.cassandra import CassandraMetricsStore, migrate_cassandra, open_cassandra
 from inboxlens.metrics.cassandra_session import SCHEMA_FILE, CqlSession, connect, schema_statements
+from inboxlens.metrics.cassandra_statements import STATEMENTS
 from inboxlens.metrics.model import InsightSettings
 
 SKIP_REASON = "set INBOXLENS_TEST_CASSANDRA=host[,host] to run against a Cassandra cluster"
@@ -298,3 +300,10 @@ class FakeCluster:
 
 def fake_session(db: FakeDb, limit: int = 16) -> CqlSession:
     return CqlSession(FakeCluster(), FakeSession(db), 1.0, {}, asyncio.Semaphore(limit))
+
+
+async def fake_store(db: FakeDb, settings: InsightSettings, now: datetime) -> CassandraMetricsStore:
+    """The whole Cassandra store over the fake driver, statements prepared, its clock at ``now``."""
+    store = CassandraMetricsStore(fake_session(db), settings, clock=lambda: now)
+    await store._cql.prepare(STATEMENTS)
+    return store
