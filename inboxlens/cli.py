@@ -100,6 +100,9 @@ def _migrate(config: Config, args: argparse.Namespace) -> int:
     from .metrics.factory import migrate_metrics
     from .supervisor import make_plan, open_database, prepare_directories
 
+    # The driver logs each failed contact point with a traceback; our one line says it all.
+    logging.getLogger("cassandra").setLevel(logging.CRITICAL)
+
     async def go() -> None:
         plan = make_plan()
         if not config.database.dsn:

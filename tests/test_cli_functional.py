@@ -48,3 +48,13 @@ def test_doctor_names_what_is_missing_then_is_content(tmp_path: Path):
     (tmp_path / "state" / "vault" / "key-1.secret").chmod(0o440)
     loose = inboxlens(tmp_path, "doctor")
     assert loose.returncode == 1 and "must be 0400" in loose.stdout
+
+
+def test_migrate_reports_an_unreachable_cassandra_clearly(tmp_path: Path, pg_db: str):
+    result = inboxlens(tmp_path, "migrate", INBOXLENS_DATABASE__DSN=pg_db, INBOXLENS_METRICS__BACKEND="cassandra",
+                       INBOXLENS_METRICS__CASSANDRA_HOSTS="127.0.0.1:1",
+                       INBOXLENS_METRICS__CASSANDRA_PASSWORD="cass-secret-61f0",
+                       INBOXLENS_METRICS__CASSANDRA_USERNAME="inboxlens",
+                       INBOXLENS_METRICS__CASSANDRA_TIMEOUT_SECONDS="2")
+    assert result.returncode == 1 and "cannot connect to Cassandra at 127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr and "cass-secret-61f0" not in result.stderr + result.stdout

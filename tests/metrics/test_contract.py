@@ -298,3 +298,17 @@ async def test_a_reply_counts_for_the_person_answered_even_when_written_to_anoth
     [erin] = await backend.store.correspondents(account.id, *EVER, period="month", correspondent="erin@erin.test")
     assert (erin.received, erin.active_days, erin.yours.count) == (1, 1, 1)
     assert await backend.store.owed(account.id, now=NOW) == []
+
+
+async def test_a_fold_recomputes_only_the_correspondents_its_rows_touch(backend: Backend) -> None:
+    account = await told(backend, [])
+    before = {r.correspondent: r for r in await backend.store.relationships(account.id, now=NOW, limit=100)}
+    await backend.store.write_raw([message(account, "a6@work.test", at(20, 8), "alice@work.test",
+                                           irt="a4@home.test", auth=PASS)])
+    result = await backend.store.aggregate(account)
+    assert (result.folded, result.correspondents) == (1, frozenset({"alice@work.test"}))
+    after = {r.correspondent: r for r in await backend.store.relationships(account.id, now=NOW, limit=100)}
+    assert after.pop("alice@work.test").received == before.pop("alice@work.test").received + 1
+    assert after == before
+    alice = await backend.store.card(account.id, "alice@work.test", now=NOW)
+    assert alice is not None and alice.replies.theirs.count == 2  # a6 answers a4 after 24 h
