@@ -1,0 +1,53 @@
+"""Configuration: the example file, environment overrides, and clear errors for bad values."""
+
+from __future__ import annotations
+
+from datetime import time, timedelta
+from pathlib import Path
+
+import pytest
+
+from inboxlens import config
+from inboxlens.errors import ConfigError
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "inboxlens.example.toml"
+
+
+def test_the_example_file_shows_the_defaults() -> None:
+    shown = config.load(EXAMPLE, {"HOME": "/nonexistent"})
+    defaults = config.load(None, {"HOME": "/nonexistent"})
+    assert shown == defaults
+
+
+def test_insight_settings_from_config_and_environment() -> None:
+    c = config.load(None, {"HOME": "/h", "INBOXLENS_INSIGHTS__WORK_START": "08:30",
+                           "INBOXLENS_INSIGHTS__WORK_DAYS": "mon,tue,sat", "INBOXLENS_INSIGHTS__OWED_AFTER_HOURS": "6"})
+    settings = c.insights.settings()
+    assert settings.working_hours.start == time(8, 30) and settings.working_hours.weekdays == {0, 1, 5}
+    assert settings.owed_after == timedelta(hours=6) and settings.lookback == timedelta(days=30)
+
+
+@pytest.mark.parametrize(("key", "value", "names"), [
+    ("INBOXLENS_INSIGHTS__WORK_DAYS", "mon,someday", "insights"),
+    ("INBOXLENS_INSIGHTS__WORK_END", "08:00", "insights"),
+    ("INBOXLENS_INSIGHTS__WORK_START", "9 o'clock", "insights"),
+    ("INBOXLENS_INSIGHTS__LOOKBACK_DAYS", "0", "insights"),
+    ("INBOXLENS_METRICS__BACKEND", "mongodb", "metrics.backend"),
+    ("INBOXLENS_METRICS__CASSANDRA_KEYSPACE", "drop table", "metrics.cassandra_keyspace"),
+    ("INBOXLENS_WEB__CORS_ORIGINS", "*", "web.cors_origins"),
+    ("INBOXLENS_WEB__CORS_ORIGINS", "https://ext.example/path", "web.cors_origins"),
+    ("INBOXLENS_WEB__API_BURST", "0", "api_burst"),
+])
+def test_bad_values_are_refused_naming_the_key(key: str, value: str, names: str) -> None:
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        config.load(None, {"HOME": "/h", key: value})
+
+
+def test_cassandra_needs_hosts_and_never_shows_its_password() -> None:
+    with pytest.raises(ConfigError, match="metrics.cassandra_hosts"):
+        config.load(None, {"HOME": "/h", "INBOXLENS_METRICS__BACKEND": "cassandra"})
+    c = config.load(None, {"HOME": "/h", "INBOXLENS_METRICS__BACKEND": "cassandra",
+                           "INBOXLENS_METRICS__CASSANDRA_HOSTS": "10.0.0.1,10.0.0.2:9042",
+                           "INBOXLENS_METRICS__CASSANDRA_PASSWORD": "pw-0d9a"})
+    assert c.metrics.cassandra_hosts == ("10.0.0.1", "10.0.0.2:9042")
+    assert "pw-0d9a" not in repr(c)
