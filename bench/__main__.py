@@ -16,7 +16,7 @@ from typing import Any
 
 from .report import machine
 
-SUITES = {"vault": "bench.vault", "parse": "bench.parse", "harvest": "bench.harvest"}
+SUITES = {"vault": "bench.vault", "parse": "bench.parse", "harvest": "bench.harvest", "metrics": "bench.metrics"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -424,7 +424,8 @@ CASES: dict[str, Callable[[Bench], Awaitable[None]]] = {"rate": bench_rate, "mem
 
 async def run(names: Sequence[str] = ()) -> None:
     from inboxlens.pg import EmbeddedPostgres, migrate
-    from tests.conftest import TEST_PG_USER, _ensure_os_user, dsn_with_database
+    from tests.conftest import TEST_PG_USER, dsn_with_database
+    from tests.support.osusers import ensure_user as _ensure_os_user
     from tests.harvest.conftest import CLIENT_ID, CLIENT_SECRET, Mail
     from tests.support.dovecot import Dovecot
     from tests.support.oauth_provider import OAuthProvider

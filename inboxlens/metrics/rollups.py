@@ -152,8 +152,9 @@ WITH threads AS (
 ), by_id AS (
     SELECT DISTINCT ON (c.msg_key) c.msg_key, p.msg_key AS parent_key, c.direction, c.sent_at AS answered_at,
            p.sent_at AS asked_at, c.correspondents AS own_people, p.correspondents AS parent_people
-    FROM cand c JOIN message_index p ON p.account_id = $1 AND p.msg_key = ANY(c.parent_keys)
-                                     AND p.direction <> c.direction
+    FROM cand c CROSS JOIN LATERAL unnest(c.parent_keys) AS parent (msg_key)
+         -- by primary key, one parent at a time (never a scan of the account's index)
+         JOIN message_index p ON p.account_id = $1 AND p.msg_key = parent.msg_key AND p.direction <> c.direction
     ORDER BY c.msg_key, (p.sent_at <= c.sent_at) DESC, CASE WHEN p.sent_at <= c.sent_at THEN p.sent_at END DESC,
              p.sent_at, p.msg_key
 ), by_thread AS (

@@ -7,9 +7,13 @@ private key: it can seal a refresh token but never open one. A plaintext refresh
 token exists here only while one callback request is being answered.
 Untrusted input: HTTP requests on ``web.host:web.port`` (127.0.0.1:8080 by default),
 and the answers of OAuth providers' token, userinfo and discovery endpoints.
-Writes: PostgreSQL (users, mail accounts, sessions, audit events) as its own role;
-its cookie-signing key under ``<state_dir>/web`` (0600); log lines on stderr.
-Config keys: ``web.*``, ``providers.*``, ``database.dsn``, ``state_dir``, ``runtime_dir``.
+Also untrusted: bearer API tokens on ``/api/v1`` (only their SHA-256 is looked up or stored).
+Reads: the metrics store (``metrics.*``: PostgreSQL, or a Cassandra cluster) for the API.
+Writes: PostgreSQL (users, mail accounts, sessions, API token hashes, audit events, harvest's
+next run for "sync now") as its own role; deletes a disconnected account's metrics;
+its cookie-signing key under ``<state_dir>/web`` (0600); log lines on stderr, never a token.
+Config keys: ``web.*`` (``cors_origins``, ``api_requests_per_minute``, ``api_burst`` for the API),
+``providers.*``, ``database.dsn``, ``metrics.*``, ``insights.*``, ``state_dir``, ``runtime_dir``.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ import asyncpg
 from aiohttp import web
 
 from .. import child
-from ..config import from_dict
+from ..config import Config, from_dict
+from ..errors import MetricsUnavailable
+from ..metrics.factory import open_metrics
+from ..metrics.store import MetricsStore
 from ..vault.client import VaultClient
 from .app import make_app
 from .oauth import Providers
 from .sessions import SessionStore, load_key
-from .state import DB, PROVIDERS, SECURE_COOKIES, SESSIONS, VAULT
+from .ratelimit import RateLimiter
+from .state import API_LIMITER, CORS_ORIGINS, DB, METRICS, PROVIDERS, SECURE_COOKIES, SESSIONS, VAULT
 
 log = logging.getLogger("inboxlens.web")
 VAULT_TIMEOUT = 5.0
@@ -45,6 +53,9 @@ async def main(channel: child.Channel) -> None:
     app[SESSIONS] = SessionStore(pool, load_key(config.state_dir / "web" / "session.key"), config.web.session_days)
     app[PROVIDERS] = Providers(config.providers, config.web.base_url)
     app[SECURE_COOKIES] = config.web.base_url.startswith("https://")
+    app[METRICS] = await _open_metrics(config, pool)
+    app[CORS_ORIGINS] = frozenset(config.web.cors_origins)
+    app[API_LIMITER] = RateLimiter(config.web.api_requests_per_minute, config.web.api_burst)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -58,8 +69,17 @@ async def main(channel: child.Channel) -> None:
         pass  # web takes no control messages; the loop ends when the supervisor goes
     sweeper.cancel()
     await runner.cleanup()
+    await app[METRICS].close()
     await app[VAULT].close()
     await pool.close()
+
+
+async def _open_metrics(config: Config, pool: asyncpg.Pool) -> MetricsStore:
+    """PostgreSQL shares our pool; Cassandra's driver loads only when it is configured."""
+    try:
+        return await open_metrics(config, pool)
+    except MetricsUnavailable as e:
+        raise child.StartError(f"cannot reach the metrics store ({e})") from None
 
 
 async def _sweep(store: SessionStore) -> None:

@@ -1,4 +1,5 @@
-"""Users, mail accounts and the audit trail in PostgreSQL (web's side)."""
+"""Users, mail accounts and the audit trail in PostgreSQL (web's side), and what the
+dashboard and the REST API both do to an account: its live status, sync now, disconnect."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 
 import asyncpg
 
-from ..errors import InboxLensError
+from ..errors import InboxLensError, VaultError
+from ..metrics.store import MetricsStore
+from ..vault.client import VaultClient
 
 
 class AddressTaken(InboxLensError):
@@ -50,6 +53,16 @@ async def accounts_of(pool: asyncpg.Pool, user_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+async def accounts_with_sync(pool: asyncpg.Pool, user_id: int) -> list[dict[str, Any]]:
+    """The user's accounts with harvest's view of them (zeros for one never scheduled)."""
+    rows = await pool.fetch(
+        "SELECT a.id, a.address, a.provider, a.time_zone, a.status, a.connected_at, a.last_sync_at, "
+        "h.next_run_at, coalesce(h.messages_seen, 0) AS messages_seen, coalesce(h.failures, 0) AS failures, "
+        "h.last_error FROM mail_accounts a LEFT JOIN harvest_state h ON h.account_id = a.id "
+        "WHERE a.user_id = $1 ORDER BY a.address", user_id)
+    return [dict(r) for r in rows]
+
+
 async def account_of(pool: asyncpg.Pool | asyncpg.Connection, user_id: int, account_id: int) -> dict[str, Any] | None:
     """An account only if it belongs to this user (anyone else's looks exactly like a missing one)."""
     row = await pool.fetchrow("SELECT id, address, provider, time_zone, status FROM mail_accounts "
@@ -65,6 +78,41 @@ async def set_time_zone(pool: asyncpg.Pool, user_id: int, account_id: int, tz: s
 
 async def set_status(pool: asyncpg.Pool, account_id: int, status: str) -> None:
     await pool.execute("UPDATE mail_accounts SET status = $2 WHERE id = $1", account_id, status)
+
+
+async def live_status(pool: asyncpg.Pool, vault: VaultClient, account: dict[str, Any]) -> str:
+    """The vault knows first when a grant is gone: the status, updated from what it says."""
+    try:
+        state = await vault.token_state(str(account["id"]))
+    except VaultError:
+        return str(account["status"])
+    if state == "reauth_required" and account["status"] != "reauth_required":
+        await set_status(pool, int(account["id"]), "reauth_required")
+        return "reauth_required"
+    return "missing token" if state == "missing" else str(account["status"])
+
+
+async def request_sync(pool: asyncpg.Pool, account_id: int) -> Any:
+    """Make the account due now (harvest picks it up on its next tick); when it is due."""
+    return await pool.fetchval(
+        "INSERT INTO harvest_state (account_id, next_run_at) VALUES ($1, now()) ON CONFLICT (account_id) "
+        "DO UPDATE SET next_run_at = least(harvest_state.next_run_at, now()) RETURNING next_run_at", account_id)
+
+
+async def disconnect(pool: asyncpg.Pool, vault: VaultClient, metrics: MetricsStore, user_id: int,
+                     account: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    """Revoke and forget the token, delete the account and its metrics; (revocation, deleted).
+
+    The vault goes first: if it cannot be reached (VaultError), nothing is deleted.
+    """
+    account_id = int(account["id"])
+    answer = await vault.forget(str(account_id), revoke=True)
+    async with pool.acquire() as conn, conn.transaction():
+        deleted = await delete_account(conn, user_id, account_id)
+        await audit(conn, "disconnect", user_id, account_id, address=account["address"],
+                    revocation=answer["revocation"], deleted=deleted)
+    await metrics.forget_account(account_id)
+    return str(answer["revocation"]), deleted
 
 
 async def delete_account(conn: asyncpg.Connection, user_id: int, account_id: int) -> dict[str, int]:

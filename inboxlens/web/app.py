@@ -2,6 +2,8 @@
 
 Order per request: security headers on every answer; the session from its cookie;
 for POST, the CSRF token; for account pages, a logged-in user. Bodies are capped.
+The REST API is a sub-application at ``/api/v1`` (``api.py``) with middleware of its
+own: the form-CSRF guard here leaves it alone, and a bearer-token call loads no session.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from ..errors import VaultError
-from . import pages, views
+from . import dashboard, pages, views
+from .api import PREFIX as API_PREFIX, make_api
 from .sessions import COOKIE
 from .state import DB, SECURE_COOKIES, SESSIONS, VAULT, current_session
 
@@ -26,11 +29,13 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-LOGIN_REQUIRED = ("/accounts/", "/reconnect/", "/logout")
+LOGIN_REQUIRED = ("/accounts/", "/reconnect/", "/logout", "/settings")
 
 
 @web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if _is_api(request) and "Authorization" in request.headers:
+        return await handler(request)  # the token says who it is; a cookie sent along is ignored
     store = request.app[SESSIONS]
     session = await store.load(request.cookies.get(COOKIE))
     request["session"] = session
@@ -49,8 +54,14 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
+def _is_api(request: web.Request) -> bool:
+    return request.path == API_PREFIX or request.path.startswith(API_PREFIX + "/")
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if _is_api(request):
+        return await handler(request)  # the API checks callers and CSRF itself (api.py)
     session = current_session(request)
     if request.path.startswith(LOGIN_REQUIRED) and (session is None or session.user_id is None):
         return views.problem(401, "Please log in first.", request=request)
@@ -103,4 +114,9 @@ def make_app() -> web.Application:
     r.add_post("/logout", views.logout)
     r.add_post("/accounts/{account_id}/time-zone", views.change_time_zone)
     r.add_post("/accounts/{account_id}/disconnect", views.disconnect)
+    r.add_get("/settings", views.settings)
+    r.add_post("/settings/tokens", views.create_token)
+    r.add_post("/settings/tokens/{token_id}/revoke", views.revoke_token)
+    app.add_subapp(API_PREFIX, make_api())
+    dashboard.add_routes(app)
     return app

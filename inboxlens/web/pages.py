@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from html import escape
 from typing import Any, Iterable
 from urllib.parse import quote
 
+from .tokens import TokenInfo
+
 
 def layout(title: str, body: str, *, user_email: str = "", csrf: str = "") -> str:
     account = (f'<form method="post" action="/logout" class="inline">{csrf_field(csrf)}'
-               f'<span>{escape(user_email)}</span> <button type="submit">Log out</button></form>') if user_email else ""
+               f'<a href="/dashboard">Dashboard</a> <a href="/settings">Settings</a> <span>{escape(user_email)}</span> '
+               '<button type="submit">Log out</button></form>') if user_email else ""
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{escape(title)} · InboxLens</title><link rel=\"stylesheet\" href=\"/static/app.css\">"
@@ -74,6 +78,37 @@ def disconnected(address: str, revocation: str, deleted: dict[str, int]) -> str:
             f"<ul>{items}<li>the stored refresh token (in the vault)</li></ul><p><a href=\"/\">Back</a></p>")
 
 
+def settings(listed: list[TokenInfo], csrf: str, created: tuple[str, str] | None) -> str:
+    """API tokens: the list, revoke buttons, the form for a new one, and a new one's secret, once."""
+    rows = "".join(_token_row(t, csrf) for t in listed) or '<tr><td colspan="4">No API token yet.</td></tr>'
+    return (f"{_new_token(*created) if created else ''}<h2>API tokens</h2>"
+            "<p>The InboxLens browser extension (or any API client) sends one of these as "
+            "<code>Authorization: Bearer ilk_…</code>. A token reads everything about your mailboxes: "
+            "revoke it when a device is lost.</p>"
+            "<table><thead><tr><th>Name</th><th>Created</th><th>Last used</th><th></th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+            f'<h2>New token</h2><form method="post" action="/settings/tokens">{csrf_field(csrf)}'
+            '<input name="name" maxlength="100" required aria-label="token name" placeholder="Chrome at work">'
+            '<button type="submit">Create token</button></form>')
+
+
+def _new_token(name: str, secret: str) -> str:
+    return (f'<div class="notice"><p>Your new token <strong>{escape(name)}</strong>. Copy it now: '
+            "it is not shown again, and InboxLens keeps only a hash of it.</p>"
+            f'<p><code class="secret" data-token>{escape(secret)}</code></p></div>')
+
+
+def _token_row(token: TokenInfo, csrf: str) -> str:
+    revoke = (f'<form method="post" action="/settings/tokens/{token.id}/revoke" class="inline">'
+              f'{csrf_field(csrf)}<button type="submit" class="danger">Revoke</button></form>')
+    return (f"<tr data-token-id=\"{token.id}\"><td>{escape(token.name)}</td><td>{_when(token.created_at)}</td>"
+            f"<td>{_when(token.last_used_at) if token.last_used_at else 'never'}</td><td>{revoke}</td></tr>")
+
+
+def _when(moment: datetime) -> str:
+    return escape(moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+
 def problem(message: str, hint: str = "") -> str:
     extra = f"<p>{escape(hint)}</p>" if hint else ""
     return f'<p class="problem">{escape(message)}</p>{extra}<p><a href="/">Back to InboxLens</a></p>'
@@ -94,6 +129,8 @@ ul.actions{list-style:none;padding:0;display:flex;gap:.8rem}
 input{font:inherit;padding:.3rem .4rem;margin-right:.4rem}
 .problem{padding:.8rem;background:#fff4e6;border-left:4px solid #e8590c}
 .warn{color:#c92a2a}
+.notice{padding:.8rem;background:#ebfbee;border-left:4px solid #2f9e44}
+code.secret{font-size:1.05rem;word-break:break-all;user-select:all}
 """
 
 # Fills in the browser's time zone on connect links; without JavaScript the server uses UTC.

@@ -1,12 +1,16 @@
-"""Typed application state (aiohttp AppKeys) and the request's session."""
+"""Typed application state (aiohttp AppKeys), and the request's session and API caller."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
 
+from ..metrics.store import MetricsStore
 from ..vault.client import VaultClient
 from .oauth import Providers
+from .ratelimit import RateLimiter
 from .sessions import Session, SessionStore
 
 VAULT = web.AppKey("vault", VaultClient)
@@ -14,6 +18,20 @@ DB = web.AppKey("db", asyncpg.Pool)
 SESSIONS = web.AppKey("sessions", SessionStore)
 PROVIDERS = web.AppKey("providers", Providers)
 SECURE_COOKIES = web.AppKey("secure_cookies", bool)
+METRICS = web.AppKey("metrics", MetricsStore)
+CORS_ORIGINS = web.AppKey("cors_origins", frozenset[str])
+API_LIMITER = web.AppKey("api_limiter", RateLimiter)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who an API request acts for, and the rate-limit bucket it draws from."""
+
+    user_id: int
+    bucket: str  # "token:<id>" or "session:<hash of the session id>"
+
+
+CALLER = web.RequestKey("caller", Caller)
 
 
 def current_session(request: web.Request) -> Session | None:

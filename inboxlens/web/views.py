@@ -1,4 +1,5 @@
-"""Web handlers: onboarding (connect, reconnect), login, logout, account settings, disconnect.
+"""Web handlers: onboarding (connect, reconnect), login, logout, account settings, disconnect,
+and the settings page where API tokens are made (shown once) and revoked.
 
 Every state-changing request is a POST carrying the session's CSRF token. A user
 only ever reaches their own accounts: anyone else's answers 404, like a missing one.
@@ -18,9 +19,9 @@ import asyncpg
 from aiohttp import web
 
 from ..errors import VaultError
-from . import accounts, pages
+from . import accounts, pages, tokens
 from .oauth import FlowError, Grant, new_secret
-from .state import DB, PROVIDERS, SESSIONS, VAULT, current_session, ensure_session
+from .state import DB, METRICS, PROVIDERS, SESSIONS, VAULT, current_session, ensure_session
 
 log = logging.getLogger("inboxlens.web")
 FLOW_SECONDS = 600
@@ -67,21 +68,9 @@ async def home(request: web.Request) -> web.Response:
     rows = await accounts.accounts_of(request.app[DB], session.user_id)
     known = request.app[PROVIDERS].configs
     for row in rows:
-        row["status"] = await _live_status(request, row)
+        row["status"] = await accounts.live_status(request.app[DB], request.app[VAULT], row)
         row["provider_label"] = request.app[PROVIDERS].label(row["provider"]) if row["provider"] in known else ""
     return html("Your mailboxes", pages.dashboard(rows, providers, session.csrf), request=request)
-
-
-async def _live_status(request: web.Request, account: dict[str, Any]) -> str:
-    """The vault knows first when a grant is gone; show Reconnect from that."""
-    try:
-        state = await request.app[VAULT].token_state(str(account["id"]))
-    except VaultError:
-        return str(account["status"])
-    if state == "reauth_required" and account["status"] != "reauth_required":
-        await accounts.set_status(request.app[DB], int(account["id"]), "reauth_required")
-        return "reauth_required"
-    return "missing token" if state == "missing" else str(account["status"])
 
 
 async def start_connect(request: web.Request) -> web.Response:
@@ -247,16 +236,50 @@ async def disconnect(request: web.Request) -> web.Response:
     if account is None:
         return problem(404, "No such mailbox.", request=request)
     try:
-        answer = await request.app[VAULT].forget(str(account["id"]), revoke=True)
+        revocation, deleted = await accounts.disconnect(request.app[DB], request.app[VAULT], request.app[METRICS],
+                                                        session.user_id, account)
     except VaultError:
         return problem(503, "InboxLens could not reach its token vault; nothing was disconnected.",
                        "Please try again in a moment.", request)
-    async with request.app[DB].acquire() as conn, conn.transaction():
-        deleted = await accounts.delete_account(conn, session.user_id, int(account["id"]))
-        await accounts.audit(conn, "disconnect", session.user_id, int(account["id"]), address=account["address"],
-                             revocation=answer["revocation"], deleted=deleted)
-    return html("Disconnected", pages.disconnected(account["address"], answer["revocation"], deleted),
+    return html("Disconnected", pages.disconnected(account["address"], revocation, deleted),
                 request=request)
+
+
+async def settings(request: web.Request) -> web.Response:
+    return await _settings_page(request)
+
+
+async def _settings_page(request: web.Request, created: tuple[str, str] | None = None,
+                         status: int = 200) -> web.Response:
+    session = current_session(request)
+    assert session is not None and session.user_id is not None
+    listed = await tokens.tokens_of(request.app[DB], session.user_id)
+    return html("Settings", pages.settings(listed, session.csrf, created), status, request=request)
+
+
+async def create_token(request: web.Request) -> web.Response:
+    session = current_session(request)
+    assert session is not None and session.user_id is not None
+    name = tokens.clean_name(str((await request.post()).get("name", "")))
+    if name is None:
+        return problem(400, f"A token needs a name of 1 to {tokens.MAX_NAME} characters.",
+                       "Name it after where it is used, such as \"Chrome at work\".", request)
+    made = await tokens.create(request.app[DB], session.user_id, name)
+    if made is None:
+        return problem(400, f"You already have {tokens.MAX_PER_USER} API tokens.", "Revoke one first.", request)
+    info, secret = made
+    await accounts.audit(request.app[DB], "api_token_created", session.user_id, None, token_id=info.id, name=name)
+    return await _settings_page(request, (name, secret), 201)
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    session, token_id = current_session(request), _int(request.match_info["token_id"])
+    assert session is not None and session.user_id is not None
+    name = await tokens.revoke(request.app[DB], session.user_id, token_id) if token_id else None
+    if name is None:
+        return problem(404, "No such API token.", request=request)
+    await accounts.audit(request.app[DB], "api_token_revoked", session.user_id, None, token_id=token_id, name=name)
+    return redirect("/settings")
 
 
 def _int(text: str) -> int | None:

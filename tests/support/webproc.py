@@ -54,8 +54,11 @@ class WebProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def make_web(tmp: Path, state_dir: Path, runtime_dir: Path, dsn: str, providers: dict[str, Any]) -> WebProcess:
+def make_web(tmp: Path, state_dir: Path, runtime_dir: Path, dsn: str, providers: dict[str, Any],
+             web: dict[str, Any] | None = None) -> WebProcess:
+    """web: more ``[web]`` keys (cors_origins, api_requests_per_minute, api_burst, ...)."""
     return WebProcess({"config": {
         "state_dir": str(state_dir), "runtime_dir": str(runtime_dir), "log_level": "DEBUG",
-        "web": {"host": "127.0.0.1", "port": free_port()}, "providers": providers, "database": {"dsn": dsn},
+        "web": {"host": "127.0.0.1", "port": free_port(), **(web or {})}, "providers": providers,
+        "database": {"dsn": dsn},
     }}, tmp / "web.log")

@@ -1,0 +1,37 @@
+"""Rendering the dashboard from values: what the live tests cannot easily bring about."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from inboxlens.web.dashboard import Mailbox, render
+
+NOW = datetime(2024, 7, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def mailbox(**changes: Any) -> Mailbox:
+    account = {"id": 7, "address": "me@example.test", "status": "active", "last_sync_at": None,
+               "messages_seen": 0, "failures": 0, "last_error": None, **changes}
+    return Mailbox(account, ZoneInfo("Europe/Paris"), date(2024, 7, 1), None)
+
+
+def test_a_metrics_store_that_does_not_answer_still_shows_the_sync_state() -> None:
+    text = render([mailbox(last_sync_at=datetime(2024, 7, 1, 8, 40, tzinfo=timezone.utc), messages_seen=12345)],
+                  NOW, 90, None)
+    assert "The metrics store did not answer" in text and "<svg" not in text
+    assert "<dt>Last sync</dt><dd>2024-07-01 10:40 CEST (3 h 20 min ago)</dd>" in text
+    assert "<dt>Messages seen</dt><dd>12,345</dd>" in text
+
+
+def test_a_missing_token_offers_reconnect_and_errors_are_escaped() -> None:
+    text = render([mailbox(status="missing token", failures=3, last_error="<Oops&Co>")], NOW, 90, 7)
+    assert '<a class="button" data-tz href="/reconnect/7">Reconnect</a>' in text
+    assert "failed 3 time(s) in a row: a temporary problem (&lt;Oops&amp;Co&gt;)" in text
+    assert '<a href="/dashboard">All mailboxes</a>' in text
+
+
+def test_an_address_is_escaped() -> None:
+    text = render([mailbox(address="a<b>&\"c\"@example.test")], NOW, 30, None)
+    assert "a&lt;b&gt;&amp;&quot;c&quot;@example.test" in text and "<b>" not in text
