@@ -284,17 +284,23 @@ async def _account_rows(stack: Stack) -> list[dict[str, Any]]:
         await db.close()
 
 
+async def open_tab(cdp: Any) -> Page:
+    """A blank tab, attached, with the events the tests watch (console, network, lifecycle)."""
+    tab = await cdp.send("Target.createTarget", {"url": "about:blank"})
+    page = Page(cdp, (await cdp.send("Target.attachToTarget", {"targetId": tab["targetId"],
+                                                               "flatten": True}))["sessionId"])
+    for domain in ("Page", "Runtime", "Log", "Network"):
+        await page.send(f"{domain}.enable")
+    await page.send("Page.setLifecycleEventsEnabled", {"enabled": True})
+    return page
+
+
 @pytest.mark.slow
 async def test_a_browser_clicks_through_connect_consent_and_dashboard(stack: Stack, tmp_path: Path) -> None:
     home_url = stack.web.url + "/"
     stack.oauth.login = CAROL  # the provider approves at once, as Carol
     async with chromium(TIME_ZONE) as cdp:
-        tab = await cdp.send("Target.createTarget", {"url": "about:blank"})
-        page = Page(cdp, (await cdp.send("Target.attachToTarget", {"targetId": tab["targetId"],
-                                                                   "flatten": True}))["sessionId"])
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            await page.send(f"{domain}.enable")
-        await page.send("Page.setLifecycleEventsEnabled", {"enabled": True})
+        page = await open_tab(cdp)
         start = cdp.mark()
 
         # Home: the welcome page, its script has put the browser's time zone on the connect link.

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.web.conftest import Stack, account_id
-from tests.web.test_browser_functional import Page, chromium, pytestmark as browser_marks
+from tests.web.test_browser_functional import Page, chromium, open_tab, pytestmark as browser_marks
 from tests.web.test_dashboard_functional import ALICE, COLLEAGUE, FRIEND, TZ, alice_mail, fold
 
 pytestmark = browser_marks
@@ -29,12 +29,7 @@ def requests_to(page: Page, since: int) -> list[str]:
 async def test_the_dashboard_in_a_browser(stack: Stack, tmp_path: Path) -> None:
     stack.oauth.login = ALICE
     async with chromium(TZ) as cdp:
-        tab = await cdp.send("Target.createTarget", {"url": "about:blank"})
-        page = Page(cdp, (await cdp.send("Target.attachToTarget", {"targetId": tab["targetId"],
-                                                                   "flatten": True}))["sessionId"])
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            await page.send(f"{domain}.enable")
-        await page.send("Page.setLifecycleEventsEnabled", {"enabled": True})
+        page = await open_tab(cdp)
 
         # Connect (the provider approves at once), then give the mailbox something to show.
         await page.goto(f"{stack.web.url}/connect/test?tz={TZ}")
