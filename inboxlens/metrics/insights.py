@@ -8,7 +8,8 @@ the same answers.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Iterable
 from zoneinfo import ZoneInfo
 
@@ -35,21 +36,50 @@ def strength(last_30: int, last_90: int, last_365: int, reciprocity_: float, day
 
 
 def business_seconds(start: datetime, end: datetime, time_zone: str, hours: WorkingHours) -> float:
-    """Seconds between start and end that fall in working hours, in the zone's local time."""
+    """Seconds between start and end that fall in working hours, in the zone's local time.
+
+    Each local day's working window lies within that day, so the working seconds up to an
+    instant are those of the days before it (a per-year running sum) plus what of its own
+    day's window has passed: a lookup per end, whatever the span (a card sums thousands).
+    """
     if end <= start:
         return 0.0
     zone = ZoneInfo(time_zone)
-    day = start.astimezone(zone).date() - timedelta(days=1)  # a window can begin the local day before
-    last = end.astimezone(zone).date()
-    total = 0.0
-    while day <= last:
-        if day.weekday() in hours.weekdays:
-            open_ = datetime.combine(day, hours.start, zone)
-            close = datetime.combine(day, hours.end, zone)
-            overlap = (min(end, close) - max(start, open_)).total_seconds()
-            total += max(overlap, 0.0)
+    first, done_first = _worked_by(start, zone, time_zone, hours)
+    last, done_last = _worked_by(end, zone, time_zone, hours)
+    between = sum(_calendar(time_zone, hours, year)[2][-1] for year in range(first, last))
+    return max(between + done_last - done_first, 0.0)
+
+
+def _worked_by(instant: datetime, zone: ZoneInfo, time_zone: str, hours: WorkingHours) -> tuple[int, float]:
+    """(local year, working seconds of that year up to the instant)."""
+    local = instant.astimezone(zone)
+    opens, closes, before = _calendar(time_zone, hours, local.year)
+    i = local.timetuple().tm_yday - 1
+    return local.year, before[i] + min(max(instant.timestamp() - opens[i], 0.0), closes[i] - opens[i])
+
+
+@lru_cache(maxsize=256)
+def _calendar(time_zone: str, hours: WorkingHours, year: int) -> tuple[list[float], list[float], list[float]]:
+    """Per day of a local year: its window's opening and closing (POSIX seconds, so a DST
+    change inside a window counts as the hour it really is) and the working seconds of the
+    year before that day; the last running sum is the year's total."""
+    zone = ZoneInfo(time_zone)
+    opens: list[float] = []
+    closes: list[float] = []
+    before = [0.0]
+    day = date(year, 1, 1)
+    while day.year == year:
+        open_ = datetime.combine(day, hours.start, zone).timestamp()
+        close = datetime.combine(day, hours.end, zone).timestamp() if day.weekday() in hours.weekdays else open_
+        close = max(close, open_)  # a window inside a DST gap can close "before" it opens: none
+        opens.append(open_)
+        closes.append(close)
+        before.append(before[-1] + close - open_)
+        if day == date.max:
+            break
         day += timedelta(days=1)
-    return total
+    return opens, closes, before
 
 
 def reply_stats(replies: Iterable[tuple[str, datetime, datetime]], time_zone: str,
