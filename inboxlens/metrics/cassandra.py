@@ -166,12 +166,12 @@ class CassandraMetricsStore:
                   if d.correspondent == who]
         replies = await self._replies(account_id, who, range(min(y.year for y in years), today.year + 1))
         domain = domain_of(who)
-        return Card(relationship(years, recent, now, today),
-                    reply_stats(replies, account.time_zone, self._settings.working_hours),
-                    tuple(await self._pending(account_id, now, "received", self._settings.owed_after, who)),
-                    tuple(await self._pending(account_id, now, "sent", self._settings.awaiting_after, who)),
-                    await self._domain(account_id, domain) if domain else None,
-                    tuple(f for f in await self._flags(account_id, None) if f.correspondent == who))
+        return Card.capped(relationship(years, recent, now, today),
+                           reply_stats(replies, account.time_zone, self._settings.working_hours),
+                           await self._pending(account_id, now, "received", self._settings.owed_after, who),
+                           await self._pending(account_id, now, "sent", self._settings.awaiting_after, who),
+                           await self._domain(account_id, domain) if domain else None,
+                           [f for f in await self._flags(account_id, None) if f.correspondent == who])
 
     async def _replies(self, account_id: int, who: str, years: range) -> list[tuple[str, datetime, datetime]]:
         found = await gather_bounded(years, lambda y: self._cql.rows("contact_replies", account_id, who, y))

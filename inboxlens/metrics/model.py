@@ -258,9 +258,14 @@ class AuthFlag:
     failed: tuple[str, ...]  # of "dkim", "spf", "dmarc"
 
 
+CARD_LIST = 10  # owed, awaiting and flagged messages a card lists at most (with the totals)
+
+
 @dataclass(frozen=True)
 class Card:
-    """Everything the extension's overlay shows about one address."""
+    """Everything the extension's overlay shows about one address, bounded in size: the
+    CARD_LIST owed and awaiting messages waiting longest (and how many wait in all), and the
+    CARD_LIST newest flagged ones."""
 
     relationship: Relationship
     replies: ReplyStats
@@ -268,3 +273,12 @@ class Card:
     awaiting: tuple[Pending, ...] = ()
     domain: DomainAuth | None = None
     flags: tuple[AuthFlag, ...] = field(default=())
+    owed_total: int = 0
+    awaiting_total: int = 0
+
+    @classmethod
+    def capped(cls, relationship: Relationship, replies: ReplyStats, owed: Sequence[Pending],
+               awaiting: Sequence[Pending], domain: DomainAuth | None, flags: Sequence[AuthFlag]) -> Card:
+        """From the whole lists, oldest first (flags newest first)."""
+        return cls(relationship, replies, tuple(owed[:CARD_LIST]), tuple(awaiting[:CARD_LIST]), domain,
+                   tuple(flags[:CARD_LIST]), len(owed), len(awaiting))

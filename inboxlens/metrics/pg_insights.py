@@ -8,14 +8,15 @@ here, when asked, with the formulas in ``insights``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from . import insights
-from .model import (AuthFlag, Card, CheckCount, DomainAuth, InsightSettings, Order, Pending, Relationship,
+from .model import (CARD_LIST, AuthFlag, Card, CheckCount, DomainAuth, InsightSettings, Order, Pending, Relationship,
                     ReplyStats)
 
 # $1 account, $2 today (local), $3 one correspondent or NULL.
@@ -32,13 +33,12 @@ WHERE k.account_id = $1 AND ($3::text IS NULL OR k.correspondent = lower($3))
 GROUP BY k.account_id, k.correspondent
 """
 
-# $1 account, $2 oldest, $3 newest, $4 'received' (owed) or 'sent' (awaiting), $5 correspondent or NULL.
+# $1 account, $2 oldest, $3 newest, $4 'received' (owed) or 'sent' (awaiting).
 _PENDING = """
-SELECT m.msg_key, coalesce($5, m.correspondents[1]) AS correspondent, m.sent_at
+SELECT m.msg_key, m.correspondents[1] AS correspondent, m.sent_at
 FROM message_index m
 WHERE m.account_id = $1 AND m.direction = $4 AND cardinality(m.correspondents) > 0
   AND m.sent_at BETWEEN $2 AND $3 AND ($4 = 'sent' OR NOT m.automated)
-  AND ($5::text IS NULL OR $5 = ANY(m.correspondents))
   AND NOT EXISTS (SELECT 1 FROM message_index r
                   WHERE r.parent_keys @> ARRAY[m.msg_key] AND r.account_id = $1 AND r.direction <> $4)
   AND NOT EXISTS (SELECT 1 FROM message_index r
@@ -46,6 +46,32 @@ WHERE m.account_id = $1 AND m.direction = $4 AND cardinality(m.correspondents) >
                     AND r.direction <> $4 AND r.sent_at > m.sent_at)
 ORDER BY m.sent_at, m.msg_key
 """
+
+# Both lists for one card in one pass over the window: the messages with them among any
+# correspondents. $1 account, $2 oldest, $3 newest owed, $4 newest awaiting, $5 the correspondent.
+_CARD_PENDING = """
+SELECT m.msg_key, m.direction, m.sent_at
+FROM message_index m
+WHERE m.account_id = $1 AND m.sent_at BETWEEN $2 AND greatest($3::timestamptz, $4::timestamptz)
+  AND $5::text = ANY(m.correspondents)
+  AND CASE m.direction WHEN 'received' THEN m.sent_at <= $3 AND NOT m.automated
+                       WHEN 'sent' THEN m.sent_at <= $4 ELSE false END
+  AND NOT EXISTS (SELECT 1 FROM message_index r
+                  WHERE r.parent_keys @> ARRAY[m.msg_key] AND r.account_id = $1 AND r.direction <> m.direction)
+  AND NOT EXISTS (SELECT 1 FROM message_index r
+                  WHERE m.gm_thread_id IS NOT NULL AND r.account_id = $1 AND r.gm_thread_id = m.gm_thread_id
+                    AND r.direction <> m.direction AND r.sent_at > m.sent_at)
+ORDER BY m.sent_at, m.msg_key
+"""
+
+# What a card's reply times depend on besides the replies: the zone, and how far the fold got.
+_STATE = """
+SELECT a.time_zone, s.messages_folded, s.last_aggregated_at
+FROM mail_accounts a LEFT JOIN metrics_state s ON s.account_id = a.id WHERE a.id = $1
+"""
+REPLY_CACHE = 4096  # correspondents whose reply times a web process keeps
+
+Db: TypeAlias = "asyncpg.Pool | asyncpg.Connection"  # where a query runs: the pool, or a connection the caller holds
 
 _DOMAINS = """
 SELECT domain, messages, dkim_checked, dkim_pass, spf_checked, spf_pass, dmarc_checked, dmarc_pass, last_seen
@@ -62,6 +88,8 @@ class PgInsights:
     def __init__(self, pool: asyncpg.Pool, settings: InsightSettings) -> None:
         self.pool = pool
         self.settings = settings
+        # (account, correspondent) -> ((zone, messages folded, last folded), their reply times)
+        self._replies: OrderedDict[tuple[int, str], tuple[tuple[str, Any, Any], ReplyStats]] = OrderedDict()
 
     async def relationships(self, account_id: int, *, now: datetime, order: Order = "strength", limit: int = 50,
                             offset: int = 0) -> list[Relationship]:
@@ -70,48 +98,72 @@ class PgInsights:
 
     async def card(self, account_id: int, correspondent: str, *, now: datetime) -> Card | None:
         who = correspondent.lower()
-        found = await self._relationships(account_id, now, who)
-        if not found:
-            return None
-        domain = who.rpartition("@")[2]
-        domains = await self.sender_domains(account_id, domain) if domain else []
-        return Card(found[0], await self.reply_stats(account_id, who),
-                    tuple(await self._pending(account_id, now, "received", who)),
-                    tuple(await self._pending(account_id, now, "sent", who)),
-                    domains[0] if domains else None, tuple(await self.auth_flags(account_id, correspondent=who)))
+        async with self.pool.acquire() as db:  # one connection for the card's few queries
+            state = await db.fetchrow(_STATE, account_id)
+            if state is None:
+                return None
+            zone = str(state["time_zone"])
+            found = await self._relationships(account_id, now, who, zone, db)
+            if not found:
+                return None
+            domain = who.rpartition("@")[2]
+            domains = await self.sender_domains(account_id, domain, db) if domain else []
+            stamp = (zone, state["messages_folded"], state["last_aggregated_at"])
+            replies = await self._reply_stats(db, account_id, who, stamp)
+            pending = await db.fetch(_CARD_PENDING, account_id, now - self.settings.lookback,
+                                     now - self.settings.owed_after, now - self.settings.awaiting_after, who)
+            flags = await self.auth_flags(account_id, limit=CARD_LIST, correspondent=who, db=db)
+        owed, awaiting = ([Pending(r["msg_key"].hex(), who, r["sent_at"], now - r["sent_at"])
+                           for r in pending if r["direction"] == direction] for direction in ("received", "sent"))
+        return Card.capped(found[0], replies, owed, awaiting, domains[0] if domains else None, flags)
 
-    async def reply_stats(self, account_id: int, correspondent: str) -> ReplyStats:
-        zone = await self._time_zone(account_id)
-        rows = await self.pool.fetch("SELECT direction, asked_at, answered_at FROM message_replies "
-                                     "WHERE account_id = $1 AND correspondent = $2", account_id, correspondent)
-        return insights.reply_stats(((r["direction"], r["asked_at"], r["answered_at"]) for r in rows), zone,
-                                    self.settings.working_hours)
+    async def _reply_stats(self, db: Db, account_id: int, correspondent: str, stamp: tuple[str, Any, Any]) -> ReplyStats:
+        """Reply times change only when the account is folded again (or its zone changes): the
+        answer is kept until then, as summing a busy correspondent's thousands of replies in
+        business hours takes milliseconds of CPU."""
+        key = (account_id, correspondent)
+        kept = self._replies.get(key)
+        if kept is not None and kept[0] == stamp:
+            self._replies.move_to_end(key)
+            return kept[1]
+        rows = await db.fetch("SELECT direction, asked_at, answered_at FROM message_replies "
+                              "WHERE account_id = $1 AND correspondent = $2", account_id, correspondent)
+        stats = insights.reply_stats(((r["direction"], r["asked_at"], r["answered_at"]) for r in rows), stamp[0],
+                                     self.settings.working_hours)
+        self._replies[key] = (stamp, stats)
+        self._replies.move_to_end(key)
+        while len(self._replies) > REPLY_CACHE:
+            self._replies.popitem(last=False)
+        return stats
 
     async def owed(self, account_id: int, *, now: datetime) -> list[Pending]:
-        return await self._pending(account_id, now, "received", None)
+        return await self._pending(account_id, now, "received")
 
     async def awaiting(self, account_id: int, *, now: datetime) -> list[Pending]:
-        return await self._pending(account_id, now, "sent", None)
+        return await self._pending(account_id, now, "sent")
 
-    async def sender_domains(self, account_id: int, domain: str | None = None) -> list[DomainAuth]:
-        rows = await self.pool.fetch(_DOMAINS, account_id, domain)
+    async def sender_domains(self, account_id: int, domain: str | None = None, db: Db | None = None
+                             ) -> list[DomainAuth]:
+        rows = await (db or self.pool).fetch(_DOMAINS, account_id, domain)
         return [DomainAuth(r["domain"], r["messages"], CheckCount(r["dkim_checked"], r["dkim_pass"]),
                            CheckCount(r["spf_checked"], r["spf_pass"]), CheckCount(r["dmarc_checked"], r["dmarc_pass"]),
                            r["last_seen"]) for r in rows]
 
-    async def auth_flags(self, account_id: int, *, limit: int = 100, correspondent: str | None = None) -> list[AuthFlag]:
-        rows = await self.pool.fetch(_FLAGS, account_id, limit, correspondent)
+    async def auth_flags(self, account_id: int, *, limit: int = 100, correspondent: str | None = None,
+                         db: Db | None = None) -> list[AuthFlag]:
+        rows = await (db or self.pool).fetch(_FLAGS, account_id, limit, correspondent)
         return [AuthFlag(r["msg_key"].hex(), r["domain"], r["correspondent"], r["sent_at"], tuple(r["failed"]))
                 for r in rows]
 
-    async def _relationships(self, account_id: int, now: datetime, correspondent: str | None) -> list[Relationship]:
-        today = now.astimezone(ZoneInfo(await self._time_zone(account_id))).date()
-        rows = await self.pool.fetch(_RELATIONSHIPS, account_id, today, correspondent)
+    async def _relationships(self, account_id: int, now: datetime, correspondent: str | None,
+                             zone: str | None = None, db: Db | None = None) -> list[Relationship]:
+        today = now.astimezone(ZoneInfo(zone or await self._time_zone(account_id))).date()
+        rows = await (db or self.pool).fetch(_RELATIONSHIPS, account_id, today, correspondent)
         return [_relationship(r, now) for r in rows]
 
-    async def _pending(self, account_id: int, now: datetime, direction: str, who: str | None) -> list[Pending]:
+    async def _pending(self, account_id: int, now: datetime, direction: str) -> list[Pending]:
         wait = self.settings.owed_after if direction == "received" else self.settings.awaiting_after
-        rows = await self.pool.fetch(_PENDING, account_id, now - self.settings.lookback, now - wait, direction, who)
+        rows = await self.pool.fetch(_PENDING, account_id, now - self.settings.lookback, now - wait, direction)
         return [Pending(r["msg_key"].hex(), r["correspondent"], r["sent_at"], now - r["sent_at"]) for r in rows]
 
     async def _time_zone(self, account_id: int) -> str:

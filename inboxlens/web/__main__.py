@@ -41,10 +41,23 @@ VAULT_TIMEOUT = 5.0
 SWEEP_SECONDS = 3600
 
 
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset for a connection coming back: nothing to send.
+
+    asyncpg's default sends "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL" on every release, a second round trip for each query a handler makes through the
+    pool (a card makes seven). Web leaves no session state behind: no SET outside a
+    transaction, no LISTEN, no cursor outside a transaction, no session advisory lock
+    (tests/web/test_pool_reset.py checks the code for them); asyncpg itself still rolls back
+    a transaction left open before calling this.
+    """
+
+
 async def main(channel: child.Channel) -> None:
     config = from_dict(channel.config["config"])
     try:
-        pool = await asyncpg.create_pool(config.database.dsn, min_size=1, max_size=10, command_timeout=15)
+        pool = await asyncpg.create_pool(config.database.dsn, min_size=1, max_size=10, command_timeout=15,
+                                         reset=keep_session)
     except (OSError, asyncpg.PostgresError) as e:
         raise child.StartError(f"cannot reach PostgreSQL ({type(e).__name__})") from None
     app = make_app()

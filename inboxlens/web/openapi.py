@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..metrics.model import CARD_LIST
 from . import api_views, tokens
 
 Schema = dict[str, Any]
@@ -75,9 +76,13 @@ SCHEMAS: dict[str, Schema] = {
     "AuthFlag": obj({"msg_key": {"type": "string", "pattern": "^[0-9a-f]+$"}, "domain": TEXT,
                      "correspondent": TEXT, "sent_at": TIME, "failed": array(CHECK)},
                     "A message that failed a check its sender's domain usually passes."),
-    "Card": obj({"relationship": ref("Relationship"), "replies": ref("ReplyStats"), "owed": array(ref("Pending")),
-                 "awaiting": array(ref("Pending")), "domain": nullable(ref("DomainAuth")),
-                 "flags": array(ref("AuthFlag"))}),
+    "Card": obj({"relationship": ref("Relationship"), "replies": ref("ReplyStats"),
+                 "owed": {**array(ref("Pending")), "maxItems": CARD_LIST},
+                 "awaiting": {**array(ref("Pending")), "maxItems": CARD_LIST},
+                 "domain": nullable(ref("DomainAuth")), "flags": {**array(ref("AuthFlag")), "maxItems": CARD_LIST},
+                 "owed_total": COUNT, "awaiting_total": COUNT},
+                f"Owed and awaiting: the {CARD_LIST} waiting longest, oldest first (the totals count all); "
+                f"flags: the {CARD_LIST} newest."),
     "Account": obj({"id": ACCOUNT_ID, "address": TEXT, "provider": TEXT, "time_zone": TEXT,
                     "status": {"type": "string", "description": "active, reauth_required, error, missing token"},
                     "connected_at": TIME, "last_sync_at": nullable(TIME), "next_sync_at": nullable(TIME),

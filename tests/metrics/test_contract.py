@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from inboxlens.metrics.model import (AccountRef, BUCKET_LABELS, CheckCount, InsightSettings, Quantiles, RawRow,
+from inboxlens.metrics.model import (CARD_LIST, AccountRef, BUCKET_LABELS, CheckCount, InsightSettings, Quantiles, RawRow,
                                      ReplyTimes)
 from inboxlens.metrics.pg import PgMetricsStore
 from inboxlens.metrics.store import MetricsStore
@@ -303,6 +303,8 @@ async def test_a_reply_counts_for_the_person_answered_even_when_written_to_anoth
 async def test_a_fold_recomputes_only_the_correspondents_its_rows_touch(backend: Backend) -> None:
     account = await told(backend, [])
     before = {r.correspondent: r for r in await backend.store.relationships(account.id, now=NOW, limit=100)}
+    alice = await backend.store.card(account.id, "alice@work.test", now=NOW)  # a store may keep its answer ...
+    assert alice is not None and alice.replies.theirs.count == 1
     await backend.store.write_raw([message(account, "a6@work.test", at(20, 8), "alice@work.test",
                                            irt="a4@home.test", auth=PASS)])
     result = await backend.store.aggregate(account)
@@ -311,4 +313,36 @@ async def test_a_fold_recomputes_only_the_correspondents_its_rows_touch(backend:
     assert after.pop("alice@work.test").received == before.pop("alice@work.test").received + 1
     assert after == before
     alice = await backend.store.card(account.id, "alice@work.test", now=NOW)
-    assert alice is not None and alice.replies.theirs.count == 2  # a6 answers a4 after 24 h
+    assert alice is not None and alice.replies.theirs.count == 2  # ... until a fold: a6 answers a4 after 24 h
+
+
+
+async def test_a_card_lists_the_ten_waiting_longest_and_counts_them_all(backend: Backend) -> None:
+    account = await backend.new_account(OWN, ZONE)
+    gina = "gina@many.test"
+    await backend.store.write_raw([message(account, f"g{i}@many.test", at(2 + i, 10), gina) for i in range(12)]
+                                  + [message(account, f"s{i}@home.test", at(2 + i, 11), gina, "sent")
+                                     for i in range(11)])
+    await backend.store.aggregate(account)
+    card = await backend.store.card(account.id, gina, now=NOW)
+    assert card is not None
+    assert (card.owed_total, card.awaiting_total) == (12, 11)
+    assert [p.sent_at for p in card.owed] == [at(2 + i, 10) for i in range(CARD_LIST)]
+    assert [p.sent_at for p in card.awaiting] == [at(2 + i, 11) for i in range(CARD_LIST)]
+    assert len(await backend.store.owed(account.id, now=NOW)) == 12  # the owed list itself is whole
+
+async def test_postgresql_reads_business_hours_in_the_accounts_zone_as_it_is_now(pg_db: str) -> None:
+    """PostgreSQL keeps a card's reply times until the next fold; a new time zone is not served stale."""
+    await migrate(pg_db)
+    async with asyncpg.create_pool(pg_db, min_size=1, max_size=2) as pool:
+        store = PgMetricsStore(pool, SETTINGS)
+        account = await _pg_account(pool, OWN, ZONE)
+        await store.write_raw(story(account))
+        await store.aggregate(account)
+        alice = await store.card(account.id, "alice@work.test", now=NOW)
+        assert alice is not None and alice.replies.yours_business.median == 12600
+        # In Tokyo (UTC+9) Monday 07:00 UTC is 16:00: a1 -> a2 is 30 working minutes, a3 -> a4
+        # (Mon 18:30 to Tue 17:00) is 8 hours.
+        await pool.execute("UPDATE mail_accounts SET time_zone = 'Asia/Tokyo' WHERE id = $1", account.id)
+        alice = await store.card(account.id, "alice@work.test", now=NOW)
+        assert alice is not None and alice.replies.yours_business == times(2, 15300, 0.5, {"<1h": 1, "4-24h": 1})
