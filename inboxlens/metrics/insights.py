@@ -36,34 +36,55 @@ def strength(last_30: int, last_90: int, last_365: int, reciprocity_: float, day
 
 
 def business_seconds(start: datetime, end: datetime, time_zone: str, hours: WorkingHours) -> float:
-    """Seconds between start and end that fall in working hours, in the zone's local time.
+    """Seconds between start and end that fall in working hours, in the zone's local time."""
+    return WorkingClock(time_zone, hours).between(start, end)
+
+
+class WorkingClock:
+    """Working seconds in one zone's working hours, by lookup.
 
     Each local day's working window lies within that day, so the working seconds up to an
-    instant are those of the days before it (a per-year running sum) plus what of its own
-    day's window has passed: a lookup per end, whatever the span (a card sums thousands).
+    instant are those of the days before it (a running sum per year, ``_calendar``) plus
+    what of its own day's window has passed: two lookups per span, whatever its length (a
+    card sums thousands of replies with one clock).
     """
-    if end <= start:
-        return 0.0
-    zone = ZoneInfo(time_zone)
-    first, done_first = _worked_by(start, zone, time_zone, hours)
-    last, done_last = _worked_by(end, zone, time_zone, hours)
-    between = sum(_calendar(time_zone, hours, year)[2][-1] for year in range(first, last))
-    return max(between + done_last - done_first, 0.0)
+
+    def __init__(self, time_zone: str, hours: WorkingHours) -> None:
+        self.zone, self.time_zone, self.hours = ZoneInfo(time_zone), time_zone, hours
+        self._years: dict[int, _Year] = {}
+
+    def between(self, start: datetime, end: datetime) -> float:
+        if end <= start:
+            return 0.0
+        first, done_first = self._worked_by(start)
+        last, done_last = self._worked_by(end)
+        whole_years = sum(self._year(year)[3][-1] for year in range(first, last))
+        return max(whole_years + done_last - done_first, 0.0)
+
+    def _worked_by(self, instant: datetime) -> tuple[int, float]:
+        """(local year, working seconds of that year up to the instant)."""
+        local = instant.astimezone(self.zone)
+        first_day, opens, closes, before = self._year(local.year)
+        i = local.toordinal() - first_day
+        open_ = opens[i]
+        return local.year, before[i] + min(max(instant.timestamp() - open_, 0.0), closes[i] - open_)
+
+    def _year(self, year: int) -> _Year:
+        found = self._years.get(year)
+        if found is None:
+            found = self._years[year] = _calendar(self.time_zone, self.hours, year)
+        return found
 
 
-def _worked_by(instant: datetime, zone: ZoneInfo, time_zone: str, hours: WorkingHours) -> tuple[int, float]:
-    """(local year, working seconds of that year up to the instant)."""
-    local = instant.astimezone(zone)
-    opens, closes, before = _calendar(time_zone, hours, local.year)
-    i = local.timetuple().tm_yday - 1
-    return local.year, before[i] + min(max(instant.timestamp() - opens[i], 0.0), closes[i] - opens[i])
+_Year = tuple[int, list[float], list[float], list[float]]
 
 
 @lru_cache(maxsize=256)
-def _calendar(time_zone: str, hours: WorkingHours, year: int) -> tuple[list[float], list[float], list[float]]:
-    """Per day of a local year: its window's opening and closing (POSIX seconds, so a DST
-    change inside a window counts as the hour it really is) and the working seconds of the
-    year before that day; the last running sum is the year's total."""
+def _calendar(time_zone: str, hours: WorkingHours, year: int) -> _Year:
+    """The ordinal of 1 January, then per day of the local year: its window's opening and
+    closing (POSIX seconds, so a DST change inside a window counts as the hour it really
+    is) and the working seconds of the year before that day; the last running sum is the
+    year's total."""
     zone = ZoneInfo(time_zone)
     opens: list[float] = []
     closes: list[float] = []
@@ -79,17 +100,24 @@ def _calendar(time_zone: str, hours: WorkingHours, year: int) -> tuple[list[floa
         if day == date.max:
             break
         day += timedelta(days=1)
-    return opens, closes, before
+    return date(year, 1, 1).toordinal(), opens, closes, before
 
 
 def reply_stats(replies: Iterable[tuple[str, datetime, datetime]], time_zone: str,
                 hours: WorkingHours) -> ReplyStats:
     """From (direction, parent sent_at, reply sent_at): 'yours' = you answered, 'theirs' = they did."""
+    clock = WorkingClock(time_zone, hours)
+    return reply_stats_of((direction, (answered - asked).total_seconds(), clock.between(asked, answered))
+                          for direction, asked, answered in replies)
+
+
+def reply_stats_of(replies: Iterable[tuple[str, float, float]]) -> ReplyStats:
+    """From (direction, seconds, seconds in working hours), each reply worked out already."""
     plain: dict[str, list[float]] = {"yours": [], "theirs": []}
     business: dict[str, list[float]] = {"yours": [], "theirs": []}
-    for direction, asked, answered in replies:
-        plain[direction].append(max((answered - asked).total_seconds(), 0.0))
-        business[direction].append(business_seconds(asked, answered, time_zone, hours))
+    for direction, seconds, working in replies:
+        plain[direction].append(max(seconds, 0.0))
+        business[direction].append(working)
     return ReplyStats(ReplyTimes.of(plain["yours"]), ReplyTimes.of(plain["theirs"]),
                       ReplyTimes.of(business["yours"]), ReplyTimes.of(business["theirs"]))
 

@@ -8,6 +8,7 @@ Addresses (correspondents) are lower-cased; message keys are harvest's 16-byte
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -183,7 +184,7 @@ class ReplyTimes:
 
 
 def bucket(seconds: float) -> int:
-    return next((i for i, bound in enumerate(BUCKET_BOUNDS) if seconds < bound), len(BUCKET_BOUNDS))
+    return bisect.bisect_right(BUCKET_BOUNDS, seconds)  # the first bound above it: buckets include their lower bound
 
 
 @dataclass(frozen=True)

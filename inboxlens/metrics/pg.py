@@ -40,7 +40,8 @@ class PgMetricsStore:
             return await write_raw_in(conn, rows)
 
     async def aggregate(self, account: AccountRef, *, batch_size: int = DEFAULT_BATCH) -> FoldResult:
-        return await rollups.aggregate(self.pool, account.id, batch_size=batch_size)
+        return await rollups.aggregate(self.pool, account.id, batch_size=batch_size,
+                                       hours=self.settings.working_hours)
 
     async def daily(self, account_id: int, first: date, last: date) -> list[DayRollup]:
         return await rollups.daily(self.pool, account_id, first, last)

@@ -15,13 +15,13 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from . import insights
+from . import insights, rollups
 from .model import (CARD_LIST, AuthFlag, Card, CheckCount, DomainAuth, InsightSettings, Order, Pending, Relationship,
                     ReplyStats)
 
 # $1 account, $2 today (local), $3 one correspondent or NULL.
 _RELATIONSHIPS = """
-SELECT k.correspondent, k.first_contact, k.last_contact, k.received, k.sent, k.automated_received, k.hours,
+SELECT k.correspondent, k.first_contact, k.last_contact, k.received, k.sent, k.automated_received, k.hours, k.version,
        coalesce(sum(d.received + d.sent) FILTER (WHERE d.day > $2::date - 30), 0) AS last_30,
        coalesce(sum(d.received + d.sent) FILTER (WHERE d.day > $2::date - 90), 0) AS last_90,
        coalesce(sum(d.received + d.sent), 0) AS last_365,
@@ -64,12 +64,18 @@ WHERE m.account_id = $1 AND m.sent_at BETWEEN $2 AND greatest($3::timestamptz, $
 ORDER BY m.sent_at, m.msg_key
 """
 
-# What a card's reply times depend on besides the replies: the zone, and how far the fold got.
+# The account's zone, and the zone and working hours its replies' business_seconds are in.
 _STATE = """
-SELECT a.time_zone, s.messages_folded, s.last_aggregated_at
-FROM mail_accounts a LEFT JOIN metrics_state s ON s.account_id = a.id WHERE a.id = $1
+SELECT a.time_zone, s.business_hours FROM mail_accounts a LEFT JOIN metrics_state s ON s.account_id = a.id
+WHERE a.id = $1
 """
 REPLY_CACHE = 4096  # correspondents whose reply times a web process keeps
+
+# $1 account, $2 correspondent.
+_REPLY_SECONDS = """
+SELECT direction, (extract(epoch FROM answered_at) - extract(epoch FROM asked_at))::float8 AS seconds, business_seconds
+FROM message_replies WHERE account_id = $1 AND correspondent = $2
+"""
 
 Db: TypeAlias = "asyncpg.Pool | asyncpg.Connection"  # where a query runs: the pool, or a connection the caller holds
 
@@ -88,8 +94,8 @@ class PgInsights:
     def __init__(self, pool: asyncpg.Pool, settings: InsightSettings) -> None:
         self.pool = pool
         self.settings = settings
-        # (account, correspondent) -> ((zone, messages folded, last folded), their reply times)
-        self._replies: OrderedDict[tuple[int, str], tuple[tuple[str, Any, Any], ReplyStats]] = OrderedDict()
+        # (account, correspondent) -> (what the account's replies looked like, their reply times)
+        self._replies: OrderedDict[tuple[int, str], tuple[tuple[Any, ...], ReplyStats]] = OrderedDict()
 
     async def relationships(self, account_id: int, *, now: datetime, order: Order = "strength", limit: int = 50,
                             offset: int = 0) -> list[Relationship]:
@@ -103,33 +109,45 @@ class PgInsights:
             if state is None:
                 return None
             zone = str(state["time_zone"])
-            found = await self._relationships(account_id, now, who, zone, db)
-            if not found:
+            today = now.astimezone(ZoneInfo(zone)).date()
+            rows = await db.fetch(_RELATIONSHIPS, account_id, today, who)
+            if not rows:
                 return None
             domain = who.rpartition("@")[2]
             domains = await self.sender_domains(account_id, domain, db) if domain else []
-            stamp = (zone, state["messages_folded"], state["last_aggregated_at"])
-            replies = await self._reply_stats(db, account_id, who, stamp)
+            replies = await self._reply_stats(db, account_id, who, state, rows[0]["version"])
             pending = await db.fetch(_CARD_PENDING, account_id, now - self.settings.lookback,
                                      now - self.settings.owed_after, now - self.settings.awaiting_after, who)
             flags = await self.auth_flags(account_id, limit=CARD_LIST, correspondent=who, db=db)
         owed, awaiting = ([Pending(r["msg_key"].hex(), who, r["sent_at"], now - r["sent_at"])
                            for r in pending if r["direction"] == direction] for direction in ("received", "sent"))
-        return Card.capped(found[0], replies, owed, awaiting, domains[0] if domains else None, flags)
+        return Card.capped(_relationship(rows[0], now), replies, owed, awaiting, domains[0] if domains else None,
+                           flags)
 
-    async def _reply_stats(self, db: Db, account_id: int, correspondent: str, stamp: tuple[str, Any, Any]) -> ReplyStats:
-        """Reply times change only when the account is folded again (or its zone changes): the
-        answer is kept until then, as summing a busy correspondent's thousands of replies in
-        business hours takes milliseconds of CPU."""
+    async def _reply_stats(self, db: Db, account_id: int, correspondent: str, state: asyncpg.Record,
+                           version: int) -> ReplyStats:
+        """A correspondent's reply times, kept until a fold touches them (their contacts
+        row's version) or the account's zone changes: the busiest have thousands of
+        replies, and reading and sorting them is a card's biggest cost. The fold stores
+        each reply's working-hours time (rollups._business_seconds); until it has for the
+        account's zone and hours as they are now, they are worked out here."""
+        zone = str(state["time_zone"])
+        stamp = (zone, version, state["business_hours"])
         key = (account_id, correspondent)
         kept = self._replies.get(key)
         if kept is not None and kept[0] == stamp:
             self._replies.move_to_end(key)
             return kept[1]
-        rows = await db.fetch("SELECT direction, asked_at, answered_at FROM message_replies "
-                              "WHERE account_id = $1 AND correspondent = $2", account_id, correspondent)
-        stats = insights.reply_stats(((r["direction"], r["asked_at"], r["answered_at"]) for r in rows), stamp[0],
-                                     self.settings.working_hours)
+        stats = None
+        if state["business_hours"] == rollups.business_key(zone, self.settings.working_hours):
+            rows = await db.fetch(_REPLY_SECONDS, account_id, correspondent)
+            if all(r["business_seconds"] is not None for r in rows):
+                stats = insights.reply_stats_of((r["direction"], r["seconds"], r["business_seconds"]) for r in rows)
+        if stats is None:
+            rows = await db.fetch("SELECT direction, asked_at, answered_at FROM message_replies "
+                                  "WHERE account_id = $1 AND correspondent = $2", account_id, correspondent)
+            stats = insights.reply_stats(((r["direction"], r["asked_at"], r["answered_at"]) for r in rows), zone,
+                                         self.settings.working_hours)
         self._replies[key] = (stamp, stats)
         self._replies.move_to_end(key)
         while len(self._replies) > REPLY_CACHE:
@@ -155,10 +173,9 @@ class PgInsights:
         return [AuthFlag(r["msg_key"].hex(), r["domain"], r["correspondent"], r["sent_at"], tuple(r["failed"]))
                 for r in rows]
 
-    async def _relationships(self, account_id: int, now: datetime, correspondent: str | None,
-                             zone: str | None = None, db: Db | None = None) -> list[Relationship]:
-        today = now.astimezone(ZoneInfo(zone or await self._time_zone(account_id))).date()
-        rows = await (db or self.pool).fetch(_RELATIONSHIPS, account_id, today, correspondent)
+    async def _relationships(self, account_id: int, now: datetime, correspondent: str | None) -> list[Relationship]:
+        today = now.astimezone(ZoneInfo(await self._time_zone(account_id))).date()
+        rows = await self.pool.fetch(_RELATIONSHIPS, account_id, today, correspondent)
         return [_relationship(r, now) for r in rows]
 
     async def _pending(self, account_id: int, now: datetime, direction: str) -> list[Pending]:

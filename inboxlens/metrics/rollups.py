@@ -29,8 +29,9 @@ from typing import Any
 
 import asyncpg
 
+from .insights import WorkingClock
 from .model import (USUAL_MIN_CHECKED, USUAL_PASS_RATE, CorrespondentRollup, DayRollup, FoldResult, Period,
-                    PeriodRollup, Quantiles)
+                    PeriodRollup, Quantiles, WorkingHours)
 from .store import DEFAULT_BATCH, AccountNotFound
 
 __all__ = ["DEFAULT_BATCH", "AccountNotFound", "CorrespondentRollup", "DayRollup", "FoldResult", "Period",
@@ -229,20 +230,23 @@ WHERE account_id = $1
 """
 
 
-async def aggregate(pool: asyncpg.Pool, account_id: int, *, batch_size: int = DEFAULT_BATCH) -> FoldResult:
-    """Fold every raw row of the account not folded yet; one transaction per batch."""
+async def aggregate(pool: asyncpg.Pool, account_id: int, *, batch_size: int = DEFAULT_BATCH,
+                    hours: WorkingHours | None = None) -> FoldResult:
+    """Fold every raw row of the account not folded yet; one transaction per batch. With
+    ``hours``, each new reply's time in those working hours is stored too."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     total = FoldResult()
     while True:
         async with pool.acquire() as conn:
-            result = await _fold_batch(conn, account_id, batch_size)
+            result = await _fold_batch(conn, account_id, batch_size, hours)
         total += result
         if result.taken < batch_size:
             return total
 
 
-async def _fold_batch(conn: asyncpg.Connection, account_id: int, batch_size: int) -> FoldResult:
+async def _fold_batch(conn: asyncpg.Connection, account_id: int, batch_size: int,
+                      hours: WorkingHours | None) -> FoldResult:
     async with conn.transaction():
         account = await conn.fetchrow("SELECT address, time_zone FROM mail_accounts WHERE id = $1", account_id)
         if account is None:
@@ -254,9 +258,37 @@ async def _fold_batch(conn: asyncpg.Connection, account_id: int, batch_size: int
         if row["new_keys"]:
             people.update(await conn.fetchval(_REPLIES, account_id, row["new_keys"], account["time_zone"]))
             await conn.execute(_FLAGS, account_id, row["new_keys"], USUAL_MIN_CHECKED, USUAL_PASS_RATE)
+        if people:
+            await conn.execute("UPDATE contacts SET version = version + 1 "
+                               "WHERE account_id = $1 AND correspondent = ANY($2::text[])", account_id, sorted(people))
+        if hours is not None:
+            await _business_seconds(conn, account_id, account["time_zone"], hours)
         result = FoldResult(int(row["taken"]), int(row["folded"]), frozenset(row["days"]), frozenset(people))
         await conn.execute(_RECORD, account_id, result.folded, result.duplicates)
     return result
+
+
+def business_key(zone: str, hours: WorkingHours) -> str:
+    """What stored business_seconds were worked out in, say "Europe/Berlin 09:00:00-17:00:00 01234"."""
+    return f"{zone} {hours.start.isoformat()}-{hours.end.isoformat()} {''.join(map(str, sorted(hours.weekdays)))}"
+
+
+async def _business_seconds(conn: asyncpg.Connection, account_id: int, zone: str, hours: WorkingHours) -> None:
+    """Within the batch's transaction: the working-hours time of each reply that has none
+    yet, all of them after the account's zone or the working hours changed."""
+    key = business_key(zone, hours)
+    if await conn.fetchval("SELECT business_hours FROM metrics_state WHERE account_id = $1", account_id) != key:
+        await conn.execute("UPDATE message_replies SET business_seconds = NULL "
+                           "WHERE account_id = $1 AND business_seconds IS NOT NULL", account_id)
+        await conn.execute("UPDATE metrics_state SET business_hours = $2 WHERE account_id = $1", account_id, key)
+    todo = await conn.fetch("SELECT msg_key, asked_at, answered_at FROM message_replies "
+                            "WHERE account_id = $1 AND business_seconds IS NULL", account_id)
+    if todo:
+        clock = WorkingClock(zone, hours)
+        await conn.execute("UPDATE message_replies r SET business_seconds = v.seconds "
+                           "FROM unnest($2::bytea[], $3::float8[]) AS v (msg_key, seconds) "
+                           "WHERE r.account_id = $1 AND r.msg_key = v.msg_key", account_id,
+                           [r["msg_key"] for r in todo], [clock.between(r["asked_at"], r["answered_at"]) for r in todo])
 
 
 async def _recount(conn: asyncpg.Connection, account_id: int, days: frozenset[date]) -> None:

@@ -303,7 +303,7 @@ async def test_a_reply_counts_for_the_person_answered_even_when_written_to_anoth
 async def test_a_fold_recomputes_only_the_correspondents_its_rows_touch(backend: Backend) -> None:
     account = await told(backend, [])
     before = {r.correspondent: r for r in await backend.store.relationships(account.id, now=NOW, limit=100)}
-    alice = await backend.store.card(account.id, "alice@work.test", now=NOW)  # a store may keep its answer ...
+    alice = await backend.store.card(account.id, "alice@work.test", now=NOW)
     assert alice is not None and alice.replies.theirs.count == 1
     await backend.store.write_raw([message(account, "a6@work.test", at(20, 8), "alice@work.test",
                                            irt="a4@home.test", auth=PASS)])
@@ -313,7 +313,7 @@ async def test_a_fold_recomputes_only_the_correspondents_its_rows_touch(backend:
     assert after.pop("alice@work.test").received == before.pop("alice@work.test").received + 1
     assert after == before
     alice = await backend.store.card(account.id, "alice@work.test", now=NOW)
-    assert alice is not None and alice.replies.theirs.count == 2  # ... until a fold: a6 answers a4 after 24 h
+    assert alice is not None and alice.replies.theirs.count == 2  # a6 answers a4 after 24 h
 
 
 
@@ -331,18 +331,33 @@ async def test_a_card_lists_the_ten_waiting_longest_and_counts_them_all(backend:
     assert [p.sent_at for p in card.awaiting] == [at(2 + i, 11) for i in range(CARD_LIST)]
     assert len(await backend.store.owed(account.id, now=NOW)) == 12  # the owed list itself is whole
 
-async def test_postgresql_reads_business_hours_in_the_accounts_zone_as_it_is_now(pg_db: str) -> None:
-    """PostgreSQL keeps a card's reply times until the next fold; a new time zone is not served stale."""
+async def test_postgresql_stores_business_hours_at_the_fold_and_redoes_them_for_a_new_zone(pg_db: str) -> None:
+    """The fold stores each reply's working-hours time; after the account's zone changes a
+    card works them out when read, and the next fold stores them in the new zone."""
     await migrate(pg_db)
     async with asyncpg.create_pool(pg_db, min_size=1, max_size=2) as pool:
         store = PgMetricsStore(pool, SETTINGS)
         account = await _pg_account(pool, OWN, ZONE)
         await store.write_raw(story(account))
         await store.aggregate(account)
+
+        async def stored() -> list[float]:
+            return [r[0] for r in await pool.fetch(
+                "SELECT business_seconds FROM message_replies WHERE account_id = $1 AND correspondent = "
+                "'alice@work.test' AND direction = 'yours' ORDER BY 1", account.id)]
+
+        assert await stored() == [1800, 23400]  # Monday 09:00-09:30; Monday 11:30-17:00 + Tuesday 09:00-10:00
         alice = await store.card(account.id, "alice@work.test", now=NOW)
         assert alice is not None and alice.replies.yours_business.median == 12600
         # In Tokyo (UTC+9) Monday 07:00 UTC is 16:00: a1 -> a2 is 30 working minutes, a3 -> a4
         # (Mon 18:30 to Tue 17:00) is 8 hours.
+        in_tokyo = times(2, 15300, 0.5, {"<1h": 1, "4-24h": 1})
         await pool.execute("UPDATE mail_accounts SET time_zone = 'Asia/Tokyo' WHERE id = $1", account.id)
         alice = await store.card(account.id, "alice@work.test", now=NOW)
-        assert alice is not None and alice.replies.yours_business == times(2, 15300, 0.5, {"<1h": 1, "4-24h": 1})
+        assert alice is not None and alice.replies.yours_business == in_tokyo
+        await store.aggregate(replace(account, time_zone="Asia/Tokyo"))  # nothing new: it redoes the replies
+        assert await stored() == [1800, 28800]
+        assert await pool.fetchval("SELECT business_hours FROM metrics_state WHERE account_id = $1",
+                                   account.id) == "Asia/Tokyo 09:00:00-17:00:00 01234"
+        alice = await store.card(account.id, "alice@work.test", now=NOW)
+        assert alice is not None and alice.replies.yours_business == in_tokyo
