@@ -16,7 +16,8 @@ from typing import Any
 
 from .report import machine
 
-SUITES = {"vault": "bench.vault", "parse": "bench.parse", "harvest": "bench.harvest", "metrics": "bench.metrics"}
+SUITES = {"vault": "bench.vault", "parse": "bench.parse", "harvest": "bench.harvest", "metrics": "bench.metrics",
+          "api": "bench.api"}
 
 
 def main(argv: list[str] | None = None) -> None:
