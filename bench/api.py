@@ -9,7 +9,7 @@ with its API rate limit raised out of the way (100,000 a minute, burst 10,000). 
 connects a mailbox through the real OAuth flow and makes an API token on the settings page.
 The account (Europe/Berlin) gets ``MAIL`` messages over two years up to now from
 ``bench.metrics.Mailbox`` (Zipf-like correspondents, 40 % replies, DKIM/SPF/DMARC verdicts),
-folded by ``PgMetricsStore.aggregate``, then ``ANALYZE`` (as autovacuum would within a
+folded by ``PgMetricsStore.aggregate``, then ``VACUUM (ANALYZE)`` (as autovacuum would within a
 minute). Before the load, each distinct card is asked for once, one at a time ("cold":
 its reply times not kept yet), and those latencies are printed.
 
@@ -66,7 +66,7 @@ from tests.support.webproc import WebProcess, free_port, make_web
 from tests.web.conftest import CLIENT_ID, CLIENT_SECRET, Stack, account_id, bearer, connect, new_token, providers
 
 from .metrics import COLUMNS, Mailbox, database
-from .report import percentile, ratio, table, verdict
+from .report import Sample, percentile, ratio, table, verdict
 
 USER = "reader@mail.example"
 ZONE = "Europe/Berlin"
@@ -140,32 +140,20 @@ class Target:
 
 
 @dataclass
-class Result:
-    latencies_us: list[int] = field(default_factory=list)
+class Result(Sample):
+    """A target's runs together: their latencies and wall time (``Sample``), answers and CPU."""
+
     statuses: Counter[str] = field(default_factory=Counter)
-    wall: float = 0.0
     client_cpu: float = 0.0
     server_cpu: float = 0.0
     machine_busy: list[float] = field(default_factory=list)
 
-    def add(self, report: dict[str, Any], server_cpu: float, busy: float) -> None:
-        self.latencies_us += report["latencies_us"]
+    def add_run(self, report: dict[str, Any], server_cpu: float, busy: float) -> None:
+        self.add(Sample([us * 1000 for us in report["latencies_us"]], report["wall"]))
         self.statuses.update(report["statuses"])
-        self.wall += report["wall"]
         self.client_cpu += report["cpu"]
         self.server_cpu += server_cpu
         self.machine_busy.append(busy)
-
-    @property
-    def count(self) -> int:
-        return len(self.latencies_us)
-
-    @property
-    def rate(self) -> float:
-        return self.count / self.wall if self.wall else 0.0
-
-    def ms(self, pct: float) -> float:
-        return percentile(self.latencies_us, pct) / 1000
 
     def per_thousand(self, seconds: float) -> float:
         return seconds / self.count * 1000 if self.count else 0.0
@@ -222,7 +210,7 @@ async def alternate(targets: Sequence[Target], mode: str, during: Callable[[Targ
     for _ in range(ROUNDS):
         for target in targets:
             async with (during(target) if during else nullcontext()):
-                results[target.name].add(*await drive(target, mode, **job))
+                results[target.name].add_run(*await drive(target, mode, **job))
     return results
 
 
@@ -350,7 +338,9 @@ async def fill(stack: Stack, account: AccountRef) -> tuple[Mailbox, str]:
         began = time.perf_counter()
         await PgMetricsStore(pool, InsightSettings()).aggregate(account)
         folded = time.perf_counter() - began
-        await pool.execute("ANALYZE")  # what autovacuum does within a minute of a first harvest this size
+        # What autovacuum does within a minute of a harvest this size; done now, it does not
+        # land in the middle of a timed case.
+        await pool.execute("VACUUM (ANALYZE)")
         contacts = await pool.fetchval("SELECT count(*) FROM contacts WHERE account_id = $1", account.id)
         replies = await pool.fetchval("SELECT count(*) FROM message_replies WHERE account_id = $1", account.id)
     return box, f"{MAIL:,} messages, {contacts:,} correspondents, {replies:,} replies matched; folded in {folded:.1f} s"

@@ -33,34 +33,35 @@ WHERE k.account_id = $1 AND ($3::text IS NULL OR k.correspondent = lower($3))
 GROUP BY k.account_id, k.correspondent
 """
 
+# Nothing answered message m yet: no message of the other direction names it as a parent,
+# and none came later in its Gmail thread. $1 is the account.
+_UNANSWERED = """\
+NOT EXISTS (SELECT 1 FROM message_index r
+                  WHERE r.parent_keys @> ARRAY[m.msg_key] AND r.account_id = $1 AND r.direction <> m.direction)
+  AND NOT EXISTS (SELECT 1 FROM message_index r
+                  WHERE m.gm_thread_id IS NOT NULL AND r.account_id = $1 AND r.gm_thread_id = m.gm_thread_id
+                    AND r.direction <> m.direction AND r.sent_at > m.sent_at)"""
+
 # $1 account, $2 oldest, $3 newest, $4 'received' (owed) or 'sent' (awaiting).
-_PENDING = """
+_PENDING = f"""
 SELECT m.msg_key, m.correspondents[1] AS correspondent, m.sent_at
 FROM message_index m
 WHERE m.account_id = $1 AND m.direction = $4 AND cardinality(m.correspondents) > 0
   AND m.sent_at BETWEEN $2 AND $3 AND ($4 = 'sent' OR NOT m.automated)
-  AND NOT EXISTS (SELECT 1 FROM message_index r
-                  WHERE r.parent_keys @> ARRAY[m.msg_key] AND r.account_id = $1 AND r.direction <> $4)
-  AND NOT EXISTS (SELECT 1 FROM message_index r
-                  WHERE m.gm_thread_id IS NOT NULL AND r.account_id = $1 AND r.gm_thread_id = m.gm_thread_id
-                    AND r.direction <> $4 AND r.sent_at > m.sent_at)
+  AND {_UNANSWERED}
 ORDER BY m.sent_at, m.msg_key
 """
 
 # Both lists for one card in one pass over the window: the messages with them among any
 # correspondents. $1 account, $2 oldest, $3 newest owed, $4 newest awaiting, $5 the correspondent.
-_CARD_PENDING = """
+_CARD_PENDING = f"""
 SELECT m.msg_key, m.direction, m.sent_at
 FROM message_index m
 WHERE m.account_id = $1 AND m.sent_at BETWEEN $2 AND greatest($3::timestamptz, $4::timestamptz)
   AND $5::text = ANY(m.correspondents)
   AND CASE m.direction WHEN 'received' THEN m.sent_at <= $3 AND NOT m.automated
                        WHEN 'sent' THEN m.sent_at <= $4 ELSE false END
-  AND NOT EXISTS (SELECT 1 FROM message_index r
-                  WHERE r.parent_keys @> ARRAY[m.msg_key] AND r.account_id = $1 AND r.direction <> m.direction)
-  AND NOT EXISTS (SELECT 1 FROM message_index r
-                  WHERE m.gm_thread_id IS NOT NULL AND r.account_id = $1 AND r.gm_thread_id = m.gm_thread_id
-                    AND r.direction <> m.direction AND r.sent_at > m.sent_at)
+  AND {_UNANSWERED}
 ORDER BY m.sent_at, m.msg_key
 """
 
