@@ -83,15 +83,23 @@ async def card(request: web.Request) -> web.Response:
 
 
 async def owed(request: web.Request) -> web.Response:
-    account = await _own_account(request)
-    found = await _guard(_metrics(request).owed(int(account["id"]), now=_now()))
-    return _json({"account_id": account["id"], "owed": found})
+    return await _pending_page(request, "owed")
 
 
 async def awaiting(request: web.Request) -> web.Response:
+    return await _pending_page(request, "awaiting")
+
+
+async def _pending_page(request: web.Request, which: str) -> web.Response:
+    """A page of the owed or awaiting messages, oldest first, and how many there are."""
     account = await _own_account(request)
-    found = await _guard(_metrics(request).awaiting(int(account["id"]), now=_now()))
-    return _json({"account_id": account["id"], "awaiting": found})
+    limit = _int_param(request, "limit", 50, 1, MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+    store = _metrics(request)
+    read = store.owed if which == "owed" else store.awaiting
+    found = await _guard(read(int(account["id"]), now=_now()))
+    return _json({"account_id": account["id"], "limit": limit, "offset": offset, "total": len(found),
+                  which: found[offset:offset + limit]})
 
 
 async def senders(request: web.Request) -> web.Response:

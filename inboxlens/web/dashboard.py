@@ -32,6 +32,7 @@ from .state import DB, METRICS, VAULT, current_session
 WINDOWS = (30, 90)  # days the volume chart can show; the last is the default and what is read
 REPLY_WEEKS = 13
 TOP_CORRESPONDENTS = 10
+PENDING_SHOWN = 20  # owed and awaiting messages a mailbox's section lists (waiting longest first)
 ERRORS = {  # harvest's last_error codes, as a person would say them
     "reauth_required": "the provider asked for a new consent",
     "imap_auth_refused": "the mail server refused access",
@@ -228,9 +229,12 @@ def _pending(found: list[Pending], zone: zoneinfo.ZoneInfo, who: str, when: str,
         return f'<p class="empty-state">{escape(none)}</p>'
     rows = "".join(f'<tr data-msg="{escape(p.msg_key)}"><td>{escape(p.correspondent)}</td>'
                    f"<td>{escape(_local(p.sent_at, zone))}</td>"
-                   f"<td>{escape(charts.human_duration(p.waiting.total_seconds()))}</td></tr>" for p in found)
+                   f"<td>{escape(charts.human_duration(p.waiting.total_seconds()))}</td></tr>"
+                   for p in found[:PENDING_SHOWN])
+    more = len(found) - PENDING_SHOWN
     return (f'<table class="pending"><thead><tr><th>{who}</th><th>{when}</th><th>Waiting</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table>")
+            f"<tbody>{rows}</tbody></table>"
+            + (f'<p class="more">… and {more} more, newer than these.</p>' if more > 0 else ""))
 
 
 def _local(moment: datetime, zone: zoneinfo.ZoneInfo) -> str:

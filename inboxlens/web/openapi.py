@@ -134,11 +134,14 @@ ROLLUP_PARAMS = [
                               "At most 366 days before to (day), 1830 (week), 3660 (month)"),
     query("to", DATE_PARAM, "last day (local date), inclusive; default today in the account's time zone"),
 ]
+LIMIT_PARAMS = [
+    query("limit", {"type": "integer", "minimum": 1, "maximum": api_views.MAX_LIMIT, "default": 50}, "page size"),
+    query("offset", {"type": "integer", "minimum": 0, "maximum": api_views.MAX_OFFSET, "default": 0}, "skip"),
+]
 PAGE_PARAMS = [
     query("order", {"type": "string", "enum": ["strength", "recency", "volume"], "default": "strength"},
           "best first by"),
-    query("limit", {"type": "integer", "minimum": 1, "maximum": api_views.MAX_LIMIT, "default": 50}, "page size"),
-    query("offset", {"type": "integer", "minimum": 0, "maximum": api_views.MAX_OFFSET, "default": 0}, "skip"),
+    *LIMIT_PARAMS,
 ]
 
 
@@ -174,11 +177,13 @@ PATHS: dict[str, Schema] = {
         "Everything known about one correspondent (the overlay's card)", "card",
         with_account({"correspondent": TEXT, "card": ref("Card")}), [ADDRESS_PARAM], "400:BadRequest")},
     "/accounts/{account_id}/owed": {"get": account_op(
-        "Messages from people you have not answered, oldest first", "owed",
-        with_account({"owed": array(ref("Pending"))}))},
+        "Messages from people you have not answered, oldest first, a page at a time", "owed",
+        with_account({"limit": COUNT, "offset": COUNT, "total": COUNT, "owed": array(ref("Pending"))}),
+        LIMIT_PARAMS, "400:BadRequest")},
     "/accounts/{account_id}/awaiting": {"get": account_op(
-        "Your messages people have not answered, oldest first", "awaiting",
-        with_account({"awaiting": array(ref("Pending"))}))},
+        "Your messages people have not answered, oldest first, a page at a time", "awaiting",
+        with_account({"limit": COUNT, "offset": COUNT, "total": COUNT, "awaiting": array(ref("Pending"))}),
+        LIMIT_PARAMS, "400:BadRequest")},
     "/accounts/{account_id}/senders": {"get": account_op(
         "Sender domains' DKIM/SPF/DMARC record and flagged messages", "senders",
         with_account({"domains": array(ref("DomainAuth")), "flags": array(ref("AuthFlag"))}))},

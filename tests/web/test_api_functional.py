@@ -72,6 +72,8 @@ async def test_correspondents_card_owed_awaiting_and_senders(stack: Stack):
         _, card = await api(client, "GET", f"/accounts/{account}/correspondents/{FRIEND.upper()}", token)
         _, owed = await api(client, "GET", f"/accounts/{account}/owed", token)
         _, awaiting = await api(client, "GET", f"/accounts/{account}/awaiting", token)
+        _, past_end = await api(client, "GET", f"/accounts/{account}/awaiting?limit=1&offset=1", token)
+        too_many, _ = await api(client, "GET", f"/accounts/{account}/owed?limit=201", token)
         _, senders = await api(client, "GET", f"/accounts/{account}/senders", token)
         missing, _ = await api(client, "GET", f"/accounts/{account}/correspondents/nobody@nowhere.test", token)
     assert [c["correspondent"] for c in listed["correspondents"]] == [FRIEND]  # 3 messages against 1
@@ -81,6 +83,9 @@ async def test_correspondents_card_owed_awaiting_and_senders(stack: Stack):
     assert [p["correspondent"] for p in owed["owed"]] == [FRIEND]
     assert [p["correspondent"] for p in awaiting["awaiting"]] == [COLLEAGUE]
     assert awaiting["awaiting"][0]["waiting"] >= 5 * 86400 - 60
+    assert (owed["total"], owed["limit"], owed["offset"]) == (1, 50, 0)
+    assert (past_end["awaiting"], past_end["total"]) == ([], 1)
+    assert too_many.status == 400
     [domain] = senders["domains"]
     assert (domain["domain"], domain["dkim"]) == ("friends.test", {"checked": 2, "passed": 2})
     assert missing.status == 404

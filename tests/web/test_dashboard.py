@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from inboxlens.web.dashboard import Mailbox, render
+from inboxlens.metrics.model import Pending
+from inboxlens.web.dashboard import PENDING_SHOWN, Insights, Mailbox, render
 
 NOW = datetime(2024, 7, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -35,3 +36,14 @@ def test_a_missing_token_offers_reconnect_and_errors_are_escaped() -> None:
 def test_an_address_is_escaped() -> None:
     text = render([mailbox(address="a<b>&\"c\"@example.test")], NOW, 30, None)
     assert "a&lt;b&gt;&amp;&quot;c&quot;@example.test" in text and "<b>" not in text
+
+
+def test_long_owed_and_awaiting_lists_show_the_twenty_waiting_longest() -> None:
+    owed = [Pending(f"{i:032x}", f"p{i}@example.test", NOW - timedelta(days=20 - i / 2), timedelta(days=20 - i / 2))
+            for i in range(PENDING_SHOWN + 5)]
+    box = Mailbox(mailbox().account, ZoneInfo("Europe/Paris"), date(2024, 7, 1), Insights([], [], [], owed, owed[:3]))
+    text = render([box], NOW, 30, None)
+    shown = [line.split("</td>")[0] for line in text.split('<tr data-msg="')[1:]]
+    assert len(shown) == PENDING_SHOWN + 3
+    assert shown[0].endswith("p0@example.test") and shown[PENDING_SHOWN - 1].endswith(f"p{PENDING_SHOWN - 1}@example.test")
+    assert text.count('<p class="more">… and 5 more, newer than these.</p>') == 1
