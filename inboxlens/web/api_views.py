@@ -103,10 +103,14 @@ async def _pending_page(request: web.Request, which: str) -> web.Response:
 
 
 async def senders(request: web.Request) -> web.Response:
+    """A page of sender domains (most messages first) and the MAX_LIMIT newest flags."""
     account = await _own_account(request)
+    limit = _int_param(request, "limit", 50, 1, MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
     domains = await _guard(_metrics(request).sender_domains(int(account["id"])))
     flags = await _guard(_metrics(request).auth_flags(int(account["id"]), limit=MAX_LIMIT))
-    return _json({"account_id": account["id"], "domains": domains, "flags": flags})
+    return _json({"account_id": account["id"], "limit": limit, "offset": offset, "domains_total": len(domains),
+                  "domains": domains[offset:offset + limit], "flags": flags})
 
 
 async def sync(request: web.Request) -> web.Response:

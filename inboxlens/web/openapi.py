@@ -185,8 +185,11 @@ PATHS: dict[str, Schema] = {
         with_account({"limit": COUNT, "offset": COUNT, "total": COUNT, "awaiting": array(ref("Pending"))}),
         LIMIT_PARAMS, "400:BadRequest")},
     "/accounts/{account_id}/senders": {"get": account_op(
-        "Sender domains' DKIM/SPF/DMARC record and flagged messages", "senders",
-        with_account({"domains": array(ref("DomainAuth")), "flags": array(ref("AuthFlag"))}))},
+        "Sender domains' DKIM/SPF/DMARC record (a page, most messages first) and the newest flagged messages",
+        "senders", with_account({"limit": COUNT, "offset": COUNT, "domains_total": COUNT,
+                                 "domains": array(ref("DomainAuth")),
+                                 "flags": {**array(ref("AuthFlag")), "maxItems": api_views.MAX_LIMIT}}),
+        LIMIT_PARAMS, "400:BadRequest")},
     "/accounts/{account_id}/sync": {"post": account_op(
         "Sync this mailbox now (harvest picks it up on its next tick)", "sync",
         with_account({"next_sync_at": TIME}), None, "403:CsrfFailed", "409:Conflict", status="202")},

@@ -87,6 +87,7 @@ async def test_correspondents_card_owed_awaiting_and_senders(stack: Stack):
     assert (past_end["awaiting"], past_end["total"]) == ([], 1)
     assert too_many.status == 400
     [domain] = senders["domains"]
+    assert (senders["domains_total"], senders["limit"]) == (1, 50)
     assert (domain["domain"], domain["dkim"]) == ("friends.test", {"checked": 2, "passed": 2})
     assert missing.status == 404
 
