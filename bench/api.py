@@ -188,6 +188,8 @@ async def drive(target: Target, mode: str, **job: Any) -> tuple[dict[str, Any], 
             assert process.stdin is not None and process.stdout is not None and process.stderr is not None
             process.stdin.write(json.dumps(spec).encode() + b"\n")
             await process.stdin.drain()
+            if await process.stdout.readline() != b"warm\n":  # timed from here, warm-up excluded
+                raise RuntimeError(f"the load generator failed:\n{(await process.stderr.read()).decode(errors='replace')}")
             cpu, (busy, total) = cpu_seconds(target.pid), machine_ticks()
             out, err = await process.communicate()
             cpu, (busy, total) = cpu_seconds(target.pid) - cpu, [a - b for a, b in zip(machine_ticks(), (busy, total))]

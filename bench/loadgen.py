@@ -13,10 +13,11 @@ travels there, never on the command line that ``ps`` shows)::
     {"base": "http://127.0.0.1:8080", "paths": ["/api/v1/..."], "headers": {...},
      "mode": "rate" | "closed", "rate": 500, "connections": 32, "seconds": 10, "warmup": 300}
 
-and prints one JSON line: ``latencies_us`` (every timed request, in order of sending),
+prints ``warm`` once its untimed warm-up requests are answered, then one JSON line: ``latencies_us`` (every timed request, in order of sending),
 ``statuses`` (status code, or ``error`` with the exception's class, and counts), ``wall``
-seconds and ``cpu`` seconds of this process. Paths are taken round-robin. Every request is
-bounded by ``REQUEST_TIMEOUT`` and the whole job by its ``seconds`` plus ``GRACE``.
+seconds and ``cpu`` seconds of this process (both without the warm-up). Paths are taken round-robin. Every
+request is bounded by ``REQUEST_TIMEOUT``, the warm-up by ``GRACE`` and the timed part by
+its ``seconds`` plus ``GRACE``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ GRACE = 30.0
 MAX_SECONDS = 120.0
 MAX_RATE = 20_000
 MAX_CONNECTIONS = 256
+MAX_WARMUP = 10_000
 
 
 @dataclass
@@ -59,9 +61,10 @@ class Job:
                   str(raw["mode"]), float(raw["seconds"]), int(raw["connections"]), float(raw.get("rate", 0)),
                   int(raw.get("warmup", 0)))
         if job.mode not in ("rate", "closed") or not job.paths or not 0 < job.seconds <= MAX_SECONDS \
-                or not 0 < job.connections <= MAX_CONNECTIONS or (job.mode == "rate" and not 0 < job.rate <= MAX_RATE):
-            raise ValueError("a job needs mode rate|closed, paths, 0 < seconds <= 120, 1-256 connections "
-                             "and, for rate, 0 < rate <= 20000")
+                or not 0 < job.connections <= MAX_CONNECTIONS or (job.mode == "rate" and not 0 < job.rate <= MAX_RATE) \
+                or not 0 <= job.warmup <= MAX_WARMUP:
+            raise ValueError("a job needs mode rate|closed, paths, 0 < seconds <= 120, 1-256 connections, "
+                             "0-10000 warm-up requests and, for rate, 0 < rate <= 20000")
         return job
 
 
@@ -116,7 +119,10 @@ async def main() -> None:
     async with aiohttp.ClientSession(job.base, connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as session:
         warm = Job(job.base, job.paths, job.headers, "closed", job.seconds, job.connections)
-        await asyncio.gather(*(send(session, warm, i) for i in range(job.warmup)))
+        async with asyncio.timeout(GRACE):
+            await asyncio.gather(*(send(session, warm, i) for i in range(job.warmup)))
+        sys.stdout.write("warm\n")  # the parent starts its own clocks (server CPU) here
+        sys.stdout.flush()
         cpu = resource.getrusage(resource.RUSAGE_SELF)
         began = time.perf_counter()
         async with asyncio.timeout(job.seconds + GRACE):

@@ -8,7 +8,7 @@ the same answers.
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Iterable
 from zoneinfo import ZoneInfo
@@ -35,9 +35,10 @@ def strength(last_30: int, last_90: int, last_365: int, reciprocity_: float, day
     return round(100 * (0.5 * volume + 0.3 * reciprocity_ + 0.2 * recency), 2)
 
 
-def business_seconds(start: datetime, end: datetime, time_zone: str, hours: WorkingHours) -> float:
-    """Seconds between start and end that fall in working hours, in the zone's local time."""
-    return WorkingClock(time_zone, hours).between(start, end)
+EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)  # instants are clamped into these years for
+LATEST = datetime(2999, 12, 31, tzinfo=timezone.utc)  # business hours: a Date header can say anything
+MAX_SPAN = timedelta(days=3653)  # a longer span counts ten years of working time
+KEPT_YEARS = 32  # year tables a clock keeps itself (more come from _calendar's bounded cache)
 
 
 class WorkingClock:
@@ -46,7 +47,8 @@ class WorkingClock:
     Each local day's working window lies within that day, so the working seconds up to an
     instant are those of the days before it (a running sum per year, ``_calendar``) plus
     what of its own day's window has passed: two lookups per span, whatever its length (a
-    card sums thousands of replies with one clock).
+    card sums thousands of replies with one clock). Instants are clamped to 1900-2999 and a
+    span to ten years, so a forged date costs no more than a plausible one.
     """
 
     def __init__(self, time_zone: str, hours: WorkingHours) -> None:
@@ -54,8 +56,10 @@ class WorkingClock:
         self._years: dict[int, _Year] = {}
 
     def between(self, start: datetime, end: datetime) -> float:
+        start, end = min(max(start, EARLIEST), LATEST), min(max(end, EARLIEST), LATEST)
         if end <= start:
             return 0.0
+        end = min(end, start + MAX_SPAN)
         first, done_first = self._worked_by(start)
         last, done_last = self._worked_by(end)
         whole_years = sum(self._year(year)[3][-1] for year in range(first, last))
@@ -72,7 +76,9 @@ class WorkingClock:
     def _year(self, year: int) -> _Year:
         found = self._years.get(year)
         if found is None:
-            found = self._years[year] = _calendar(self.time_zone, self.hours, year)
+            found = _calendar(self.time_zone, self.hours, year)
+            if len(self._years) < KEPT_YEARS:
+                self._years[year] = found
         return found
 
 
@@ -97,8 +103,6 @@ def _calendar(time_zone: str, hours: WorkingHours, year: int) -> _Year:
         opens.append(open_)
         closes.append(close)
         before.append(before[-1] + close - open_)
-        if day == date.max:
-            break
         day += timedelta(days=1)
     return date(year, 1, 1).toordinal(), opens, closes, before
 

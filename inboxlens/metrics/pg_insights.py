@@ -72,9 +72,13 @@ WHERE a.id = $1
 """
 REPLY_CACHE = 4096  # correspondents whose reply times a web process keeps
 
-# $1 account, $2 correspondent.
-_REPLY_SECONDS = """
-SELECT direction, (extract(epoch FROM answered_at) - extract(epoch FROM asked_at))::float8 AS seconds, business_seconds
+# $1 account, $2 correspondent, $3 whether the stored business_seconds are in the zone and
+# hours of now: the times only where they are not (timestamps cost more to read than floats).
+_REPLY_TIMES = """
+SELECT direction, (extract(epoch FROM answered_at) - extract(epoch FROM asked_at))::float8 AS seconds,
+       CASE WHEN $3 THEN business_seconds END AS business_seconds,
+       CASE WHEN NOT $3 OR business_seconds IS NULL THEN asked_at END AS asked_at,
+       CASE WHEN NOT $3 OR business_seconds IS NULL THEN answered_at END AS answered_at
 FROM message_replies WHERE account_id = $1 AND correspondent = $2
 """
 
@@ -139,16 +143,15 @@ class PgInsights:
         if kept is not None and kept[0] == stamp:
             self._replies.move_to_end(key)
             return kept[1]
-        stats = None
-        if state["business_hours"] == rollups.business_key(zone, self.settings.working_hours):
-            rows = await db.fetch(_REPLY_SECONDS, account_id, correspondent)
-            if all(r["business_seconds"] is not None for r in rows):
-                stats = insights.reply_stats_of((r["direction"], r["seconds"], r["business_seconds"]) for r in rows)
-        if stats is None:
-            rows = await db.fetch("SELECT direction, asked_at, answered_at FROM message_replies "
-                                  "WHERE account_id = $1 AND correspondent = $2", account_id, correspondent)
-            stats = insights.reply_stats(((r["direction"], r["asked_at"], r["answered_at"]) for r in rows), zone,
-                                         self.settings.working_hours)
+        worked_out = state["business_hours"] == rollups.business_key(zone, self.settings.working_hours)
+        rows = await db.fetch(_REPLY_TIMES, account_id, correspondent, worked_out)
+        clock = insights.WorkingClock(zone, self.settings.working_hours)
+
+        def working(r: asyncpg.Record) -> float:
+            stored = r["business_seconds"]
+            return float(stored) if stored is not None else clock.between(r["asked_at"], r["answered_at"])
+
+        stats = insights.reply_stats_of((r["direction"], r["seconds"], working(r)) for r in rows)
         self._replies[key] = (stamp, stats)
         self._replies.move_to_end(key)
         while len(self._replies) > REPLY_CACHE:

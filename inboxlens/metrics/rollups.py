@@ -259,7 +259,7 @@ async def _fold_batch(conn: asyncpg.Connection, account_id: int, batch_size: int
             people.update(await conn.fetchval(_REPLIES, account_id, row["new_keys"], account["time_zone"]))
             await conn.execute(_FLAGS, account_id, row["new_keys"], USUAL_MIN_CHECKED, USUAL_PASS_RATE)
         if people:
-            await conn.execute("UPDATE contacts SET version = version + 1 "
+            await conn.execute("UPDATE contacts SET version = nextval('contacts_version_seq') "
                                "WHERE account_id = $1 AND correspondent = ANY($2::text[])", account_id, sorted(people))
         if hours is not None:
             await _business_seconds(conn, account_id, account["time_zone"], hours)
@@ -273,16 +273,20 @@ def business_key(zone: str, hours: WorkingHours) -> str:
     return f"{zone} {hours.start.isoformat()}-{hours.end.isoformat()} {''.join(map(str, sorted(hours.weekdays)))}"
 
 
+BUSINESS_BATCH = 20_000  # replies worked out per fold batch (after a change of hours, the rest come next time)
+
+
 async def _business_seconds(conn: asyncpg.Connection, account_id: int, zone: str, hours: WorkingHours) -> None:
-    """Within the batch's transaction: the working-hours time of each reply that has none
-    yet, all of them after the account's zone or the working hours changed."""
+    """Within the batch's transaction: the working-hours time of the replies that have none
+    yet (all of them after the account's zone or the working hours changed), at most
+    BUSINESS_BATCH at a time; until all have one, cards work them out when read."""
     key = business_key(zone, hours)
     if await conn.fetchval("SELECT business_hours FROM metrics_state WHERE account_id = $1", account_id) != key:
         await conn.execute("UPDATE message_replies SET business_seconds = NULL "
                            "WHERE account_id = $1 AND business_seconds IS NOT NULL", account_id)
         await conn.execute("UPDATE metrics_state SET business_hours = $2 WHERE account_id = $1", account_id, key)
     todo = await conn.fetch("SELECT msg_key, asked_at, answered_at FROM message_replies "
-                            "WHERE account_id = $1 AND business_seconds IS NULL", account_id)
+                            "WHERE account_id = $1 AND business_seconds IS NULL LIMIT $2", account_id, BUSINESS_BATCH)
     if todo:
         clock = WorkingClock(zone, hours)
         await conn.execute("UPDATE message_replies r SET business_seconds = v.seconds "

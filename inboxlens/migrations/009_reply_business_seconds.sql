@@ -8,6 +8,8 @@ ALTER TABLE message_replies ADD COLUMN business_seconds double precision CHECK (
 CREATE INDEX message_replies_business_todo_idx ON message_replies (account_id) WHERE business_seconds IS NULL;
 ALTER TABLE metrics_state ADD COLUMN business_hours text;
 
--- Bumped by every fold that touches the correspondent (their messages or replies): a web
--- process keeps a card's reply times until it changes.
+-- Set from one sequence by every fold that touches the correspondent (their messages or
+-- replies), so it never repeats, even after an account's metrics were forgotten and folded
+-- again: a web process keeps a card's reply times until it changes.
+CREATE SEQUENCE contacts_version_seq;
 ALTER TABLE contacts ADD COLUMN version bigint NOT NULL DEFAULT 0;

@@ -46,10 +46,10 @@ async def keep_session(connection: asyncpg.Connection) -> None:
 
     asyncpg's default sends "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
     ALL" on every release, a second round trip for each query a handler makes through the
-    pool (a card makes seven). Web leaves no session state behind: no SET outside a
-    transaction, no LISTEN, no cursor outside a transaction, no session advisory lock
-    (tests/web/test_pool_reset.py checks the code for them); asyncpg itself still rolls back
-    a transaction left open before calling this.
+    pool (a card made nine before it ran on one connection). Web leaves no session state
+    behind: no SET outside a transaction, no LISTEN, no cursor outside a transaction, no
+    session advisory lock (tests/web/test_pool_reset.py checks the code for them); asyncpg
+    itself still rolls back a transaction left open before calling this.
     """
 
 

@@ -316,7 +316,6 @@ async def test_a_fold_recomputes_only_the_correspondents_its_rows_touch(backend:
     assert alice is not None and alice.replies.theirs.count == 2  # a6 answers a4 after 24 h
 
 
-
 async def test_a_card_lists_the_ten_waiting_longest_and_counts_them_all(backend: Backend) -> None:
     account = await backend.new_account(OWN, ZONE)
     gina = "gina@many.test"
@@ -330,6 +329,7 @@ async def test_a_card_lists_the_ten_waiting_longest_and_counts_them_all(backend:
     assert [p.sent_at for p in card.owed] == [at(2 + i, 10) for i in range(CARD_LIST)]
     assert [p.sent_at for p in card.awaiting] == [at(2 + i, 11) for i in range(CARD_LIST)]
     assert len(await backend.store.owed(account.id, now=NOW)) == 12  # the owed list itself is whole
+
 
 async def test_postgresql_stores_business_hours_at_the_fold_and_redoes_them_for_a_new_zone(pg_db: str) -> None:
     """The fold stores each reply's working-hours time; after the account's zone changes a

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from inboxlens.metrics.insights import business_seconds
+from inboxlens.metrics.insights import WorkingClock
 from inboxlens.metrics.model import WorkingHours
 
 ZONES = ("Europe/Berlin", "America/New_York", "UTC", "Australia/Lord_Howe", "Asia/Kathmandu", "Pacific/Chatham",
@@ -32,6 +32,10 @@ def day_by_day(start: datetime, end: datetime, time_zone: str, hours: WorkingHou
             total += max(min(end.timestamp(), close) - max(start.timestamp(), open_), 0.0)
         day += timedelta(days=1)
     return total
+
+
+def business_seconds(start: datetime, end: datetime, time_zone: str, hours: WorkingHours) -> float:
+    return WorkingClock(time_zone, hours).between(start, end)
 
 
 def utc(*args: int) -> datetime:
@@ -75,3 +79,13 @@ def test_business_seconds_equals_the_day_by_day_count(start: datetime, span: tim
     end = start + span
     note(f"{start=} {end=} {zone=} {hours=}")
     assert business_seconds(start, end, zone, hours) == pytest.approx(day_by_day(start, end, zone, hours), abs=1e-3)
+
+
+@pytest.mark.parametrize("start, end", [
+    (utc(2026, 11, 27, 15), datetime(9999, 12, 31, 23, 30, tzinfo=timezone.utc)),  # a forged reply date
+    (datetime(1000, 1, 1, tzinfo=timezone.utc), utc(2026, 11, 30, 9)),  # a forged parent date
+    (datetime(1, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc)),
+])
+def test_a_forged_date_neither_fails_nor_counts_more_than_ten_years(start: datetime, end: datetime):
+    worked = business_seconds(start, end, "Pacific/Kiritimati", NINE_TO_FIVE)  # UTC+14: the overflow side
+    assert 0 < worked <= 3653 / 7 * 5 * 8 * 3600 + 8 * 3600

@@ -15,10 +15,11 @@ import pytest
 
 # SQL that outlives its statement or transaction on a pooled connection.
 SESSION_STATE = {
-    "a session setting": re.compile(r"""(^|["';(]\s*)SET\s+(?!LOCAL\b)(SESSION\s+)?\w+\s*(=|TO\b)""", re.I | re.M),
-    "set_config outside a transaction": re.compile(r"set_config\s*\([^)]*,\s*false\s*\)", re.I),
+    "a session setting": re.compile(r"""(^|["';(]\s*)SET\s+(?!LOCAL\b)(SESSION\s+)?"""
+                                    r"""(\w+\s*(=|TO\b)|ROLE\b|TIME\s+ZONE\b|AUTHORIZATION\b)""", re.I | re.M),
+    "set_config outside a transaction": re.compile(r"set_config\s*\([^)]*,\s*(false|\$\d+)\s*\)", re.I),
     "LISTEN": re.compile(r"\bLISTEN\s+[a-z_]\w*"),  # our SQL keywords are upper case
-    "a session advisory lock": re.compile(r"pg_advisory_lock(_shared)?\s*\(", re.I),
+    "a session advisory lock": re.compile(r"pg_(try_)?advisory_lock(_shared)?\s*\(", re.I),
     "a cursor held over commit": re.compile(r"WITH\s+HOLD", re.I),
     # A temp table emptied at commit (harvest's raw_batch) may stay: the next user finds it empty.
     "a prepared transaction or temp table": re.compile(
@@ -43,7 +44,7 @@ def hits(pattern: re.Pattern[str], text: str) -> list[str]:
 
 def test_the_web_pool_returns_connections_without_a_reset_query() -> None:
     main = importlib.import_module("inboxlens.web.__main__")
-    assert "reset=keep_session" in Path(main.__file__).read_text()
+    assert re.search(r"asyncpg\.create_pool\([^()]*(\([^()]*\)[^()]*)*reset=keep_session", Path(main.__file__).read_text())
 
 
 @pytest.mark.parametrize("name, pattern", SESSION_STATE.items())
@@ -57,6 +58,11 @@ def test_no_module_web_loads_leaves_session_state(name: str, pattern: re.Pattern
 
 @pytest.mark.parametrize("sql, name", [("SET search_path = x", "a session setting"),
                                         ('"SET statement_timeout TO 5"', "a session setting"),
+                                        ('"SET ROLE web"', "a session setting"),
+                                        ("SET TIME ZONE 'UTC'", "a session setting"),
+                                        ("SET SESSION AUTHORIZATION web", "a session setting"),
+                                        ("SELECT set_config('x.y', $1, $2)", "set_config outside a transaction"),
+                                        ("SELECT pg_try_advisory_lock(7)", "a session advisory lock"),
                                         ("LISTEN accounts", "LISTEN"),
                                         ("SELECT pg_advisory_lock($1)", "a session advisory lock"),
                                         ("CREATE TEMP TABLE t (x int)", "a prepared transaction or temp table")])
