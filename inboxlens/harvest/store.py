@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
 import asyncpg
@@ -20,6 +20,10 @@ import asyncpg
 from ..metrics.model import RawRow
 from ..metrics.store import MetricsStore
 from .parse import Address, HeaderRecord, is_automated
+
+EARLIEST_DATE = datetime(1970, 1, 1, tzinfo=timezone.utc)  # a Date before this is not believed ...
+DATE_AHEAD = timedelta(days=1)  # ... nor one this far after the server received the message
+
 
 class LeaseLost(Exception):
     """Another harvest process holds the account now; stop working it."""
@@ -124,13 +128,25 @@ def msg_key(record: HeaderRecord) -> bytes:
     return hashlib.sha256(basis.encode("utf-8", "surrogatepass")).digest()[:16]
 
 
+def sent_at(r: HeaderRecord) -> tuple[datetime, bool]:
+    """When the message was sent, and whether its Date header said so: the Date header
+    unless it is missing, before 1970, or more than DATE_AHEAD after the server received
+    the message (INTERNALDATE), which is then used instead. A Date can be far older than
+    INTERNALDATE (mail copied in from elsewhere), but not from the future: such a date is
+    a broken clock or a forgery, and would put the message on a day it was not sent."""
+    if r.date is not None and EARLIEST_DATE <= r.date <= r.internal_date + DATE_AHEAD:
+        return r.date, True
+    return r.internal_date, False
+
+
 def raw_row(account_id: int, mailbox: str, r: HeaderRecord, own: frozenset[str]) -> RawRow:
     # Addresses are stored and compared lower-cased (Address.key): one correspondent, one spelling.
     sender = r.sender.key if r.sender and r.sender.address else None
+    when, reliable = sent_at(r)
     return RawRow(
         account_id, msg_key(r), mailbox, r.uid, r.message_id, tuple(r.in_reply_to), tuple(r.references), r.subject,
-        sender, r.sender.name if r.sender else None, _addresses(r.to), _addresses(r.cc), r.date or r.internal_date,
-        r.internal_date, r.date is not None, "sent" if sender is not None and sender in own else "received",
+        sender, r.sender.name if r.sender else None, _addresses(r.to), _addresses(r.cc), when,
+        r.internal_date, reliable, "sent" if sender is not None and sender in own else "received",
         is_automated(r), r.list_id, r.auth.dkim, r.auth.spf, r.auth.dmarc,
         tuple(sorted({d for d, _ in r.dkim_signatures})), r.gm_thrid, tuple(f"{d}/{s}" for d, s in r.dkim_signatures))
 
