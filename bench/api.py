@@ -59,7 +59,7 @@ import aiohttp
 import asyncpg
 
 from inboxlens.metrics.model import AccountRef, InsightSettings
-from inboxlens.metrics.pg import PgMetricsStore
+from inboxlens.metrics.postgres.store import PgMetricsStore
 from tests.support.oauth_provider import OAuthProvider
 from tests.support.vaultproc import make_vault
 from tests.support.webproc import WebProcess, free_port, make_web

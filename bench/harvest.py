@@ -50,7 +50,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 
-from inboxlens.config import HarvestConfig, ProviderConfig
+from inboxlens.config.schema import HarvestConfig
+from inboxlens.config.vault import ProviderConfig
 from inboxlens.harvest.imap import ImapSession
 from inboxlens.harvest.scheduler import Limits, Scheduler
 from inboxlens.harvest.sync import HEADER_FIELDS, Fetched, SyncSettings
@@ -248,7 +249,7 @@ async def harvest(mail: Mail, account: int) -> Run:
 
 def parse_only(fetched: Sequence[Fetched], settings: SyncSettings) -> Run:
     """For the split: ``parse_header_block`` on c's answers, as AccountSync._parse calls it."""
-    from inboxlens.harvest.parse import parse_header_block, parse_internaldate
+    from inboxlens.harvest.headers.parse import parse_header_block, parse_internaldate
 
     began, cpu = time.perf_counter(), time.process_time()
     for f in fetched:
@@ -423,7 +424,8 @@ CASES: dict[str, Callable[[Bench], Awaitable[None]]] = {"rate": bench_rate, "mem
 
 
 async def run(names: Sequence[str] = ()) -> None:
-    from inboxlens.pg import EmbeddedPostgres, migrate
+    from inboxlens.db.embedded import EmbeddedPostgres
+    from inboxlens.db.migrate import migrate
     from tests.conftest import TEST_PG_USER, dsn_with_database
     from tests.support.osusers import ensure_user as _ensure_os_user
     from tests.harvest.conftest import CLIENT_ID, CLIENT_SECRET, Mail

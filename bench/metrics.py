@@ -1,7 +1,7 @@
 """Metrics benchmarks: folding raw header rows into rollups, against one plain SQL GROUP BY.
 
 ``python -m bench metrics`` (``full`` or ``incremental`` for one case). One run starts an
-embedded PostgreSQL (``inboxlens.pg.EmbeddedPostgres`` in a temporary directory, as the OS
+embedded PostgreSQL (``inboxlens.db.embedded.EmbeddedPostgres`` in a temporary directory, as the OS
 user ``inboxlens-test-pg`` when root, as the tests do; the server's default settings),
 migrates a database, adds 100 accounts in 14 time zones (most with DST, some with odd
 offsets), and loads 1,000,000 raw_headers rows with ``copy_records_to_table``, one account
@@ -27,7 +27,7 @@ and DMARC verdicts (mostly pass) and DKIM domains/selectors on received mail.
   5 times with fresh rows, medians in milliseconds.
 
 The aggregate under test is ``aggregator()``: ``PgMetricsStore.aggregate`` when
-``inboxlens.metrics.pg`` has it, else ``inboxlens.metrics.rollups.aggregate``
+``inboxlens.metrics.postgres.store`` has it, else ``inboxlens.metrics.postgres.rollups.aggregate``
 (``INBOXLENS_BENCH_METRICS_AGGREGATE=rollups`` forces the latter).
 """
 
@@ -54,7 +54,7 @@ from typing import Any
 
 import asyncpg
 
-from inboxlens.metrics import rollups
+from inboxlens.metrics.postgres import rollups
 from inboxlens.metrics.model import AccountRef, InsightSettings
 
 from .report import ratio, table
@@ -103,12 +103,12 @@ def aggregator(pool: asyncpg.Pool) -> tuple[str, Fold]:
     """The aggregate the cases time: the PostgreSQL MetricsStore once it exists, else rollups."""
     if os.environ.get("INBOXLENS_BENCH_METRICS_AGGREGATE") != "rollups":
         try:
-            from inboxlens.metrics.pg import PgMetricsStore
+            from inboxlens.metrics.postgres.store import PgMetricsStore
         except ImportError:
             pass
         else:
-            return "inboxlens.metrics.pg.PgMetricsStore.aggregate", PgMetricsStore(pool, InsightSettings()).aggregate
-    return "inboxlens.metrics.rollups.aggregate", lambda account: rollups.aggregate(pool, account.id)
+            return "inboxlens.metrics.postgres.store.PgMetricsStore.aggregate", PgMetricsStore(pool, InsightSettings()).aggregate
+    return "inboxlens.metrics.postgres.rollups.aggregate", lambda account: rollups.aggregate(pool, account.id)
 
 
 # -- the mail ------------------------------------------------------------------------------------
@@ -475,7 +475,8 @@ CASES: dict[str, Callable[[Bench], Awaitable[None]]] = {"full": bench_full, "inc
 @asynccontextmanager
 async def database(tmp: Path) -> AsyncIterator[str]:
     """A migrated database on an embedded PostgreSQL of its own, as the tests start one."""
-    from inboxlens.pg import EmbeddedPostgres, migrate
+    from inboxlens.db.embedded import EmbeddedPostgres
+    from inboxlens.db.migrate import migrate
     from tests.conftest import TEST_PG_USER, dsn_with_database
     from tests.support.osusers import ensure_user
 

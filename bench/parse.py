@@ -1,4 +1,4 @@
-"""Header parsing benchmark: ``inboxlens.harvest.parse`` against the stdlib on the same header blocks.
+"""Header parsing benchmark: ``inboxlens.harvest.headers.parse`` against the stdlib on the same header blocks.
 
 ``python -m bench.parse``. Each round builds 20,000 realistic ``BODY.PEEK[HEADER.FIELDS (...)]`` blocks (personal
 mail and replies with long References, newsletters signed twice, notifications, and a share
@@ -31,7 +31,7 @@ from email.header import Header, decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, formataddr, getaddresses, parsedate_to_datetime
 
-from inboxlens.harvest.parse import parse_header_block
+from inboxlens.harvest.headers.parse import parse_header_block
 
 from .report import ratio, table, verdict
 

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from . import config as config_mod
-from . import keys
-from .child import setup_logging
-from .config import Config
-from .errors import ConfigError, InboxLensError, MetricsUnavailable
+from inboxlens.config import loader as config_loader
+from inboxlens.vault import admin as keys
+from inboxlens.child import setup_logging
+from inboxlens.config.schema import Config
+from inboxlens.errors import ConfigError, InboxLensError, MetricsUnavailable
 
 EX_CONFIG = 78
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging("inboxlens")
     try:
-        config = config_mod.load(args.config)
+        config = config_loader.load(args.config)
         logging.getLogger().setLevel(config.log_level.upper())
         return COMMANDS[args.command](config, args)
     except ConfigError as e:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
-    from .supervisor import serve
+    from inboxlens.supervisor import serve
     return serve(config)
 
 
@@ -97,8 +97,9 @@ def _keys(config: Config, args: argparse.Namespace) -> int:
 
 
 def _migrate(config: Config, args: argparse.Namespace) -> int:
-    from .metrics.factory import migrate_metrics
-    from .supervisor import make_plan, open_database, prepare_directories
+    from inboxlens.metrics.factory import migrate_metrics
+    from inboxlens.supervisor.database import open_database
+    from inboxlens.supervisor.plan import make_plan, prepare_directories
 
     # The driver logs each failed contact point with a traceback; our one line says it all.
     logging.getLogger("cassandra").setLevel(logging.CRITICAL)
@@ -142,7 +143,7 @@ def _doctor(config: Config, args: argparse.Namespace) -> int:
 
 
 def _harvest(config: Config, args: argparse.Namespace) -> int:
-    from .harvest_cli import harvest_once
+    from inboxlens.harvest.once import harvest_once
     return harvest_once(config, args.account)
 
 

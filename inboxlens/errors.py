@@ -44,6 +44,10 @@ class SealedTokenError(InboxLensError):
         super().__init__("sealed token corrupted or not intended for this key and account")
 
 
+class StartFailed(InboxLensError):
+    """The service cannot start; the message says why."""
+
+
 class PgError(InboxLensError):
     """PostgreSQL (embedded or configured) could not be started, reached or migrated."""
 

@@ -25,7 +25,7 @@ import pytest
 
 from tests.support.osusers import ensure_user
 
-from inboxlens.pg import EmbeddedPostgres
+from inboxlens.db.embedded import EmbeddedPostgres
 
 TEST_PG_USER = "inboxlens-test-pg"
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from inboxlens import config
+from inboxlens.config import loader as config
+from inboxlens.metrics.model import InsightSettings
 from inboxlens.errors import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "inboxlens.example.toml"
@@ -22,7 +23,7 @@ def test_the_example_file_shows_the_defaults() -> None:
 def test_insight_settings_from_config_and_environment() -> None:
     c = config.load(None, {"HOME": "/h", "INBOXLENS_INSIGHTS__WORK_START": "08:30",
                            "INBOXLENS_INSIGHTS__WORK_DAYS": "mon,tue,sat", "INBOXLENS_INSIGHTS__OWED_AFTER_HOURS": "6"})
-    settings = c.insights.settings()
+    settings = InsightSettings.from_config(c.insights)
     assert settings.working_hours.start == time(8, 30) and settings.working_hours.weekdays == {0, 1, 5}
     assert settings.owed_after == timedelta(hours=6) and settings.lookback == timedelta(days=30)
 

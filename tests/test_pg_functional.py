@@ -1,4 +1,4 @@
-"""inboxlens.pg against real PostgreSQL servers: lifecycle, isolation, migrations."""
+"""inboxlens.db.embedded against real PostgreSQL servers: lifecycle, isolation, migrations."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-import inboxlens.pg
+import inboxlens.db.embedded
+import inboxlens.db.migrate
 import pytest
 
-from inboxlens.pg import MIGRATION_LOCK_KEY, EmbeddedPostgres, PgError, migrate, postgres_bin, stop_stale
+from inboxlens.db.embedded import EmbeddedPostgres, PgError, postgres_bin, stop_stale
+from inboxlens.db.migrate import MIGRATION_LOCK_KEY, migrate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,7 +117,7 @@ async def test_stop_without_time_to_spare_still_leaves_nothing_running(own_pg: E
 def test_stop_stale_stops_a_server_whose_owner_was_killed(own_pg: EmbeddedPostgres, pg_run_as: str | None,
                                                          pg_superuser_map: tuple[str, ...]):
     own_pg.stop()
-    owner_code = ("import sys; from inboxlens.pg import EmbeddedPostgres as E; "
+    owner_code = ("import sys; from inboxlens.db.embedded import EmbeddedPostgres as E; "
                   "print(E(*sys.argv[1:3], run_as=sys.argv[3] or None, superuser_map=tuple(sys.argv[4:])).start(),"
                   " flush=True); sys.stdin.read()")
     owner = subprocess.Popen([sys.executable, "-c", owner_code, str(own_pg.data_dir), str(own_pg.socket_dir),
@@ -191,7 +193,7 @@ def write_migrations(directory: Path, files: dict[str, str]) -> Path:
 
 
 async def test_migrate_applies_the_shipped_migrations_once(pg_db: str):
-    shipped = sorted(p.stem for p in Path(inboxlens.pg.MIGRATIONS_DIR).glob("*.sql"))
+    shipped = sorted(p.stem for p in Path(inboxlens.db.migrate.MIGRATIONS_DIR).glob("*.sql"))
     assert shipped[0] == "001_foundation"
     assert await migrate(pg_db) == shipped
     assert await migrate(pg_db) == []

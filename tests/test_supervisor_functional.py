@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 import pytest
 
-from inboxlens import supervisor
+from inboxlens.supervisor import plan as supervisor
 from tests.support.osusers import ensure_user
 
 pytestmark = [pytest.mark.root, pytest.mark.slow,

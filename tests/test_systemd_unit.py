@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from inboxlens import supervisor
+from inboxlens.supervisor import plan as supervisor
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 UNIT = CONFIG / "inboxlens.service"

@@ -19,15 +19,16 @@ from datetime import timedelta
 
 import asyncpg
 
-from .. import child
-from ..config import Config, from_dict
-from ..errors import MetricsUnavailable
-from ..metrics.factory import open_metrics
-from ..metrics.store import MetricsStore
-from ..vault.client import VaultClient
-from .imap import ImapSession
-from .scheduler import Limits, Scheduler
-from .sync import SyncSettings
+from inboxlens import child
+from inboxlens.config.schema import Config
+from inboxlens.config.loader import from_dict
+from inboxlens.errors import MetricsUnavailable
+from inboxlens.metrics.factory import open_metrics
+from inboxlens.metrics.store import MetricsStore
+from inboxlens.vault.client import VaultClient
+from inboxlens.harvest.imap import ImapSession
+from inboxlens.harvest.scheduler import Limits, Scheduler
+from inboxlens.harvest.sync import SyncSettings
 
 log = logging.getLogger("inboxlens.harvest")
 

@@ -33,8 +33,8 @@ import aioimaplib
 from aioimaplib.aioimaplib import (CRLF, SELECTED, Command, FetchCommand, IMAP4ClientProtocol, IncompleteRead,
                                    literal_data_re)
 
-from ..config import ProviderConfig
-from .sync import AuthenticationRefused, Fetched, Mailbox, MailServerError
+from inboxlens.config.vault import ProviderConfig
+from inboxlens.harvest.sync import AuthenticationRefused, Fetched, Mailbox, MailServerError
 
 TIMEOUT = 60.0
 # aioimaplib hands untagged answers over without "* LIST " / "* SEARCH ".

@@ -16,12 +16,12 @@ from typing import Callable, Mapping
 
 import asyncpg
 
-from ..config import ProviderConfig
-from ..metrics.pg import PgMetricsStore
-from ..metrics.store import MetricsStore
-from ..vault.client import VaultClient
-from . import store
-from .sync import Connect, Progress, SyncSettings, sync_account
+from inboxlens.config.vault import ProviderConfig
+from inboxlens.metrics.postgres.store import PgMetricsStore
+from inboxlens.metrics.store import MetricsStore
+from inboxlens.vault.client import VaultClient
+from inboxlens.harvest import store
+from inboxlens.harvest.sync import Connect, Progress, SyncSettings, sync_account
 
 log = logging.getLogger("inboxlens.harvest")
 SWEEP_EVERY = 3600.0

@@ -17,9 +17,9 @@ from typing import Iterable, Sequence
 
 import asyncpg
 
-from ..metrics.model import RawRow
-from ..metrics.store import MetricsStore
-from .parse import Address, HeaderRecord, is_automated
+from inboxlens.metrics.model import RawRow
+from inboxlens.metrics.store import MetricsStore
+from inboxlens.harvest.headers.parse import Address, HeaderRecord, is_automated
 
 EARLIEST_DATE = datetime(1970, 1, 1, tzinfo=timezone.utc)  # a Date before this is not believed ...
 DATE_AHEAD = timedelta(days=1)  # ... nor one this far after the server received the message

@@ -17,14 +17,14 @@ from typing import Awaitable, Callable, Protocol, Sequence
 
 import asyncpg
 
-from ..config import ProviderConfig
-from ..errors import MetricsUnavailable, ProviderRejected, ProviderUnavailable, ReauthRequired, VaultError
-from ..metrics.model import AccountRef
-from ..metrics.pg import PgMetricsStore
-from ..metrics.store import MetricsStore
-from ..vault.client import VaultClient
-from . import store
-from .parse import HeaderRecord, parse_header_block, parse_internaldate
+from inboxlens.config.vault import ProviderConfig
+from inboxlens.errors import MetricsUnavailable, ProviderRejected, ProviderUnavailable, ReauthRequired, VaultError
+from inboxlens.metrics.model import AccountRef
+from inboxlens.metrics.postgres.store import PgMetricsStore
+from inboxlens.metrics.store import MetricsStore
+from inboxlens.vault.client import VaultClient
+from inboxlens.harvest import store
+from inboxlens.harvest.headers.parse import HeaderRecord, parse_header_block, parse_internaldate
 
 log = logging.getLogger("inboxlens.harvest")
 

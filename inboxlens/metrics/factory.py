@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncpg
 
-from ..config import Config
-from .pg import PgMetricsStore
-from .store import MetricsStore
+from inboxlens.config.schema import Config
+from inboxlens.metrics.model import InsightSettings
+from inboxlens.metrics.postgres.store import PgMetricsStore
+from inboxlens.metrics.store import MetricsStore
 
 
 async def open_metrics(config: Config, pool: asyncpg.Pool) -> MetricsStore:
     """PostgreSQL shares the caller's pool; Cassandra connects to its cluster now."""
-    settings = config.insights.settings()
+    settings = InsightSettings.from_config(config.insights)
     if config.metrics.backend == "cassandra":
-        from .cassandra import open_cassandra  # the driver loads only when it is used
+        from inboxlens.metrics.cassandra.store import open_cassandra
 
         return await open_cassandra(config.metrics, settings)
     return PgMetricsStore(pool, settings)
@@ -23,7 +24,7 @@ async def migrate_metrics(config: Config) -> str | None:
     """Apply the Cassandra schema when that backend is configured (PostgreSQL's is in ``migrate``)."""
     if config.metrics.backend != "cassandra":
         return None
-    from .cassandra import migrate_cassandra
+    from inboxlens.metrics.cassandra.store import migrate_cassandra
 
     await migrate_cassandra(config.metrics)
     return f"cassandra keyspace {config.metrics.cassandra_keyspace}"

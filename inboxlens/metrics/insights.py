@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Iterable
 from zoneinfo import ZoneInfo
 
-from .model import (USUAL_MIN_CHECKED, USUAL_PASS_RATE, CheckCount, ReplyStats, ReplyTimes, WorkingHours)
+from inboxlens.metrics.model import (USUAL_MIN_CHECKED, USUAL_PASS_RATE, CheckCount, ReplyStats, ReplyTimes, WorkingHours)
 
 VOLUME_SATURATION = 400  # weighted messages a year at which the volume part is full
 RECENCY_DAYS = 30.0  # recency halves (e-folds) every this many days

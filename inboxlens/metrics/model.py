@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Literal, Sequence
 
+from inboxlens.config.schema import WEEKDAYS, InsightsConfig
+
 Period = Literal["day", "week", "month"]
 Order = Literal["strength", "recency", "volume"]
 Direction = Literal["sent", "received"]
@@ -160,6 +162,14 @@ class InsightSettings:
     owed_after: timedelta = timedelta(days=1)  # a human's message unanswered this long is owed
     awaiting_after: timedelta = timedelta(days=3)  # your message unanswered this long is awaiting
     lookback: timedelta = timedelta(days=30)  # older unanswered messages are let go
+
+    @classmethod
+    def from_config(cls, config: InsightsConfig) -> "InsightSettings":
+        """As the metrics stores take them (the loader checked the values)."""
+        days = frozenset(WEEKDAYS.index(d.lower()) for d in config.work_days)
+        hours = WorkingHours(time.fromisoformat(config.work_start), time.fromisoformat(config.work_end), days)
+        return cls(hours, timedelta(hours=config.owed_after_hours), timedelta(hours=config.awaiting_after_hours),
+                   timedelta(days=config.lookback_days))
 
 
 @dataclass(frozen=True)

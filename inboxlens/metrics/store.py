@@ -3,9 +3,9 @@
 Two backends implement it and one contract suite (``tests/metrics/test_contract.py``)
 runs them both:
 
-- ``inboxlens.metrics.pg.PgMetricsStore``: PostgreSQL through asyncpg, in the same
+- ``inboxlens.metrics.postgres.store.PgMetricsStore``: PostgreSQL through asyncpg, in the same
   database as the accounts (the default; schema in ``inboxlens/migrations``).
-- ``inboxlens.metrics.cassandra.CassandraMetricsStore``: Apache Cassandra through
+- ``inboxlens.metrics.cassandra.store.CassandraMetricsStore``: Apache Cassandra through
   cassandra-driver, for more than one node (schema in ``metrics/cassandra.cql``).
 
 The rules every backend keeps:
@@ -26,8 +26,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Protocol, Sequence
 
-from .model import (AccountRef, AuthFlag, Card, CorrespondentRollup, DayRollup, DomainAuth, FoldResult, Order,
-                    Pending, Period, PeriodRollup, RawRow, Relationship)
+from inboxlens.metrics.model import (AccountRef, AuthFlag, Card, CorrespondentRollup, DayRollup, DomainAuth, FoldResult, Order, Pending, Period, PeriodRollup, RawRow, Relationship)
 
 __all__ = ["AccountNotFound", "MetricsStore"]
 

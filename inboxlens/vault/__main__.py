@@ -26,14 +26,14 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from .. import child
-from ..config import Config, from_dict
-from ..errors import InboxLensError
-from .callers import Callers
-from .keyset import Keyset, KeysetLock
-from .refresh import Refresher
-from .server import Listener, Vault
-from .store import open_store
+from inboxlens import child
+from inboxlens.config.vault import VaultSlice
+from inboxlens.errors import InboxLensError
+from inboxlens.vault.callers import Callers
+from inboxlens.vault.keyset import Keyset, KeysetLock
+from inboxlens.vault.refresh import Refresher
+from inboxlens.vault.server import Listener, Vault
+from inboxlens.vault.store import open_store
 
 log = logging.getLogger("inboxlens.vault")
 PR_SET_DUMPABLE = 4
@@ -63,7 +63,7 @@ async def listen(path: Path, listener: Listener) -> asyncio.AbstractServer:
 async def main(channel: child.Channel) -> None:
     harden()
     try:
-        config = from_dict(channel.config["config"])
+        config = VaultSlice.from_dict(channel.config["config"])
         callers = Callers.from_dict(channel.config.get("callers", {}))
         credentials = {int(k): bytes.fromhex(v) for k, v in channel.config.get("credentials", {}).items()}
     except (KeyError, ValueError, InboxLensError) as e:
@@ -79,9 +79,9 @@ async def main(channel: child.Channel) -> None:
         lock.release()
 
 
-async def serve(channel: child.Channel, config: Config, callers: Callers, credentials: dict[int, bytes]) -> None:
+async def serve(channel: child.Channel, config: VaultSlice, callers: Callers, credentials: dict[int, bytes]) -> None:
     keyset = Keyset.load(config.vault_dir, credentials)
-    store = await open_store(config)
+    store = await open_store(config.vault, config.vault_dir)
     v = config.vault
     refresher = Refresher(config.providers, attempts=v.refresh_attempts, backoff=v.refresh_backoff_seconds,
                           timeout=v.refresh_timeout_seconds, default_expires_in=v.default_expires_in_seconds)

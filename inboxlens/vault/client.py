@@ -18,9 +18,9 @@ from typing import Any
 
 from nacl.public import PublicKey
 
-from ..errors import VAULT_ERRORS, ProtocolError, VaultRefused, VaultUnavailable
-from . import protocol
-from .sealed import seal as seal_token
+from inboxlens.errors import VAULT_ERRORS, ProtocolError, VaultRefused, VaultUnavailable
+from inboxlens.vault import protocol
+from inboxlens.vault.sealed import seal as seal_token
 
 DEFAULT_TIMEOUT = 15.0
 # These may close the connection on the vault's side; do not reuse it after them.

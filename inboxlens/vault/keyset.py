@@ -31,7 +31,7 @@ from typing import IO, Iterator, Mapping
 
 from nacl.public import PrivateKey, PublicKey
 
-from ..errors import KeysetError
+from inboxlens.errors import KeysetError
 
 PRIMARY, ACTIVE, REVOKED = "primary", "active", "revoked"
 KEYSET_FILE = "keyset.json"

@@ -18,7 +18,7 @@ import re
 import struct
 from typing import Any, Callable
 
-from ..errors import BadRequest, ProtocolError
+from inboxlens.errors import BadRequest, ProtocolError
 
 LENGTH = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 65536

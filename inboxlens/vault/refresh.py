@@ -21,8 +21,8 @@ import httpx2 as httpx  # authlib's async client runs on httpx2 (its plain-httpx
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-from ..config import ProviderConfig
-from ..errors import ProviderRejected, ProviderUnavailable, ReauthRequired
+from inboxlens.config.vault import ProviderConfig
+from inboxlens.errors import ProviderRejected, ProviderUnavailable, ReauthRequired
 
 log = logging.getLogger("inboxlens.vault.refresh")
 

@@ -16,7 +16,7 @@ import struct
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
-from ..errors import SealedTokenError
+from inboxlens.errors import SealedTokenError
 
 VERSION = 1
 _HEADER = struct.Struct(">BI")  # version, key id

@@ -16,13 +16,12 @@ import time
 import weakref
 from typing import Any, Awaitable, Callable
 
-from ..errors import (BadRequest, CannotOpen, Conflict, KeysetError, ProtocolError, ProviderRejected,
-                      ProviderUnavailable, ReauthRequired, SealedTokenError, UnknownAccount, VaultRefused)
-from . import protocol, sealed
-from .callers import Callers, Peer, peer_of, permitted
-from .keyset import Keyset
-from .refresh import Refresher
-from .store import OK, REAUTH_REQUIRED, TokenRecord, TokenStore
+from inboxlens.errors import (BadRequest, CannotOpen, Conflict, KeysetError, ProtocolError, ProviderRejected, ProviderUnavailable, ReauthRequired, SealedTokenError, UnknownAccount, VaultRefused)
+from inboxlens.vault import protocol, sealed
+from inboxlens.vault.callers import Callers, Peer, peer_of, permitted
+from inboxlens.vault.keyset import Keyset
+from inboxlens.vault.refresh import Refresher
+from inboxlens.vault.store import OK, REAUTH_REQUIRED, TokenRecord, TokenStore
 
 log = logging.getLogger("inboxlens.vault")
 STATUS_EVENTS = 50

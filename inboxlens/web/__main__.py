@@ -24,17 +24,18 @@ import logging
 import asyncpg
 from aiohttp import web
 
-from .. import child
-from ..config import Config, from_dict
-from ..errors import MetricsUnavailable
-from ..metrics.factory import open_metrics
-from ..metrics.store import MetricsStore
-from ..vault.client import VaultClient
-from .app import make_app
-from .oauth import Providers
-from .sessions import SessionStore, load_key
-from .ratelimit import RateLimiter
-from .state import API_LIMITER, CORS_ORIGINS, DB, METRICS, PROVIDERS, SECURE_COOKIES, SESSIONS, VAULT
+from inboxlens import child
+from inboxlens.config.schema import Config
+from inboxlens.config.loader import from_dict
+from inboxlens.errors import MetricsUnavailable
+from inboxlens.metrics.factory import open_metrics
+from inboxlens.metrics.store import MetricsStore
+from inboxlens.vault.client import VaultClient
+from inboxlens.web.app import make_app
+from inboxlens.web.oauth import Providers
+from inboxlens.web.sessions import SessionStore, load_key
+from inboxlens.web.api.ratelimit import RateLimiter
+from inboxlens.web.state import API_LIMITER, CORS_ORIGINS, DB, METRICS, PROVIDERS, SECURE_COOKIES, SESSIONS, VAULT
 
 log = logging.getLogger("inboxlens.web")
 VAULT_TIMEOUT = 5.0

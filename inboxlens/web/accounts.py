@@ -8,9 +8,9 @@ from typing import Any
 
 import asyncpg
 
-from ..errors import InboxLensError, VaultError
-from ..metrics.store import MetricsStore
-from ..vault.client import VaultClient
+from inboxlens.errors import InboxLensError, VaultError
+from inboxlens.metrics.store import MetricsStore
+from inboxlens.vault.client import VaultClient
 
 
 class AddressTaken(InboxLensError):

@@ -12,11 +12,11 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import VaultError
-from . import dashboard, pages, views
-from .api import PREFIX as API_PREFIX, make_api
-from .sessions import COOKIE
-from .state import DB, SECURE_COOKIES, SESSIONS, VAULT, current_session
+from inboxlens.errors import VaultError
+from inboxlens.web.pages import dashboard, render as pages, views
+from inboxlens.web.api.routes import PREFIX as API_PREFIX, make_api
+from inboxlens.web.sessions import COOKIE
+from inboxlens.web.state import DB, SECURE_COOKIES, SESSIONS, VAULT, current_session
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024

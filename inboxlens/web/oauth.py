@@ -22,8 +22,8 @@ from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-from ..config import ProviderConfig
-from ..errors import InboxLensError
+from inboxlens.config.vault import ProviderConfig
+from inboxlens.errors import InboxLensError
 
 log = logging.getLogger("inboxlens.web.oauth")
 TIMEOUT = 15.0

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from ..metrics.store import MetricsStore
-from ..vault.client import VaultClient
-from .oauth import Providers
-from .ratelimit import RateLimiter
-from .sessions import Session, SessionStore
+from inboxlens.metrics.store import MetricsStore
+from inboxlens.vault.client import VaultClient
+from inboxlens.web.oauth import Providers
+from inboxlens.web.api.ratelimit import RateLimiter
+from inboxlens.web.sessions import Session, SessionStore
 
 VAULT = web.AppKey("vault", VaultClient)
 DB = web.AppKey("db", asyncpg.Pool)

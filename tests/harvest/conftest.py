@@ -10,11 +10,11 @@ from typing import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from inboxlens.config import ProviderConfig
+from inboxlens.config.vault import ProviderConfig
 from inboxlens.harvest.imap import ImapSession
 from inboxlens.harvest.scheduler import Limits, Scheduler
 from inboxlens.harvest.sync import SyncSettings
-from inboxlens.pg import migrate
+from inboxlens.db.migrate import migrate
 from inboxlens.vault.client import VaultClient
 from tests.support.dovecot import Dovecot, require_dovecot
 from tests.support.maildir import AUTHSERV_ID

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from inboxlens.config import ProviderConfig
+from inboxlens.config.vault import ProviderConfig
 from inboxlens.harvest.imap import ImapSession, _LinearFetch, _uid_set, is_loopback, parse_fetch
 from inboxlens.harvest.sync import Mailbox, MailServerError, choose_mailboxes
 

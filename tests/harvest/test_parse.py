@@ -20,16 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inboxlens.harvest.parse import (
-    MAX_REFERENCES,
-    MAX_TEXT,
-    Address,
-    AuthVerdicts,
-    HeaderRecord,
-    is_automated,
-    parse_header_block,
-    parse_internaldate,
-)
+from inboxlens.harvest.headers.parse import (MAX_REFERENCES, MAX_TEXT, Address, AuthVerdicts, HeaderRecord, is_automated, parse_header_block, parse_internaldate)
 
 UTC = timezone.utc
 INTERNAL = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from inboxlens.harvest.parse import parse_header_block
+from inboxlens.harvest.headers.parse import parse_header_block
 from inboxlens.harvest.store import raw_row
 
 RECEIVED = datetime(2026, 11, 29, 9, 30, tzinfo=timezone.utc)  # INTERNALDATE

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from inboxlens.harvest import store
-from inboxlens.metrics.pg import PgMetricsStore
+from inboxlens.metrics.postgres.store import PgMetricsStore
 from inboxlens.harvest.imap import ImapSession
 from inboxlens.harvest.sync import AuthenticationRefused
 from tests.harvest.conftest import Mail

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
-from inboxlens.config import MetricsConfig
-from inboxlens.metrics.cassandra import CassandraMetricsStore, migrate_cassandra, open_cassandra
-from inboxlens.metrics.cassandra_session import SCHEMA_FILE, CqlSession, connect, schema_statements
-from inboxlens.metrics.cassandra_statements import STATEMENTS
+from inboxlens.config.schema import MetricsConfig
+from inboxlens.metrics.cassandra.store import CassandraMetricsStore, migrate_cassandra, open_cassandra
+from inboxlens.metrics.cassandra.session import SCHEMA_FILE, CqlSession, connect, schema_statements
+from inboxlens.metrics.cassandra.statements import STATEMENTS
 from inboxlens.metrics.model import InsightSettings
 
 SKIP_REASON = "set INBOXLENS_TEST_CASSANDRA=host[,host] to run against a Cassandra cluster"

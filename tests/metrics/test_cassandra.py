@@ -18,15 +18,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from inboxlens.config import MetricsConfig
-from inboxlens.metrics import cassandra_session
-from inboxlens.metrics.cassandra import CassandraMetricsStore
-from inboxlens.metrics.cassandra_fold import (Entry, choose_parent, entry_of, fold_day, live_raw_buckets,
-                                              message_key, newly_answered, raw_bucket, sum_periods, thread_parent,
-                                              DayRow)
-from inboxlens.metrics.cassandra_session import (CassandraUnavailable, contact_points, gather_bounded, keyspace_cql,
-                                                 schema_statements, SCHEMA_FILE)
-from inboxlens.metrics.cassandra_statements import STATEMENTS, as_date
+from inboxlens.config.schema import MetricsConfig
+from inboxlens.metrics.cassandra import session as cassandra_session
+from inboxlens.metrics.cassandra.store import CassandraMetricsStore
+from inboxlens.metrics.cassandra.fold import (Entry, choose_parent, entry_of, fold_day, live_raw_buckets, message_key, newly_answered, raw_bucket, sum_periods, thread_parent, DayRow)
+from inboxlens.metrics.cassandra.session import (CassandraUnavailable, contact_points, gather_bounded, keyspace_cql, schema_statements, SCHEMA_FILE)
+from inboxlens.metrics.cassandra.statements import STATEMENTS, as_date
 from inboxlens.metrics.model import AccountRef, InsightSettings, Quantiles, RawRow
 
 from .cassandra_support import SKIP_REASON, FakeDb, Statement, cassandra_store, fake_session
@@ -437,7 +434,7 @@ async def test_cluster_round_trip() -> None:
 
 @cluster
 async def test_cluster_migrate_twice_is_harmless() -> None:
-    from inboxlens.metrics.cassandra import migrate_cassandra
+    from inboxlens.metrics.cassandra.store import migrate_cassandra
     from .cassandra_support import cluster_config
     async with cassandra_store(CLUSTER, InsightSettings()) as s:
         await migrate_cassandra(cluster_config(CLUSTER, s._cql.session.keyspace))

@@ -22,11 +22,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from inboxlens.metrics.model import (CARD_LIST, AccountRef, BUCKET_LABELS, CheckCount, InsightSettings, Quantiles, RawRow,
-                                     ReplyTimes)
-from inboxlens.metrics.pg import PgMetricsStore
+from inboxlens.metrics.model import (CARD_LIST, AccountRef, BUCKET_LABELS, CheckCount, InsightSettings, Quantiles, RawRow, ReplyTimes)
+from inboxlens.metrics.postgres.store import PgMetricsStore
 from inboxlens.metrics.store import MetricsStore
-from inboxlens.pg import migrate
+from inboxlens.db.migrate import migrate
 
 from .cassandra_support import SKIP_REASON, FakeDb, cassandra_store, fake_store
 

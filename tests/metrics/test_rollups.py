@@ -25,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inboxlens.metrics import rollups
+from inboxlens.metrics.postgres import rollups
 from inboxlens.metrics.model import Quantiles
-from inboxlens.pg import migrate
+from inboxlens.db.migrate import migrate
 
 UTC = timezone.utc
 OWN = "me@example.test"

@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from inboxlens.harvest.parse import parse_header_block
+from inboxlens.harvest.headers.parse import parse_header_block
 from inboxlens.harvest.store import msg_key
-from inboxlens.metrics import rollups
-from inboxlens.pg import migrate
+from inboxlens.metrics.postgres import rollups
+from inboxlens.db.migrate import migrate
 from tests.metrics.test_rollups import OWN, Expected, Message, add_account, assert_rollups, store
 
 UTC = timezone.utc

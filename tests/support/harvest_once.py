@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from inboxlens.config import ProviderConfig
+from inboxlens.config.vault import ProviderConfig
 from inboxlens.harvest.imap import ImapSession
 from inboxlens.harvest.scheduler import Limits, Scheduler
 from inboxlens.harvest.sync import SyncSettings

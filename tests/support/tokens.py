@@ -6,7 +6,7 @@ from pathlib import Path
 
 from inboxlens.vault import sealed
 from inboxlens.vault.keyset import Keyset
-from inboxlens.vault.store import SqliteTokenStore
+from inboxlens.vault.store.sqlite import SqliteTokenStore
 
 
 async def fill(vault_dir: Path, count: int, provider: str = "test") -> dict[str, str]:

@@ -18,7 +18,8 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from inboxlens.supervisor import Plan, StartFailed, check_reachable
+from inboxlens.errors import StartFailed
+from inboxlens.supervisor.plan import Plan, check_reachable
 from tests.support.oauth_provider import OAuthProvider
 from tests.support.osusers import ensure_group, ensure_user
 from tests.support.vaultproc import VaultProcess, make_vault

@@ -8,7 +8,8 @@ from typing import AsyncIterator
 
 import pytest
 
-from inboxlens.vault.store import OK, REAUTH_REQUIRED, SqliteTokenStore, TokenStore
+from inboxlens.vault.store import OK, REAUTH_REQUIRED, TokenStore
+from inboxlens.vault.store.sqlite import SqliteTokenStore
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -16,7 +17,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "sqlite":
         s: TokenStore = await SqliteTokenStore.open(tmp_path / "tokens.sqlite3")
     else:
-        from inboxlens.vault.store_pg import PgTokenStore
+        from inboxlens.vault.store.postgres import PgTokenStore
         s = await PgTokenStore.open(request.getfixturevalue("pg_db"))
     yield s
     await s.close()

@@ -14,10 +14,10 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from inboxlens.metrics.model import AccountRef, InsightSettings, RawRow
-from inboxlens.metrics.pg import PgMetricsStore
-from inboxlens.pg import migrate
+from inboxlens.metrics.postgres.store import PgMetricsStore
+from inboxlens.db.migrate import migrate
 from inboxlens.vault.client import VaultClient
-from inboxlens.web.openapi import DOCUMENT
+from inboxlens.web.api.openapi import DOCUMENT
 from tests.support.oauth_provider import OAuthProvider
 from tests.support.vaultproc import VaultProcess, make_vault
 from tests.support.webproc import WebProcess, make_web

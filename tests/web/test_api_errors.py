@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from inboxlens.web.api_errors import ApiError, errors
+from inboxlens.web.api.errors import ApiError, errors
 
 
 async def broken(request: web.Request) -> web.Response:

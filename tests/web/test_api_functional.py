@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from inboxlens.web.openapi import DOCUMENT
+from inboxlens.web.api.openapi import DOCUMENT
 from tests.web.conftest import (COLLEAGUE, FRIEND, Stack, account_id, api, bearer, connect, csrf_of, new_token,
                                 seed_metrics)
 

@@ -8,9 +8,9 @@ from typing import Any, Iterator
 import schemathesis
 from aiohttp import web
 
-from inboxlens.web.api import PREFIX, PUBLIC
+from inboxlens.web.api.routes import PREFIX, PUBLIC
 from inboxlens.web.app import make_app
-from inboxlens.web.openapi import DOCUMENT
+from inboxlens.web.api.openapi import DOCUMENT
 
 
 def api_routes() -> set[tuple[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inboxlens.web.ratelimit import RateLimiter
+from inboxlens.web.api.ratelimit import RateLimiter
 
 
 class Clock:

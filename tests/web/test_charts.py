@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import pytest
 
 from inboxlens.metrics.model import DayRollup, PeriodRollup, Quantiles
-from inboxlens.web import charts
+from inboxlens.web.pages import charts
 
 SVG = "{http://www.w3.org/2000/svg}"
 FIRST, LAST = date(2024, 3, 1), date(2024, 3, 30)

@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from inboxlens.metrics.model import Pending
-from inboxlens.web.dashboard import PENDING_SHOWN, Insights, Mailbox, render
+from inboxlens.web.pages.dashboard import PENDING_SHOWN, Insights, Mailbox, render
 
 NOW = datetime(2024, 7, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from inboxlens.metrics.model import AccountRef, RawRow
-from inboxlens.metrics.pg import PgMetricsStore
+from inboxlens.metrics.postgres.store import PgMetricsStore
 from tests.web.conftest import Stack, account_id, connect, csrf_of, page, raw
 
 ALICE, BOB = "alice@dash.test", "bob@dash.test"

@@ -10,8 +10,8 @@ import pytest
 from yarl import URL
 
 from inboxlens.errors import ReauthRequired
-from inboxlens.vault.store import SqliteTokenStore
-from inboxlens.pg import migrate
+from inboxlens.vault.store.sqlite import SqliteTokenStore
+from inboxlens.db.migrate import migrate
 from inboxlens.vault.client import VaultClient
 from tests.support.oauth_provider import OAuthProvider
 from tests.support.vaultproc import make_vault

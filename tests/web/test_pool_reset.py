@@ -50,7 +50,7 @@ def test_the_web_pool_returns_connections_without_a_reset_query() -> None:
 @pytest.mark.parametrize("name, pattern", SESSION_STATE.items())
 def test_no_module_web_loads_leaves_session_state(name: str, pattern: re.Pattern[str]) -> None:
     modules = web_modules()
-    assert "inboxlens.metrics.pg_insights" in modules and "inboxlens.web.api_views" in modules
+    assert "inboxlens.metrics.postgres.insights" in modules and "inboxlens.web.api.views" in modules
     found = [f"{module}: {m!r}" for module, path in modules.items()
              for m in hits(pattern, path.read_text())]
     assert not found, f"{name} in code the web process runs (its pool does not reset connections): {found}"

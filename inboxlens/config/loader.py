@@ -1,0 +1,150 @@
+"""The configuration file, the environment, and the checks that span fields.
+
+Every key can be overridden from the environment: ``INBOXLENS_`` + the key's path
+joined by ``__``, upper-cased (``INBOXLENS_STATE_DIR``, ``INBOXLENS_WEB__PORT``,
+``INBOXLENS_PROVIDERS__GOOGLE__CLIENT_ID``). An unknown key, in the file or the
+environment, is an error naming it; so is a value of the wrong type or out of range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from inboxlens import paths
+from inboxlens.config.build import EnvValue, build
+from inboxlens.config.schema import WEEKDAYS, Config, HarvestConfig, InsightsConfig, MetricsConfig, WebConfig
+from inboxlens.config.vault import check_providers, check_vault
+from inboxlens.errors import ConfigError
+
+ENV_PREFIX = "INBOXLENS_"
+# Variables with this prefix that are not configuration keys.
+NON_KEY_VARIABLES = frozenset({"INBOXLENS_CONFIG"})
+NON_KEY_PREFIXES = ("INBOXLENS_TEST_",)
+
+
+def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the file (if any), apply environment overrides, validate, fill defaults."""
+    env = dict(os.environ if environ is None else environ)
+    path = path or (Path(env["INBOXLENS_CONFIG"]) if env.get("INBOXLENS_CONFIG") else None)
+    raw: dict[str, Any] = _read_toml(path) if path else {}
+    _apply_environment(raw, env)
+    config: Config = build(Config, raw)
+    state, runtime = paths.default_dirs(environ=env)
+    config = dataclasses.replace(
+        config,
+        state_dir=(config.state_dir if config.state_dir != Path() else state).absolute(),
+        runtime_dir=(config.runtime_dir if config.runtime_dir != Path() else runtime).absolute(),
+    )
+    validate(config)
+    return config
+
+
+def from_dict(raw: Mapping[str, Any]) -> Config:
+    """A Config from plain data (the slice a child receives from the supervisor), checked like a file's."""
+    config: Config = build(Config, dict(raw))
+    validate(config)
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} is not readable by uid {os.getuid()}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def _apply_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name in NON_KEY_VARIABLES or name.startswith(NON_KEY_PREFIXES):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        if not all(parts):
+            raise ConfigError(f"environment variable {name}: empty key segment")
+        target = raw
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"environment variable {name}: {part!r} is not a section")
+        target[parts[-1]] = EnvValue(value, name)
+
+
+def validate(config: Config) -> None:
+    """Checks that need more than one field, or a range; each names its key and what it allows."""
+    check_vault(config.vault, config.vault_socket)
+    check_providers(config.providers)
+    if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"log_level: must be DEBUG, INFO, WARNING or ERROR, not {config.log_level!r}")
+    _check_web(config.web)
+    _check_harvest(config.harvest)
+    _check_metrics(config.metrics)
+    _check_insights(config.insights)
+
+
+def in_range(key: str, value: float, low: float, high: float | None = None, *, above: bool = False) -> None:
+    """``key`` must lie in [low, high] (or above ``low`` when ``above``); the message says so."""
+    too_low = value <= low if above else value < low
+    if too_low or (high is not None and value > high):
+        allowed = (f"greater than {low:g}" if above else f"at least {low:g}") if high is None else \
+            f"from {low:g} to {high:g}"
+        raise ConfigError(f"{key}: must be {allowed}, not {value:g}")
+
+
+def _check_web(web: WebConfig) -> None:
+    in_range("web.port", web.port, 1, 65535)
+    if web.public_url and not web.public_url.startswith(("http://", "https://")):
+        raise ConfigError("web.public_url: must start with http:// or https://")
+    in_range("web.session_days", web.session_days, 1, 365)
+    for origin in web.cors_origins:
+        if origin == "*" or "://" not in origin or origin.endswith("/") or origin.count("/") > 2:
+            raise ConfigError(f"web.cors_origins: {origin!r} is not an origin like chrome-extension://<id> "
+                              "or https://host (no wildcard, no path)")
+    in_range("web.api_requests_per_minute", web.api_requests_per_minute, 1, 100_000)
+    in_range("web.api_burst", web.api_burst, 1, 10_000)
+
+
+def _check_harvest(h: HarvestConfig) -> None:
+    in_range("harvest.interval_seconds", h.interval_seconds, 0, above=True)
+    in_range("harvest.tick_seconds", h.tick_seconds, 0, above=True)
+    in_range("harvest.first_sync_days", h.first_sync_days, 1, 3650)
+    in_range("harvest.batch_size", h.batch_size, 1, 5000)
+    in_range("harvest.max_connections", h.max_connections, 1)
+    in_range("harvest.max_connections_per_host", h.max_connections_per_host, 1)
+    in_range("harvest.lease_seconds", h.lease_seconds, 30)
+
+
+def _check_metrics(metrics: MetricsConfig) -> None:
+    if metrics.backend not in ("postgresql", "cassandra"):
+        raise ConfigError(f"metrics.backend: must be 'postgresql' or 'cassandra', not {metrics.backend!r}")
+    if metrics.backend == "cassandra" and not metrics.cassandra_hosts:
+        raise ConfigError("metrics.cassandra_hosts: required when metrics.backend = 'cassandra'")
+    if not metrics.cassandra_keyspace.replace("_", "").isalnum() or len(metrics.cassandra_keyspace) > 48:
+        raise ConfigError("metrics.cassandra_keyspace: 1-48 letters, digits or '_'")
+    in_range("metrics.cassandra_replication_factor", metrics.cassandra_replication_factor, 1, 9)
+    in_range("metrics.cassandra_timeout_seconds", metrics.cassandra_timeout_seconds, 0, above=True)
+
+
+def _check_insights(insights: InsightsConfig) -> None:
+    try:
+        start, end = time.fromisoformat(insights.work_start), time.fromisoformat(insights.work_end)
+    except ValueError:
+        raise ConfigError("insights.work_start, insights.work_end: times as HH:MM") from None
+    if start >= end:
+        raise ConfigError("insights.work_start: must be before insights.work_end")
+    unknown = [d for d in insights.work_days if d.lower() not in WEEKDAYS] or ([] if insights.work_days else [""])
+    if unknown:
+        raise ConfigError(f"insights.work_days: {unknown[0]!r} is not one of {', '.join(WEEKDAYS)}")
+    in_range("insights.owed_after_hours", insights.owed_after_hours, 0, above=True)
+    in_range("insights.awaiting_after_hours", insights.awaiting_after_hours, 0, above=True)
+    in_range("insights.lookback_days", insights.lookback_days, 1, 365)

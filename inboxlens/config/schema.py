@@ -1,0 +1,140 @@
+"""The whole configuration, section by section, as frozen dataclasses with named defaults.
+
+Parsed once, at start (``loader``); the supervisor hands each child only its own
+slice. The vault's section and the providers live in ``config.vault``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from inboxlens import paths
+from inboxlens.config.vault import ProviderConfig, VaultConfig
+
+DEFAULT_PROVIDERS: Mapping[str, ProviderConfig] = {
+    "google": ProviderConfig(
+        token_url="https://oauth2.googleapis.com/token",
+        revocation_url="https://oauth2.googleapis.com/revoke",
+        authorization_url="https://accounts.google.com/o/oauth2/v2/auth",
+        userinfo_url="https://openidconnect.googleapis.com/v1/userinfo",
+        scopes=("https://mail.google.com/", "openid", "email"),
+        # A refresh token comes only with offline access, and reliably only right after consent.
+        authorize_params={"access_type": "offline", "prompt": "consent"},
+        issuer="https://accounts.google.com",
+        display_name="Google (Gmail)",
+        imap_host="imap.gmail.com",
+        trusted_authserv_ids=("mx.google.com",),
+    ),
+    "microsoft": ProviderConfig(
+        token_url="https://login.microsoftonline.com/common/oauth2/v2.0/token",
+        authorization_url="https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+        userinfo_url="https://graph.microsoft.com/oidc/userinfo",
+        scopes=("https://outlook.office.com/IMAP.AccessAsUser.All", "offline_access", "openid", "email"),
+        display_name="Microsoft 365 / Outlook",
+        imap_host="outlook.office365.com",
+        trusted_authserv_ids=("spf.protection.outlook.com",),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # The address browsers use (redirect URIs are built from it); default http://host:port.
+    public_url: str = ""
+    session_days: int = 14
+    # Browser origins allowed to call /api/v1 cross-origin (say "chrome-extension://<id>"); never "*".
+    cors_origins: tuple[str, ...] = ()
+    api_requests_per_minute: int = 600  # per API token (or session): the steady rate ...
+    api_burst: int = 60  # ... and how many may come at once before 429
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@dataclass(frozen=True)
+class HarvestConfig:
+    interval_seconds: float = 300.0  # how often each account is synced
+    tick_seconds: float = 15.0  # how often the scheduler looks for due accounts
+    first_sync_days: int = 90  # how far back the first sync of an account goes
+    batch_size: int = 250  # UIDs per FETCH (a few hundred: one unbounded FETCH can exceed a server's limits)
+    max_connections: int = 8  # IMAP connections at once, all accounts
+    max_connections_per_host: int = 4  # per IMAP host (Gmail allows ~15 per account; stay well below)
+    lease_seconds: int = 300  # an account's lease; renewed with every stored batch
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where raw rows, rollups and insights live: PostgreSQL (the accounts' database) or Cassandra."""
+
+    backend: str = "postgresql"  # or "cassandra"
+    cassandra_hosts: tuple[str, ...] = ()  # contact points, "host" or "host:port"
+    cassandra_keyspace: str = "inboxlens"
+    cassandra_username: str = ""
+    cassandra_password: str = ""
+    cassandra_local_dc: str = ""  # token- and DC-aware routing; empty: the driver's default
+    cassandra_replication_factor: int = 3  # used when `inboxlens migrate` creates the keyspace
+    cassandra_timeout_seconds: float = 10.0
+
+    def __repr__(self) -> str:
+        return (f"MetricsConfig(backend={self.backend!r}, cassandra_hosts={self.cassandra_hosts!r}, "
+                f"cassandra_keyspace={self.cassandra_keyspace!r}, "
+                f"cassandra_password={'<hidden>' if self.cassandra_password else '<none>'})")
+
+
+@dataclass(frozen=True)
+class InsightsConfig:
+    work_start: str = "09:00"  # working hours, in each account's time zone, for business-hours reply times
+    work_end: str = "17:00"
+    work_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri")
+    owed_after_hours: float = 24.0  # a person's message unanswered this long is an owed reply
+    awaiting_after_hours: float = 72.0  # your message unanswered this long is awaiting their reply
+    lookback_days: int = 30  # owed and awaiting look no further back
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    dsn: str = ""  # empty: an embedded PostgreSQL under the state directory
+
+    def __repr__(self) -> str:
+        return f"DatabaseConfig(dsn={'<hidden>' if self.dsn else '<embedded>'})"
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    restart_backoff_initial_seconds: float = 0.5
+    restart_backoff_max_seconds: float = 30.0
+    # A child that ran this long before dying is restarted with the initial backoff.
+    stable_after_seconds: float = 60.0
+    stop_timeout_seconds: float = 10.0
+    vault_start_timeout_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
+class Config:
+    state_dir: Path = Path()
+    runtime_dir: Path = Path()
+    log_level: str = "INFO"
+    database: DatabaseConfig = DatabaseConfig()
+    vault: VaultConfig = VaultConfig()
+    web: WebConfig = WebConfig()
+    harvest: HarvestConfig = HarvestConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    insights: InsightsConfig = InsightsConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    providers: Mapping[str, ProviderConfig] = field(default_factory=lambda: dict(DEFAULT_PROVIDERS))
+
+    @property
+    def vault_dir(self) -> Path:
+        return paths.vault_dir(self.state_dir)
+
+    @property
+    def vault_socket(self) -> Path:
+        return paths.vault_socket(self.runtime_dir)

@@ -1,0 +1,208 @@
+"""PostgreSQL: the insights read from what ``rollups`` folded (docs/insights.md).
+
+What does not depend on "now" was kept up to date by the fold, for the touched
+correspondents only (``contacts``, ``message_replies``, ``sender_domains``,
+``auth_flags``); volumes in the last N days, strength and owed replies are computed
+here, when asked, with the formulas in ``insights``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import datetime, timedelta
+from typing import Any, TypeAlias
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from inboxlens.metrics import insights
+from inboxlens.metrics.postgres import rollups
+from inboxlens.metrics.model import (CARD_LIST, AuthFlag, Card, CheckCount, DomainAuth, InsightSettings, Order, Pending, Relationship, ReplyStats)
+
+# $1 account, $2 today (local), $3 one correspondent or NULL.
+_RELATIONSHIPS = """
+SELECT k.correspondent, k.first_contact, k.last_contact, k.received, k.sent, k.automated_received, k.hours, k.version,
+       coalesce(sum(d.received + d.sent) FILTER (WHERE d.day > $2::date - 30), 0) AS last_30,
+       coalesce(sum(d.received + d.sent) FILTER (WHERE d.day > $2::date - 90), 0) AS last_90,
+       coalesce(sum(d.received + d.sent), 0) AS last_365,
+       coalesce(sum(d.sent), 0) AS sent_365, coalesce(sum(d.received), 0) AS received_365
+FROM contacts k
+LEFT JOIN correspondent_daily d ON d.account_id = k.account_id AND d.correspondent = k.correspondent
+                                AND d.day > $2::date - 365 AND d.day <= $2::date
+WHERE k.account_id = $1 AND ($3::text IS NULL OR k.correspondent = lower($3))
+GROUP BY k.account_id, k.correspondent
+"""
+
+# Nothing answered message m yet: no message of the other direction names it as a parent,
+# and none came later in its Gmail thread. $1 is the account.
+_UNANSWERED = """\
+NOT EXISTS (SELECT 1 FROM message_index r
+                  WHERE r.parent_keys @> ARRAY[m.msg_key] AND r.account_id = $1 AND r.direction <> m.direction)
+  AND NOT EXISTS (SELECT 1 FROM message_index r
+                  WHERE m.gm_thread_id IS NOT NULL AND r.account_id = $1 AND r.gm_thread_id = m.gm_thread_id
+                    AND r.direction <> m.direction AND r.sent_at > m.sent_at)"""
+
+# $1 account, $2 oldest, $3 newest, $4 'received' (owed) or 'sent' (awaiting).
+_PENDING = f"""
+SELECT m.msg_key, m.correspondents[1] AS correspondent, m.sent_at
+FROM message_index m
+WHERE m.account_id = $1 AND m.direction = $4 AND cardinality(m.correspondents) > 0
+  AND m.sent_at BETWEEN $2 AND $3 AND ($4 = 'sent' OR NOT m.automated)
+  AND {_UNANSWERED}
+ORDER BY m.sent_at, m.msg_key
+"""
+
+# Both lists for one card in one pass over the window: the messages with them among any
+# correspondents. $1 account, $2 oldest, $3 newest owed, $4 newest awaiting, $5 the correspondent.
+_CARD_PENDING = f"""
+SELECT m.msg_key, m.direction, m.sent_at
+FROM message_index m
+WHERE m.account_id = $1 AND m.sent_at BETWEEN $2 AND greatest($3::timestamptz, $4::timestamptz)
+  AND $5::text = ANY(m.correspondents)
+  AND CASE m.direction WHEN 'received' THEN m.sent_at <= $3 AND NOT m.automated
+                       WHEN 'sent' THEN m.sent_at <= $4 ELSE false END
+  AND {_UNANSWERED}
+ORDER BY m.sent_at, m.msg_key
+"""
+
+# The account's zone, and the zone and working hours its replies' business_seconds are in.
+_STATE = """
+SELECT a.time_zone, s.business_hours FROM mail_accounts a LEFT JOIN metrics_state s ON s.account_id = a.id
+WHERE a.id = $1
+"""
+REPLY_CACHE = 4096  # correspondents whose reply times a web process keeps
+
+# $1 account, $2 correspondent, $3 whether the stored business_seconds are in the zone and
+# hours of now: the times only where they are not (timestamps cost more to read than floats).
+_REPLY_TIMES = """
+SELECT direction, (extract(epoch FROM answered_at) - extract(epoch FROM asked_at))::float8 AS seconds,
+       CASE WHEN $3 THEN business_seconds END AS business_seconds,
+       CASE WHEN NOT $3 OR business_seconds IS NULL THEN asked_at END AS asked_at,
+       CASE WHEN NOT $3 OR business_seconds IS NULL THEN answered_at END AS answered_at
+FROM message_replies WHERE account_id = $1 AND correspondent = $2
+"""
+
+Db: TypeAlias = "asyncpg.Pool | asyncpg.Connection"  # where a query runs: the pool, or a connection the caller holds
+
+_DOMAINS = """
+SELECT domain, messages, dkim_checked, dkim_pass, spf_checked, spf_pass, dmarc_checked, dmarc_pass, last_seen
+FROM sender_domains WHERE account_id = $1 AND ($2::text IS NULL OR domain = $2) ORDER BY messages DESC, domain
+"""
+
+_FLAGS = """
+SELECT msg_key, domain, correspondent, sent_at, failed FROM auth_flags
+WHERE account_id = $1 AND ($3::text IS NULL OR correspondent = $3) ORDER BY sent_at DESC, msg_key LIMIT $2
+"""
+
+
+class PgInsights:
+    def __init__(self, pool: asyncpg.Pool, settings: InsightSettings) -> None:
+        self.pool = pool
+        self.settings = settings
+        # (account, correspondent) -> (what the account's replies looked like, their reply times)
+        self._replies: OrderedDict[tuple[int, str], tuple[tuple[Any, ...], ReplyStats]] = OrderedDict()
+
+    async def relationships(self, account_id: int, *, now: datetime, order: Order = "strength", limit: int = 50,
+                            offset: int = 0) -> list[Relationship]:
+        found = await self._relationships(account_id, now, None)
+        return sorted(found, key=_ORDERS[order])[offset:offset + limit]
+
+    async def card(self, account_id: int, correspondent: str, *, now: datetime) -> Card | None:
+        who = correspondent.lower()
+        async with self.pool.acquire() as db:  # one connection for the card's few queries
+            state = await db.fetchrow(_STATE, account_id)
+            if state is None:
+                return None
+            zone = str(state["time_zone"])
+            today = now.astimezone(ZoneInfo(zone)).date()
+            rows = await db.fetch(_RELATIONSHIPS, account_id, today, who)
+            if not rows:
+                return None
+            domain = who.rpartition("@")[2]
+            domains = await self.sender_domains(account_id, domain, db) if domain else []
+            replies = await self._reply_stats(db, account_id, who, state, rows[0]["version"])
+            pending = await db.fetch(_CARD_PENDING, account_id, now - self.settings.lookback,
+                                     now - self.settings.owed_after, now - self.settings.awaiting_after, who)
+            flags = await self.auth_flags(account_id, limit=CARD_LIST, correspondent=who, db=db)
+        owed, awaiting = ([Pending(r["msg_key"].hex(), who, r["sent_at"], now - r["sent_at"])
+                           for r in pending if r["direction"] == direction] for direction in ("received", "sent"))
+        return Card.capped(_relationship(rows[0], now), replies, owed, awaiting, domains[0] if domains else None,
+                           flags)
+
+    async def _reply_stats(self, db: Db, account_id: int, correspondent: str, state: asyncpg.Record,
+                           version: int) -> ReplyStats:
+        """A correspondent's reply times, kept until a fold touches them (their contacts
+        row's version) or the account's zone changes: the busiest have thousands of
+        replies, and reading and sorting them is a card's biggest cost. The fold stores
+        each reply's working-hours time (rollups._business_seconds); until it has for the
+        account's zone and hours as they are now, they are worked out here."""
+        zone = str(state["time_zone"])
+        stamp = (zone, version, state["business_hours"])
+        key = (account_id, correspondent)
+        kept = self._replies.get(key)
+        if kept is not None and kept[0] == stamp:
+            self._replies.move_to_end(key)
+            return kept[1]
+        worked_out = state["business_hours"] == rollups.business_key(zone, self.settings.working_hours)
+        rows = await db.fetch(_REPLY_TIMES, account_id, correspondent, worked_out)
+        clock = insights.WorkingClock(zone, self.settings.working_hours)
+
+        def working(r: asyncpg.Record) -> float:
+            stored = r["business_seconds"]
+            return float(stored) if stored is not None else clock.between(r["asked_at"], r["answered_at"])
+
+        stats = insights.reply_stats_of((r["direction"], r["seconds"], working(r)) for r in rows)
+        self._replies[key] = (stamp, stats)
+        self._replies.move_to_end(key)
+        while len(self._replies) > REPLY_CACHE:
+            self._replies.popitem(last=False)
+        return stats
+
+    async def owed(self, account_id: int, *, now: datetime) -> list[Pending]:
+        return await self._pending(account_id, now, "received")
+
+    async def awaiting(self, account_id: int, *, now: datetime) -> list[Pending]:
+        return await self._pending(account_id, now, "sent")
+
+    async def sender_domains(self, account_id: int, domain: str | None = None, db: Db | None = None
+                             ) -> list[DomainAuth]:
+        rows = await (db or self.pool).fetch(_DOMAINS, account_id, domain)
+        return [DomainAuth(r["domain"], r["messages"], CheckCount(r["dkim_checked"], r["dkim_pass"]),
+                           CheckCount(r["spf_checked"], r["spf_pass"]), CheckCount(r["dmarc_checked"], r["dmarc_pass"]),
+                           r["last_seen"]) for r in rows]
+
+    async def auth_flags(self, account_id: int, *, limit: int = 100, correspondent: str | None = None,
+                         db: Db | None = None) -> list[AuthFlag]:
+        rows = await (db or self.pool).fetch(_FLAGS, account_id, limit, correspondent)
+        return [AuthFlag(r["msg_key"].hex(), r["domain"], r["correspondent"], r["sent_at"], tuple(r["failed"]))
+                for r in rows]
+
+    async def _relationships(self, account_id: int, now: datetime, correspondent: str | None) -> list[Relationship]:
+        today = now.astimezone(ZoneInfo(await self._time_zone(account_id))).date()
+        rows = await self.pool.fetch(_RELATIONSHIPS, account_id, today, correspondent)
+        return [_relationship(r, now) for r in rows]
+
+    async def _pending(self, account_id: int, now: datetime, direction: str) -> list[Pending]:
+        wait = self.settings.owed_after if direction == "received" else self.settings.awaiting_after
+        rows = await self.pool.fetch(_PENDING, account_id, now - self.settings.lookback, now - wait, direction)
+        return [Pending(r["msg_key"].hex(), r["correspondent"], r["sent_at"], now - r["sent_at"]) for r in rows]
+
+    async def _time_zone(self, account_id: int) -> str:
+        return str(await self.pool.fetchval("SELECT time_zone FROM mail_accounts WHERE id = $1", account_id) or "UTC")
+
+
+def _relationship(r: Any, now: datetime) -> Relationship:
+    automated = r["automated_received"] * 2 > r["received"]
+    balance = insights.reciprocity(int(r["sent_365"]), int(r["received_365"]))
+    since = (now - r["last_contact"]) / timedelta(days=1)
+    score = insights.strength(int(r["last_30"]), int(r["last_90"]), int(r["last_365"]), balance, since, automated)
+    return Relationship(r["correspondent"], r["first_contact"], r["last_contact"], r["received"], r["sent"],
+                        int(r["last_30"]), int(r["last_90"]), int(r["last_365"]), round(balance, 4), score,
+                        tuple(r["hours"]), automated)
+
+
+_ORDERS: dict[str, Any] = {
+    "strength": lambda r: (-r.strength, -r.last_contact.timestamp(), r.correspondent),
+    "recency": lambda r: (-r.last_contact.timestamp(), r.correspondent),
+    "volume": lambda r: (-r.last_365, -(r.received + r.sent), r.correspondent),
+}

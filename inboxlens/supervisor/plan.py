@@ -1,0 +1,180 @@
+"""What the supervisor runs, as whom, where: system users, directories, each child's slice.
+
+Root mode: one system user per child (``inboxlens-vault``, ``-web``, ``-harvest``,
+``-db``) and the group ``inboxlens`` that web and harvest share to reach the vault's
+socket. Development mode (not root): one uid for all, said loudly by ``serve``.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inboxlens import paths
+from inboxlens.config import build as config_build
+from inboxlens.config.schema import Config
+from inboxlens.errors import StartFailed
+from inboxlens.vault.keyset import read_credentials
+
+USERS = {"vault": "inboxlens-vault", "web": "inboxlens-web", "harvest": "inboxlens-harvest", "db": "inboxlens-db"}
+
+
+SHARED_GROUP = "inboxlens"
+
+
+CHILD_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ")
+
+
+
+
+@dataclass(frozen=True)
+class Identity:
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+@dataclass
+class Plan:
+    """Who runs as whom, decided once at start."""
+
+    dev: bool
+    identities: dict[str, Identity] = field(default_factory=dict)
+    shared_gid: int | None = None
+
+    def of(self, name: str) -> Identity | None:
+        return self.identities.get(name)
+
+
+def make_plan() -> Plan:
+    if os.geteuid() != 0:
+        return Plan(dev=True)
+    shared_gid = _ensure_group(SHARED_GROUP)
+    identities = {}
+    for role, user in USERS.items():
+        entry = _ensure_user(user)
+        groups = (shared_gid,) if role in ("web", "harvest") else ()
+        identities[role] = Identity(entry.pw_uid, entry.pw_gid, groups)
+    return Plan(dev=False, identities=identities, shared_gid=shared_gid)
+
+
+def _ensure_group(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        _run_admin(["groupadd", "--system", name], name)
+        return grp.getgrnam(name).gr_gid
+
+
+def _ensure_user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        _run_admin(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                    "--shell", "/usr/sbin/nologin", name], name)
+        return pwd.getpwnam(name)
+
+
+def _run_admin(command: list[str], name: str) -> None:
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise StartFailed(f"cannot create system user/group {name!r} ({type(e).__name__}); create it with "
+                          "'systemd-sysusers config/inboxlens.sysusers' and start again") from None
+
+
+def prepare_directories(config: Config, plan: Plan) -> None:
+    """Every directory the children use, with the owner and mode each needs and no more."""
+    if plan.dev:
+        for path in (config.state_dir, config.vault_dir, paths.web_dir(config.state_dir), config.runtime_dir,
+                     config.vault_socket.parent):
+            _directory(path, 0o700, None)
+        return
+    vault, db, web = plan.identities["vault"], plan.identities["db"], plan.identities["web"]
+    shared = plan.shared_gid if plan.shared_gid is not None else -1
+    _directory(config.state_dir, 0o755, (0, 0))
+    _directory(config.runtime_dir, 0o755, (0, 0))
+    _directory(config.vault_dir, 0o700, (vault.uid, vault.gid))
+    _directory(paths.web_dir(config.state_dir), 0o700, (web.uid, web.gid))  # its cookie-signing key
+    # Keys made by 'inboxlens keys init' before the vault's user existed belong to root: hand them over.
+    for path in config.vault_dir.iterdir():
+        os.chown(path, vault.uid, vault.gid, follow_symlinks=False)
+    # No setgid bits (the unit's RestrictSUIDSGID forbids them): the supervisor gives the
+    # vault's socket its group once it exists (share_vault_socket).
+    _directory(config.vault_socket.parent, 0o750, (vault.uid, shared))
+    _directory(paths.pg_data_dir(config.state_dir), 0o700, (db.uid, db.gid))
+    _directory(paths.pg_socket_dir(config.runtime_dir), 0o750, (db.uid, shared))
+
+
+def share_vault_socket(config: Config, plan: Plan) -> None:
+    """Give the vault's socket the group web and harvest are in (root mode)."""
+    if plan.dev or plan.shared_gid is None:
+        return
+    path, vault = config.vault_socket, plan.identities["vault"]
+    st = path.lstat()
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != vault.uid:
+        raise StartFailed(f"{path} is not the vault's socket; refusing to share it")
+    os.chown(path, -1, plan.shared_gid, follow_symlinks=False)
+
+
+def _directory(path: Path, mode: int, owner: tuple[int, int] | None) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        raise StartFailed(f"{path} is a symbolic link; refusing to use it")
+    if owner is not None:
+        os.chown(path, *owner)
+    os.chmod(path, mode)
+
+
+def slice_for(name: str, config: Config, plan: Plan, database_dsn: str) -> dict[str, Any]:
+    """Only the configuration a child needs (OpenSSH passes its children only their options)."""
+    common = {"state_dir": str(config.state_dir), "runtime_dir": str(config.runtime_dir), "log_level": config.log_level}
+    if name == "vault":
+        credentials = read_credentials(Path(os.environ["CREDENTIALS_DIRECTORY"])
+                                       if os.environ.get("CREDENTIALS_DIRECTORY") else None)
+        return {"config": {**common, "vault": config_build.to_dict(config.vault),
+                           "providers": config_build.to_dict(config.providers)},
+                "callers": _callers(config, plan),
+                "credentials": {str(k): v.hex() for k, v in credentials.items()}}
+    metrics = {"metrics": config_build.to_dict(config.metrics), "insights": config_build.to_dict(config.insights)}
+    section = {"web": {"web": config_build.to_dict(config.web), **metrics,
+                       # the code exchange needs the client secret; web never sees a private key
+                       "providers": config_build.to_dict(config.providers)},
+               # harvest needs IMAP hosts and trusted authserv-ids, never a client secret
+               "harvest": {"harvest": config_build.to_dict(config.harvest), **metrics,
+                           "providers": {n: {**config_build.to_dict(p), "client_secrets": []}
+                                         for n, p in config.providers.items()}}}[name]
+    return {"config": {**common, **section, "database": {"dsn": database_dsn}}}
+
+
+def _callers(config: Config, plan: Plan) -> dict[str, Any]:
+    admins = [config.vault.admin_uid] if config.vault.admin_uid >= 0 else []
+    if plan.dev:
+        return {"shared_uid": os.getuid(), "admin_uids": admins + [os.getuid()]}
+    return {"web_uids": [plan.identities["web"].uid], "harvest_uids": [plan.identities["harvest"].uid],
+            "admin_uids": admins}
+
+
+def check_reachable(plan: Plan) -> None:
+    """Children run as other users: they must be able to reach the interpreter and our code."""
+    if plan.dev:
+        return
+    for target in (Path(sys.executable).resolve(), Path(__file__).resolve().parent.parent):
+        for path in [*reversed(target.parents), target]:
+            if path.is_dir() and not path.stat().st_mode & 0o001:
+                raise StartFailed(f"{path} is not searchable by other users, so the children cannot run "
+                                  f"{target}; install InboxLens where system users can read it (e.g. /opt/inboxlens, "
+                                  "with Debian's /usr/bin/python3.11)")
+
+
+def child_environment() -> dict[str, str]:
+    env = {k: os.environ[k] for k in CHILD_ENV_KEEP if k in os.environ}
+    env.setdefault("PATH", "/usr/bin:/bin")
+    return env

@@ -1,0 +1,224 @@
+"""REST API handlers: the caller's accounts, their rollups and insights, sync, disconnect.
+
+Reads come from the ``MetricsStore`` in the app state, whichever backend it is. An
+account id that is not the caller's answers 404 exactly like one that does not exist.
+Query parameters are checked here and refused with ``invalid_parameter``; ranges and
+page sizes are bounded so that no request can ask for unbounded work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Awaitable, TypeVar
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from inboxlens.errors import MetricsUnavailable, VaultError
+from inboxlens.metrics.model import Order, Period
+from inboxlens.metrics.store import MetricsStore
+from inboxlens.web import accounts
+from inboxlens.web.api.errors import ApiError
+from inboxlens.web.state import CALLER, DB, METRICS, VAULT
+
+MAX_RANGE_DAYS: dict[str, int] = {"day": 366, "week": 5 * 366, "month": 10 * 366}
+DEFAULT_RANGE_DAYS: dict[str, int] = {"day": 29, "week": 7 * 12 - 1, "month": 365}
+MAX_LIMIT = 200
+MAX_OFFSET = 100_000
+MAX_ADDRESS = 320
+EARLIEST, LATEST = date(1970, 1, 1), date(2999, 12, 31)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ADDRESS = re.compile(r"[^\s\x00-\x1f\x7f]{1,320}")
+T = TypeVar("T")
+
+
+async def me(request: web.Request) -> web.Response:
+    user_id = request[CALLER].user_id
+    pool = request.config_dict[DB]
+    email = await pool.fetchval("SELECT email FROM users WHERE id = $1", user_id)
+    rows = await accounts.accounts_with_sync(pool, user_id)
+    for row in rows:
+        row["status"] = await accounts.live_status(pool, request.config_dict[VAULT], row)
+    return web.json_response({"user": {"id": user_id, "email": email}, "accounts": [_account(r) for r in rows]})
+
+
+def _account(row: dict[str, Any]) -> dict[str, Any]:
+    fields = ("id", "address", "provider", "time_zone", "status", "connected_at", "last_sync_at", "next_sync_at",
+              "messages_seen", "failures", "last_error")
+    row = {**row, "next_sync_at": row["next_run_at"]}
+    return {**{f: plain(row[f]) for f in fields}, "needs_reconnect": row["status"] == "reauth_required"}
+
+
+async def rollups(request: web.Request) -> web.Response:
+    account = await _own_account(request)
+    period: Period = _choice(request, "period", ("day", "week", "month"), "day")  # type: ignore[assignment]
+    first, last = _range(request, period, _today(account["time_zone"]))
+    read = {"day": _metrics(request).daily, "week": _metrics(request).weekly, "month": _metrics(request).monthly}
+    found = await _guard(read[period](int(account["id"]), first, last))
+    return _json({"account_id": account["id"], "period": period, "from": first, "to": last, "rollups": found})
+
+
+async def correspondents(request: web.Request) -> web.Response:
+    account = await _own_account(request)
+    order: Order = _choice(request, "order", ("strength", "recency", "volume"), "strength")  # type: ignore[assignment]
+    limit = _int_param(request, "limit", 50, 1, MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+    found = await _guard(_metrics(request).relationships(int(account["id"]), now=_now(), order=order, limit=limit,
+                                                         offset=offset))
+    return _json({"account_id": account["id"], "order": order, "limit": limit, "offset": offset,
+                  "correspondents": found})
+
+
+async def card(request: web.Request) -> web.Response:
+    account = await _own_account(request)
+    address = request.match_info["address"].strip().lower()
+    if not _ADDRESS.fullmatch(address):
+        raise ApiError(400, "invalid_parameter", f"address: 1 to {MAX_ADDRESS} characters without spaces.")
+    found = await _guard(_metrics(request).card(int(account["id"]), address, now=_now()))
+    if found is None:
+        raise ApiError(404, "not_found", "This account has no message from or to that address.")
+    return _json({"account_id": account["id"], "correspondent": address, "card": found})
+
+
+async def owed(request: web.Request) -> web.Response:
+    return await _pending_page(request, "owed")
+
+
+async def awaiting(request: web.Request) -> web.Response:
+    return await _pending_page(request, "awaiting")
+
+
+async def _pending_page(request: web.Request, which: str) -> web.Response:
+    """A page of the owed or awaiting messages, oldest first, and how many there are."""
+    account = await _own_account(request)
+    limit = _int_param(request, "limit", 50, 1, MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+    store = _metrics(request)
+    read = store.owed if which == "owed" else store.awaiting
+    found = await _guard(read(int(account["id"]), now=_now()))
+    return _json({"account_id": account["id"], "limit": limit, "offset": offset, "total": len(found),
+                  which: found[offset:offset + limit]})
+
+
+async def senders(request: web.Request) -> web.Response:
+    """A page of sender domains (most messages first) and the MAX_LIMIT newest flags."""
+    account = await _own_account(request)
+    limit = _int_param(request, "limit", 50, 1, MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+    domains = await _guard(_metrics(request).sender_domains(int(account["id"])))
+    flags = await _guard(_metrics(request).auth_flags(int(account["id"]), limit=MAX_LIMIT))
+    return _json({"account_id": account["id"], "limit": limit, "offset": offset, "domains_total": len(domains),
+                  "domains": domains[offset:offset + limit], "flags": flags})
+
+
+async def sync(request: web.Request) -> web.Response:
+    account = await _own_account(request)
+    if account["status"] != "active":
+        raise ApiError(409, "needs_reconnect", f"This mailbox is {account['status']}: reconnect it first.")
+    due = await accounts.request_sync(request.config_dict[DB], int(account["id"]))
+    return _json({"account_id": account["id"], "next_sync_at": due}, status=202)
+
+
+async def disconnect(request: web.Request) -> web.Response:
+    account, user_id = await _own_account(request), request[CALLER].user_id
+    try:
+        revocation, deleted = await accounts.disconnect(request.config_dict[DB], request.config_dict[VAULT],
+                                                        _metrics(request), user_id, account)
+    except VaultError:
+        raise ApiError(503, "vault_unavailable", "The token vault did not answer; nothing was disconnected. "
+                                                 "Try again in a moment.") from None
+    return _json({"account_id": account["id"], "address": account["address"], "revocation": revocation,
+                  "deleted": deleted})
+
+
+async def _own_account(request: web.Request) -> dict[str, Any]:
+    text = request.match_info["account_id"]
+    account_id = int(text) if text.isdigit() and len(text) < 19 else None
+    account = await accounts.account_of(request.config_dict[DB], request[CALLER].user_id, account_id) \
+        if account_id else None
+    if account is None:
+        raise ApiError(404, "not_found", "You have no account with this id.")
+    return account
+
+
+def _metrics(request: web.Request) -> MetricsStore:
+    return request.config_dict[METRICS]
+
+
+async def _guard(awaitable: Awaitable[T]) -> T:
+    """The store's answer; a metrics backend that is down is a 503, not a 500."""
+    try:
+        return await awaitable
+    except MetricsUnavailable:
+        raise ApiError(503, "metrics_unavailable", "The metrics store did not answer; try again shortly.") from None
+
+
+def _choice(request: web.Request, name: str, options: tuple[str, ...], default: str) -> str:
+    value = request.query.get(name, default)
+    if value not in options:
+        raise ApiError(400, "invalid_parameter", f"{name}: one of {', '.join(options)}.")
+    return value
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 9 and low <= int(text) <= high):
+        raise ApiError(400, "invalid_parameter", f"{name}: a whole number from {low} to {high}.")
+    return int(text)
+
+
+def _date_param(request: web.Request, name: str) -> date | None:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        value = date.fromisoformat(text) if _DATE.fullmatch(text) else None
+    except ValueError:
+        value = None
+    if value is None or not EARLIEST <= value <= LATEST:
+        raise ApiError(400, "invalid_parameter", f"{name}: a date YYYY-MM-DD from {EARLIEST} to {LATEST}.")
+    return value
+
+
+def _range(request: web.Request, period: str, today: date) -> tuple[date, date]:
+    last = _date_param(request, "to") or today
+    first = _date_param(request, "from") or max(EARLIEST, last - timedelta(days=DEFAULT_RANGE_DAYS[period]))
+    if first > last:
+        raise ApiError(400, "invalid_parameter", "from: must not be after to.")
+    if (last - first).days >= MAX_RANGE_DAYS[period]:
+        raise ApiError(400, "invalid_parameter", f"from, to: at most {MAX_RANGE_DAYS[period]} days apart "
+                                                 f"for period={period}.")
+    return first, last
+
+
+def _today(time_zone: str) -> date:
+    return datetime.now(ZoneInfo(time_zone)).date()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(plain(body), status=status)
+
+
+def plain(value: Any) -> Any:
+    """JSON-able data: dataclasses as objects, times as ISO 8601 (UTC), durations as seconds."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, frozenset)):
+        return [plain(v) for v in value]
+    return value

@@ -1,0 +1,147 @@
+"""Server-rendered HTML: small functions, every value escaped, no external assets."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from html import escape
+from typing import Any, Iterable
+from urllib.parse import quote
+
+from inboxlens.web.tokens import TokenInfo
+
+
+def layout(title: str, body: str, *, user_email: str = "", csrf: str = "") -> str:
+    account = (f'<form method="post" action="/logout" class="inline">{csrf_field(csrf)}'
+               f'<a href="/dashboard">Dashboard</a> <a href="/settings">Settings</a> <span>{escape(user_email)}</span> '
+               '<button type="submit">Log out</button></form>') if user_email else ""
+    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{escape(title)} · InboxLens</title><link rel=\"stylesheet\" href=\"/static/app.css\">"
+            # No favicon request (a 404 in every browser console otherwise).
+            "<link rel=\"icon\" href=\"data:,\">"
+            "<script src=\"/static/app.js\" defer></script></head><body>"
+            f"<header><a href=\"/\" class=\"brand\">InboxLens</a>{account}</header>"
+            f"<main><h1>{escape(title)}</h1>{body}</main></body></html>")
+
+
+def csrf_field(token: str) -> str:
+    return f'<input type="hidden" name="csrf_token" value="{escape(token)}">'
+
+
+def welcome(providers: Iterable[tuple[str, str]]) -> str:
+    items = list(providers)
+    if not items:
+        return "<p>No mail provider is configured yet. Add a client id and secret under " \
+               "<code>[providers.&lt;name&gt;]</code> in the configuration and restart.</p>"
+    connect = "".join(f'<li><a class="button" data-tz href="/connect/{quote(n)}">Connect {escape(label)}</a></li>'
+                      for n, label in items)
+    login = "".join(f'<li><a href="/login/{quote(n)}">Log in with {escape(label)}</a></li>' for n, label in items)
+    return (f"<p>Connect a mailbox to see who you write to, how fast you reply and who is waiting on you. "
+            f"InboxLens reads message headers only, never bodies.</p><ul class=\"actions\">{connect}</ul>"
+            f"<h2>Already connected?</h2><ul>{login}</ul>")
+
+
+def dashboard(accounts: list[dict[str, Any]], providers: Iterable[tuple[str, str]], csrf: str) -> str:
+    rows = "".join(_account_row(a, csrf) for a in accounts) or '<tr><td colspan="5">No mailbox yet.</td></tr>'
+    connect = "".join(f'<li><a class="button" data-tz href="/connect/{quote(n)}">Connect {escape(label)}</a></li>'
+                      for n, label in providers)
+    return ("<table><thead><tr><th>Address</th><th>Provider</th><th>Time zone</th>"
+            f"<th>Status</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
+            f"<h2>Connect another mailbox</h2><ul class=\"actions\">{connect}</ul>")
+
+
+def _account_row(account: dict[str, Any], csrf: str) -> str:
+    account_id = int(account["id"])
+    needs_reconnect = account["status"] == "reauth_required"
+    status = ('<strong class="warn">Reconnect needed</strong> '
+              f'<a class="button" data-tz href="/reconnect/{account_id}">Reconnect</a>') if needs_reconnect \
+        else escape(str(account["status"]))
+    tz = (f'<form method="post" action="/accounts/{account_id}/time-zone" class="inline">{csrf_field(csrf)}'
+          f'<input name="time_zone" value="{escape(account["time_zone"])}" size="18" aria-label="time zone">'
+          '<button type="submit">Save</button></form>')
+    disconnect = (f'<form method="post" action="/accounts/{account_id}/disconnect" class="inline">{csrf_field(csrf)}'
+                  '<button type="submit" class="danger">Disconnect</button></form>')
+    return (f'<tr data-account="{account_id}"><td>{escape(account["address"])}</td>'
+            f"<td>{escape(account.get('provider_label') or account['provider'])}</td><td>{tz}</td><td>{status}</td>"
+            f"<td>{disconnect}</td></tr>")
+
+
+def disconnected(address: str, revocation: str, deleted: dict[str, int]) -> str:
+    said = {"revoked": "InboxLens's access was revoked at your provider.",
+            "not_supported": "Your provider has no revocation endpoint: remove InboxLens in your account's "
+                             "security settings to be sure.",
+            "failed": "Revoking access at your provider failed: remove InboxLens in your account's security "
+                      "settings to be sure.",
+            "no_token": "No stored token was left to revoke."}.get(revocation, "")
+    items = "".join(f"<li>{n} {escape(kind)}</li>" for kind, n in deleted.items())
+    return (f"<p>{escape(address)} is disconnected. {escape(said)}</p><p>Deleted:</p>"
+            f"<ul>{items}<li>the stored refresh token (in the vault)</li></ul><p><a href=\"/\">Back</a></p>")
+
+
+def settings(listed: list[TokenInfo], csrf: str, created: tuple[str, str] | None) -> str:
+    """API tokens: the list, revoke buttons, the form for a new one, and a new one's secret, once."""
+    rows = "".join(_token_row(t, csrf) for t in listed) or '<tr><td colspan="4">No API token yet.</td></tr>'
+    return (f"{_new_token(*created) if created else ''}<h2>API tokens</h2>"
+            "<p>The InboxLens browser extension (or any API client) sends one of these as "
+            "<code>Authorization: Bearer ilk_…</code>. A token reads everything about your mailboxes: "
+            "revoke it when a device is lost.</p>"
+            "<table><thead><tr><th>Name</th><th>Created</th><th>Last used</th><th></th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+            f'<h2>New token</h2><form method="post" action="/settings/tokens">{csrf_field(csrf)}'
+            '<input name="name" maxlength="100" required aria-label="token name" placeholder="Chrome at work">'
+            '<button type="submit">Create token</button></form>')
+
+
+def _new_token(name: str, secret: str) -> str:
+    return (f'<div class="notice"><p>Your new token <strong>{escape(name)}</strong>. Copy it now: '
+            "it is not shown again, and InboxLens keeps only a hash of it.</p>"
+            f'<p><code class="secret" data-token>{escape(secret)}</code></p></div>')
+
+
+def _token_row(token: TokenInfo, csrf: str) -> str:
+    revoke = (f'<form method="post" action="/settings/tokens/{token.id}/revoke" class="inline">'
+              f'{csrf_field(csrf)}<button type="submit" class="danger">Revoke</button></form>')
+    return (f"<tr data-token-id=\"{token.id}\"><td>{escape(token.name)}</td><td>{_when(token.created_at)}</td>"
+            f"<td>{_when(token.last_used_at) if token.last_used_at else 'never'}</td><td>{revoke}</td></tr>")
+
+
+def _when(moment: datetime) -> str:
+    return escape(moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def problem(message: str, hint: str = "") -> str:
+    extra = f"<p>{escape(hint)}</p>" if hint else ""
+    return f'<p class="problem">{escape(message)}</p>{extra}<p><a href="/">Back to InboxLens</a></p>'
+
+
+CSS = """
+body{font:16px/1.5 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{display:flex;justify-content:space-between;align-items:center;padding:.6rem 1.5rem;background:#1d2330;color:#fff}
+header a.brand{color:#fff;font-weight:700;text-decoration:none}
+main{max-width:58rem;margin:2rem auto;padding:0 1.5rem}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{text-align:left;padding:.5rem;border-bottom:1px solid #dde1e7}
+.button,button{display:inline-block;padding:.35rem .8rem;border:1px solid #3b5bdb;border-radius:4px;
+ background:#3b5bdb;color:#fff;text-decoration:none;cursor:pointer;font:inherit}
+button.danger{background:#c92a2a;border-color:#c92a2a}
+form.inline{display:inline}
+ul.actions{list-style:none;padding:0;display:flex;gap:.8rem}
+input{font:inherit;padding:.3rem .4rem;margin-right:.4rem}
+.problem{padding:.8rem;background:#fff4e6;border-left:4px solid #e8590c}
+.warn{color:#c92a2a}
+.notice{padding:.8rem;background:#ebfbee;border-left:4px solid #2f9e44}
+code.secret{font-size:1.05rem;word-break:break-all;user-select:all}
+"""
+
+# Fills in the browser's time zone on connect links; without JavaScript the server uses UTC.
+JS = """
+document.addEventListener("DOMContentLoaded", function () {
+  var tz = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (!tz) return;
+  document.querySelectorAll("a[data-tz]").forEach(function (a) {
+    var url = new URL(a.href, document.baseURI);
+    url.searchParams.set("tz", tz);
+    a.href = url.pathname + url.search;
+  });
+});
+"""

@@ -1,0 +1,292 @@
+"""Web handlers: onboarding (connect, reconnect), login, logout, account settings, disconnect,
+and the settings page where API tokens are made (shown once) and revoked.
+
+Every state-changing request is a POST carrying the session's CSRF token. A user
+only ever reaches their own accounts: anyone else's answers 404, like a missing one.
+The plaintext refresh token lives in this process only inside ``finish_connect``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+import zoneinfo
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from inboxlens.errors import VaultError
+from inboxlens.web import accounts, tokens
+from inboxlens.web.pages import render as pages
+from inboxlens.web.oauth import FlowError, Grant, new_secret
+from inboxlens.web.state import DB, METRICS, PROVIDERS, SESSIONS, VAULT, current_session, ensure_session
+
+log = logging.getLogger("inboxlens.web")
+FLOW_SECONDS = 600
+MAX_FLOWS = 5
+_SAFE_NEXT = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,500}")
+
+
+def html(title: str, body: str, status: int = 200, *, request: web.Request | None = None) -> web.Response:
+    session = current_session(request) if request is not None else None
+    user = request.get("user_email", "") if request is not None else ""
+    text = pages.layout(title, body, user_email=user, csrf=session.csrf if session and user else "")
+    return web.Response(text=text, status=status, content_type="text/html")
+
+
+def problem(status: int, message: str, hint: str = "", request: web.Request | None = None) -> web.Response:
+    return html("Something went wrong" if status >= 500 else "That did not work", pages.problem(message, hint),
+                status, request=request)
+
+
+def redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def safe_next(value: str | None) -> str:
+    """Only a path on this site: no scheme, no host, no '//' (an open redirect otherwise)."""
+    return value if value and _SAFE_NEXT.fullmatch(value) else "/"
+
+
+def time_zone(value: str | None) -> str | None:
+    if not value or len(value) > 64:
+        return None
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+    return value
+
+
+async def home(request: web.Request) -> web.Response:
+    providers = [(n, request.app[PROVIDERS].label(n)) for n in request.app[PROVIDERS].names()]
+    session = current_session(request)
+    if session is None or session.user_id is None:
+        return html("Welcome", pages.welcome(providers), request=request)
+    rows = await accounts.accounts_of(request.app[DB], session.user_id)
+    known = request.app[PROVIDERS].configs
+    for row in rows:
+        row["status"] = await accounts.live_status(request.app[DB], request.app[VAULT], row)
+        row["provider_label"] = request.app[PROVIDERS].label(row["provider"]) if row["provider"] in known else ""
+    return html("Your mailboxes", pages.dashboard(rows, providers, session.csrf), request=request)
+
+
+async def start_connect(request: web.Request) -> web.Response:
+    return await _start(request, "connect", mailbox=True)
+
+
+async def start_login(request: web.Request) -> web.Response:
+    return await _start(request, "login", mailbox=False)
+
+
+async def start_reconnect(request: web.Request) -> web.Response:
+    session = current_session(request)
+    account_id = _int(request.match_info["account_id"])
+    account = await accounts.account_of(request.app[DB], session.user_id, account_id) \
+        if session and session.user_id and account_id else None
+    if account is None:
+        return problem(404, "No such mailbox.", request=request)
+    return await _start(request, "reconnect", mailbox=True, provider=account["provider"], account=account)
+
+
+async def _start(request: web.Request, purpose: str, *, mailbox: bool, provider: str | None = None,
+                 account: dict[str, Any] | None = None) -> web.Response:
+    name = provider or request.match_info["provider"]
+    if name not in request.app[PROVIDERS].configs:
+        return problem(404, f"No provider named {name!r} is configured here.", request=request)
+    session = await ensure_session(request)
+    state, verifier, nonce = new_secret(), new_secret(), new_secret()
+    flows = {k: v for k, v in session.data.get("flows", {}).items() if v["created"] > time.time() - FLOW_SECONDS}
+    flows = dict(sorted(flows.items(), key=lambda kv: kv[1]["created"])[-(MAX_FLOWS - 1):])
+    flows[state] = {"provider": name, "purpose": purpose, "verifier": verifier, "nonce": nonce,
+                    "next": safe_next(request.query.get("next")), "tz": time_zone(request.query.get("tz")) or "UTC",
+                    "account": account["id"] if account else None, "created": time.time()}
+    session.data["flows"] = flows
+    session.changed = True
+    try:
+        url = await request.app[PROVIDERS].authorization_url(
+            name, mailbox=mailbox, state=state, verifier=verifier, nonce=nonce,
+            login_hint=account["address"] if account else "")
+    except FlowError as e:
+        return problem(502, str(e), request=request)
+    return redirect(url)
+
+
+async def callback(request: web.Request) -> web.Response:
+    name = request.match_info["provider"]
+    session = current_session(request)
+    flow = session.data.get("flows", {}).pop(request.query.get("state", ""), None) if session else None
+    if session is not None and flow is not None:
+        session.changed = True
+    if flow is None or flow["provider"] != name or flow["created"] < time.time() - FLOW_SECONDS:
+        return problem(400, "This sign-in link is not valid here, has expired, or was already used.",
+                       "Start again from the InboxLens page, in the same browser.", request)
+    if "error" in request.query:
+        return _provider_error(request, name, request.query["error"])
+    code = request.query.get("code", "")
+    if not code or len(code) > 2048:
+        return problem(400, "The provider sent no authorization code.", "Start again.", request)
+    try:
+        grant = await request.app[PROVIDERS].exchange(name, code, flow["verifier"], flow["nonce"])
+    except FlowError as e:
+        return problem(502, str(e), request=request)
+    if flow["purpose"] == "login":
+        return await _finish_login(request, grant, flow)
+    return await finish_connect(request, name, grant, flow)
+
+
+def _provider_error(request: web.Request, name: str, error: str) -> web.Response:
+    label = request.app[PROVIDERS].label(name)
+    if error == "access_denied":
+        return problem(403, f"You did not allow InboxLens access at {label}, so nothing was connected.",
+                       "If that was a mistake, start again and choose Allow.", request)
+    code = error if re.fullmatch(r"[a-z_]{1,40}", error) else "unknown"
+    return problem(502, f"{label} reported an error ({code}); nothing was connected.", "Please try again.", request)
+
+
+async def _finish_login(request: web.Request, grant: Grant, flow: dict[str, Any]) -> web.Response:
+    user_id = await accounts.user_for_login(request.app[DB], grant.email)
+    if user_id is None:
+        return problem(403, f"There is no InboxLens user for {grant.email}.",
+                       "Connect a mailbox first: that creates your user.", request)
+    await _log_in(request, user_id)
+    await accounts.audit(request.app[DB], "login", user_id, None, address=grant.email)
+    return redirect(flow["next"])
+
+
+async def finish_connect(request: web.Request, provider: str, grant: Grant, flow: dict[str, Any]) -> web.Response:
+    label = request.app[PROVIDERS].label(provider)
+    if grant.refresh_token is None:
+        return problem(400, f"{label} did not send a refresh token, so InboxLens could not keep access.",
+                       f"This happens when access was granted before. Remove InboxLens from your {label} "
+                       "account's connected apps, then connect again.", request)
+    session = current_session(request)
+    user_id = session.user_id if session else None
+    if flow["purpose"] == "reconnect":
+        account = await accounts.account_of(request.app[DB], user_id or 0, int(flow["account"]))
+        if account is None or account["address"] != grant.email:
+            return problem(400, f"You signed in as {grant.email}, which is not the mailbox being reconnected.",
+                           "Start again and choose the right account at the provider.", request)
+    try:
+        user_id, account_id, created = await _store(request, provider, grant, flow, user_id)
+    except accounts.AddressTaken as e:
+        return problem(409, str(e), "Log in as that user, or disconnect the mailbox there first.", request)
+    except VaultError:
+        log.error("the vault did not store the token for %s", grant.email)
+        return problem(503, "InboxLens could not store the access safely; nothing was connected.",
+                       "Please try again in a moment.", request)
+    await _log_in(request, user_id)
+    log.info("%s account %d (%s)", "connected" if created else "reconnected", account_id, provider)
+    return redirect(flow["next"])
+
+
+async def _store(request: web.Request, provider: str, grant: Grant, flow: dict[str, Any],
+                 user_id: int | None) -> tuple[int, int, bool]:
+    """Account row and sealed token together: the row commits only after the vault stored the token."""
+    assert grant.refresh_token is not None
+    vault = request.app[VAULT]
+    pool: asyncpg.Pool = request.app[DB]
+    async with pool.acquire() as conn, conn.transaction():
+        user_id = user_id or await accounts.find_or_create_user(conn, grant.email)
+        account_id, created = await accounts.attach_account(conn, user_id, grant.email, provider, flow["tz"])
+        key = await vault.public_key()  # fetched each time: a rotated key is picked up at once
+        await vault.set(str(account_id), provider, key.seal(str(account_id), provider, grant.refresh_token))
+        await accounts.audit(conn, "connect" if created else "reconnect", user_id, account_id,
+                             address=grant.email, provider=provider, key_id=key.key_id)
+    return user_id, account_id, created
+
+
+async def _log_in(request: web.Request, user_id: int) -> None:
+    session = current_session(request)
+    if session is not None and session.user_id == user_id:
+        return
+    fresh = await request.app[SESSIONS].log_in(session, user_id) if session else \
+        await request.app[SESSIONS].create(user_id)
+    request["session"] = fresh
+
+
+async def logout(request: web.Request) -> web.Response:
+    session = current_session(request)
+    if session is not None:
+        await request.app[SESSIONS].delete(session)
+        request["session"] = None
+        request["clear_cookie"] = True
+    return redirect("/")
+
+
+async def change_time_zone(request: web.Request) -> web.Response:
+    session, account_id = current_session(request), _int(request.match_info["account_id"])
+    form = await request.post()
+    tz = time_zone(str(form.get("time_zone", "")))
+    if tz is None:
+        return problem(400, "That is not a time zone InboxLens knows.", "Use an IANA name such as Europe/Paris.",
+                       request)
+    assert session is not None and session.user_id is not None
+    if not account_id or not await accounts.set_time_zone(request.app[DB], session.user_id, account_id, tz):
+        return problem(404, "No such mailbox.", request=request)
+    return redirect("/")
+
+
+async def disconnect(request: web.Request) -> web.Response:
+    session, account_id = current_session(request), _int(request.match_info["account_id"])
+    assert session is not None and session.user_id is not None
+    account = await accounts.account_of(request.app[DB], session.user_id, account_id) if account_id else None
+    if account is None:
+        return problem(404, "No such mailbox.", request=request)
+    try:
+        revocation, deleted = await accounts.disconnect(request.app[DB], request.app[VAULT], request.app[METRICS],
+                                                        session.user_id, account)
+    except VaultError:
+        return problem(503, "InboxLens could not reach its token vault; nothing was disconnected.",
+                       "Please try again in a moment.", request)
+    return html("Disconnected", pages.disconnected(account["address"], revocation, deleted),
+                request=request)
+
+
+async def settings(request: web.Request) -> web.Response:
+    return await _settings_page(request)
+
+
+async def _settings_page(request: web.Request, created: tuple[str, str] | None = None,
+                         status: int = 200) -> web.Response:
+    session = current_session(request)
+    assert session is not None and session.user_id is not None
+    listed = await tokens.tokens_of(request.app[DB], session.user_id)
+    return html("Settings", pages.settings(listed, session.csrf, created), status, request=request)
+
+
+async def create_token(request: web.Request) -> web.Response:
+    session = current_session(request)
+    assert session is not None and session.user_id is not None
+    name = tokens.clean_name(str((await request.post()).get("name", "")))
+    if name is None:
+        return problem(400, f"A token needs a name of 1 to {tokens.MAX_NAME} characters.",
+                       "Name it after where it is used, such as \"Chrome at work\".", request)
+    made = await tokens.create(request.app[DB], session.user_id, name)
+    if made is None:
+        return problem(400, f"You already have {tokens.MAX_PER_USER} API tokens.", "Revoke one first.", request)
+    info, secret = made
+    await accounts.audit(request.app[DB], "api_token_created", session.user_id, None, token_id=info.id, name=name)
+    return await _settings_page(request, (name, secret), 201)
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    session, token_id = current_session(request), _int(request.match_info["token_id"])
+    assert session is not None and session.user_id is not None
+    name = await tokens.revoke(request.app[DB], session.user_id, token_id) if token_id else None
+    if name is None:
+        return problem(404, "No such API token.", request=request)
+    await accounts.audit(request.app[DB], "api_token_revoked", session.user_id, None, token_id=token_id, name=name)
+    return redirect("/settings")
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() and len(text) < 19 else None
+
+
+def csrf_ok(request: web.Request, token: str) -> bool:
+    session = current_session(request)
+    return session is not None and bool(token) and hmac.compare_digest(token, session.csrf)
