@@ -4,33 +4,46 @@
 PYTHON ?= $(shell test -x /usr/bin/python3.11 && /usr/bin/python3.11 -c 'import venv, ensurepip' 2>/dev/null && echo /usr/bin/python3.11 || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+HASH := $(shell cksum pyproject.toml | cut -d' ' -f1)
+RUN_STAMP := $(VENV)/.installed-run-$(HASH)
+TEST_STAMP := $(VENV)/.installed-test-$(HASH)
+PIP := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on
 
 .PHONY: run test test-fast bench typecheck lint clean install
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	rm -f $(VENV)/.installed-* && touch $(STAMP)
+$(BIN)/python:
+	@echo "==> creating $(VENV) with $(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
 
-install: $(STAMP)
+# What running needs, and only that (make test adds the test tools).
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	@echo "==> installing what InboxLens needs to run into $(VENV) (first time: about a minute)"
+	$(PIP) -e .
+	rm -f $(VENV)/.installed-run-* && touch $(RUN_STAMP)
+
+$(TEST_STAMP): $(RUN_STAMP)
+	@echo "==> installing the test tools into $(VENV)"
+	$(PIP) -e '.[test]'
+	rm -f $(VENV)/.installed-test-* && touch $(TEST_STAMP)
+
+install: $(TEST_STAMP)
 
 # Runs the service on embedded defaults (embedded PostgreSQL, SQLite token store),
 # web on http://127.0.0.1:8080. Creates the vault's keys on first run.
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/inboxlens keys init --if-missing
 	$(BIN)/inboxlens serve
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python -m bench
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(BIN)/python -m mypy
 
 clean:
