@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import typing
 from datetime import time, timedelta
 from pathlib import Path
 
 import pytest
 
 from inboxlens.config import loader as config
+from inboxlens.config.schema import Config
+from inboxlens.config.vault import ProviderConfig
 from inboxlens.metrics.model import InsightSettings
 from inboxlens.errors import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "inboxlens.example.toml"
+
+
+def _schema_keys(cls: type, prefix: str) -> set[str]:
+    keys = set()
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys |= _schema_keys(hint, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+        elif f.name == "providers":
+            keys |= _schema_keys(ProviderConfig, "providers.*.")
+        else:
+            keys.add(prefix + f.name)
+    return keys
+
+
+def _example_keys() -> set[str]:
+    """Every key the example names, set or commented out, by its section ("providers.*" for any provider)."""
+    keys, section = set(), ""
+    for line in EXAMPLE.read_text().splitlines():
+        text = line.lstrip("# ").split("#")[0].strip()
+        if header := re.fullmatch(r"\[([a-z_.]+)\]", text):
+            parts = header[1].split(".")
+            section = "providers.*." if parts[0] == "providers" else header[1] + "."
+        elif key := re.match(r"([a-z_]+)\s*=", text):
+            keys.add((section if line.startswith(("#", "[")) or section else "") + key[1])
+    return keys
+
+
+def test_the_example_names_every_key_and_only_keys_that_exist() -> None:
+    schema, example = _schema_keys(Config, ""), _example_keys()
+    assert not schema - example, f"keys missing from {EXAMPLE.name}: {sorted(schema - example)}"
+    assert not example - schema, f"{EXAMPLE.name} names keys the schema lacks: {sorted(example - schema)}"
 
 
 def test_the_example_file_shows_the_defaults() -> None:
