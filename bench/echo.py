@@ -28,7 +28,7 @@ async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             header = await reader.readexactly(protocol.LENGTH.size)
             request = protocol.decode_body(await reader.readexactly(protocol.check_length(header, protocol.DEFAULT_MAX_FRAME)))
             result = {"access_token": ACCESS_TOKEN, "expires_at": time.time() + 3600, "op": request["op"]}
-            writer.write(protocol.encode(protocol.ok(result)))
+            writer.write(protocol.encode(protocol.ok(request.get("id"), result)))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass

@@ -10,20 +10,30 @@ The supervisor starts a child with three descriptors and nothing else:
 
 A child's ``main`` only declares what it does with its slice; this module reads
 the slice, sets up logging and signals, reports readiness, and stops cleanly.
+
+Stopping is one idiom for every child: SIGTERM (or the pipe's end) sets
+``channel.stopping``; the child stops accepting, lets in-flight work finish within
+a deadline (``drain``), and ``run`` exits 0 when it did, 75 when the deadline
+passed (``DrainExpired``), 78 when the child could not start (``StartError``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
 import os
 import resource
 import signal
 import sys
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
+
+from inboxlens.errors import DrainExpired, StartError
 
 MAX_SLICE_BYTES = 1 << 20
+EX_TEMPFAIL = 75  # stopped, but in-flight work was cut off at the drain deadline
+EX_CONFIG = 78  # the supervisor does not retry a child that fails like this at start
 ChildMain = Callable[["Channel"], Awaitable[None]]
 
 
@@ -68,20 +78,55 @@ def setup_logging(name: str, level: str = "INFO") -> None:
     logging.getLogger("aioimaplib").setLevel(logging.WARNING)
 
 
+def make_undumpable() -> None:
+    """No ptrace and no /proc/<pid>/mem from our own uid either, no core; exec resets it, so after exec."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+        raise StartError(f"prctl(PR_SET_DUMPABLE, 0) failed: {os.strerror(ctypes.get_errno())}")
+
+
 def run(name: str, main: ChildMain) -> None:
     """Run a child: read its slice from stdin, then ``main`` until told to stop."""
     # Web holds client secrets and, briefly, refresh tokens; harvest holds access tokens: no core files.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     setup_logging(name)
     try:
+        make_undumpable()  # no ptrace or /proc/<pid>/mem from our own uid; exec reset the flag (issue 12.8)
         asyncio.run(_run(name, main))
     except StartError as e:
         logging.getLogger(name).error("cannot start: %s", e)
-        sys.exit(78)  # EX_CONFIG: the supervisor does not retry a child that fails like this at start
+        sys.exit(EX_CONFIG)
+    except DrainExpired as e:
+        logging.getLogger(name).error("stopped uncleanly: %s", e)
+        sys.exit(EX_TEMPFAIL)
 
 
-class StartError(Exception):
-    """The child cannot start with what it was given; the message says why, without secrets."""
+async def drain(server: asyncio.AbstractServer, seconds: float, *work: Awaitable[Any],
+                cut_idle: Callable[[], None] = lambda: None) -> None:
+    """Stop accepting, then wait up to ``seconds`` for open connections and ``work`` to end.
+
+    ``cut_idle`` closes connections that wait for a request (they have nothing in flight).
+    Raises DrainExpired when the deadline passes; what is still running is cancelled.
+    """
+    # Python 3.11's wait_closed() waits for connections only if it is waiting before close().
+    closed = asyncio.ensure_future(server.wait_closed())
+    await asyncio.sleep(0)
+    server.close()
+    cut_idle()
+    pending = [closed, *(asyncio.ensure_future(w) for w in work)]
+    done, late = await asyncio.wait(pending, timeout=seconds)
+    for task in late:
+        task.cancel()
+    if late:
+        raise DrainExpired(f"{len(late)} piece(s) of work were still running after {seconds:g} s")
+    _raise_first(done)
+
+
+def _raise_first(done: Iterable[asyncio.Future[Any]]) -> None:
+    for task in done:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
 
 
 async def _run(name: str, main: ChildMain) -> None:

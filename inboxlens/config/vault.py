@@ -33,6 +33,8 @@ class ProviderConfig:
     authorization_url: str = ""
     userinfo_url: str = ""
     scopes: tuple[str, ...] = ()
+    # With an issuer and no scopes, web asks for "openid email offline_access" plus this (IMAP access).
+    mail_scope: str = ""
     # Sign-in only (no mailbox access): what "Log in with ..." asks for.
     login_scopes: tuple[str, ...] = ("openid", "email")
     # Extra authorization request parameters (Google: access_type=offline, prompt=consent).
@@ -61,10 +63,19 @@ class VaultConfig:
     refresh_timeout_seconds: float = 10.0
     max_frame_bytes: int = 65536
     frame_timeout_seconds: float = 5.0
-    idle_timeout_seconds: float = 300.0
-    max_connections: int = 256
+    idle_timeout_seconds: float = 60.0
+    # Open connections per caller role: one role flooding the vault cannot starve another.
+    max_connections_web: int = 32
+    max_connections_harvest: int = 32
+    max_connections_admin: int = 4
+    shutdown_seconds: float = 10.0  # on SIGTERM: answer what is in flight and store running refreshes
     # A non-root uid allowed to run admin operations (keys rotate/rewrap/revoke/status).
     admin_uid: int = -1
+
+    @property
+    def connection_limits(self) -> dict[str, int]:
+        return {"web": self.max_connections_web, "harvest": self.max_connections_harvest,
+                "admin": self.max_connections_admin}
 
     def __repr__(self) -> str:
         return f"VaultConfig(token_store={self.token_store!r}, dsn={'<hidden>' if self.token_store_dsn else '<none>'})"
@@ -104,10 +115,13 @@ def check_vault(vault: VaultConfig, socket: Path) -> None:
         raise ConfigError(f"vault.token_store: must be 'sqlite' or 'postgres', not {vault.token_store!r}")
     if vault.token_store == "postgres" and not vault.token_store_dsn:
         raise ConfigError("vault.token_store_dsn: required when vault.token_store = 'postgres'")
-    for name in ("frame_timeout_seconds", "idle_timeout_seconds", "max_connections", "refresh_attempts",
-                 "refresh_timeout_seconds", "default_expires_in_seconds"):
+    for name in ("frame_timeout_seconds", "idle_timeout_seconds", "refresh_attempts", "refresh_timeout_seconds",
+                 "default_expires_in_seconds", "shutdown_seconds"):
         if getattr(vault, name) <= 0:
             raise ConfigError(f"vault.{name}: must be greater than zero, not {getattr(vault, name)}")
+    for role, limit in vault.connection_limits.items():
+        if not 1 <= limit <= 1024:
+            raise ConfigError(f"vault.max_connections_{role}: must be from 1 to 1024, not {limit}")
     if not 1024 <= vault.max_frame_bytes <= 16 * 1024 * 1024:
         raise ConfigError(f"vault.max_frame_bytes: must be from 1024 to 16777216, not {vault.max_frame_bytes}")
 
@@ -116,7 +130,5 @@ def check_providers(providers: Mapping[str, ProviderConfig]) -> None:
     for name, provider in providers.items():
         if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 32:
             raise ConfigError(f"providers.{name}: a provider name is 1-32 letters, digits, '-' or '_'")
-        if provider.imap_tls not in ("tls", "plain"):
-            raise ConfigError(f"providers.{name}.imap_tls: must be 'tls' or 'plain' (plain: loopback only)")
         if provider.token_auth_method not in ("client_secret_post", "client_secret_basic"):
             raise ConfigError(f"providers.{name}.token_auth_method: must be client_secret_post or client_secret_basic")

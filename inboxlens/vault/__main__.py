@@ -4,31 +4,32 @@ Privilege: runs as its own uid (``inboxlens-vault``) when the supervisor starts 
 root; makes itself non-dumpable (PR_SET_DUMPABLE=0, no core files) before it reads
 a key; umask 077.
 Untrusted input: frames on its Unix socket (``<runtime_dir>/vault/vault.sock``,
-0660, group ``inboxlens``) from web, harvest and admins; every request is checked
-against ``callers.PERMITS`` using the peer's SO_PEERCRED. Answers from OAuth
-providers' token endpoints.
+0660, group ``inboxlens``) from web, harvest and admins; a peer with no role
+(SO_PEERCRED) is closed at accept, and every request is checked against the table
+in ``ops`` before anything else. Answers from OAuth providers' token endpoints.
 Trusted input: its configuration slice (with any private keys passed as systemd
 credentials) and PID registrations on stdin from the supervisor; the keyset and
 token store under ``<state_dir>/vault`` (0700).
 Writes: the token store (sealed tokens, refresh events) and the keyset (on
 rotate/revoke); log lines on stderr that never hold a token, key or secret.
 Config keys: ``state_dir``, ``runtime_dir``, ``log_level``, ``vault.*``, ``providers.*``.
+Stopping: SIGTERM or the end of stdin: stop accepting, close idle connections,
+answer those in flight and let running refreshes store their tokens within
+``vault.shutdown_seconds``; exit 0, or 75 if that deadline passed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
-import resource
 import stat
 from pathlib import Path
 from typing import Any
 
 from inboxlens import child
 from inboxlens.config.vault import VaultSlice
-from inboxlens.errors import InboxLensError
+from inboxlens.errors import DrainExpired, InboxLensError, StartError
 from inboxlens.vault.callers import Callers
 from inboxlens.vault.keyset import Keyset, KeysetLock
 from inboxlens.vault.refresh import Refresher
@@ -36,15 +37,10 @@ from inboxlens.vault.server import Listener, Vault
 from inboxlens.vault.store import open_store
 
 log = logging.getLogger("inboxlens.vault")
-PR_SET_DUMPABLE = 4
 
 
 def harden() -> None:
-    """No core dumps, no ptrace by same-uid processes, no group/other bits on what we create."""
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        raise child.StartError(f"prctl(PR_SET_DUMPABLE, 0) failed: errno {ctypes.get_errno()}")
+    """No group/other bits on what we create; ``child.run`` made us non-dumpable and core-less already."""
     os.umask(0o077)
 
 
@@ -67,14 +63,16 @@ async def main(channel: child.Channel) -> None:
         callers = Callers.from_dict(channel.config.get("callers", {}))
         credentials = {int(k): bytes.fromhex(v) for k, v in channel.config.get("credentials", {}).items()}
     except (KeyError, ValueError, InboxLensError) as e:
-        raise child.StartError(f"bad configuration slice: {e}") from None
+        raise StartError(f"bad configuration slice: {e}") from None
     lock = KeysetLock(config.vault_dir)
     try:
         if not lock.acquire():
-            raise child.StartError(f"another vault or 'inboxlens keys' holds {lock.path}")
+            raise StartError(f"another vault or 'inboxlens keys' holds {lock.path}")
         await serve(channel, config, callers, credentials)
+    except (DrainExpired, StartError):
+        raise
     except (InboxLensError, OSError) as e:
-        raise child.StartError(str(e)) from None
+        raise StartError(str(e)) from None
     finally:
         lock.release()
 
@@ -86,8 +84,8 @@ async def serve(channel: child.Channel, config: VaultSlice, callers: Callers, cr
     refresher = Refresher(config.providers, attempts=v.refresh_attempts, backoff=v.refresh_backoff_seconds,
                           timeout=v.refresh_timeout_seconds, default_expires_in=v.default_expires_in_seconds)
     vault = Vault(keyset, store, refresher, callers, margin=v.access_token_margin_seconds)
-    listener = Listener(vault, max_frame=v.max_frame_bytes, frame_timeout=v.frame_timeout_seconds,
-                        idle_timeout=v.idle_timeout_seconds, max_connections=v.max_connections)
+    listener = Listener(vault, limits=v.connection_limits, max_frame=v.max_frame_bytes,
+                        frame_timeout=v.frame_timeout_seconds, idle_timeout=v.idle_timeout_seconds)
     server = await listen(config.vault_socket, listener)
     log.info("serving on %s with primary key %d (%s callers)", config.vault_socket, keyset.primary.id,
              "uid-separated" if callers.shared_uid is None else "PID-registered")
@@ -95,6 +93,8 @@ async def serve(channel: child.Channel, config: VaultSlice, callers: Callers, cr
     control = asyncio.create_task(_control(channel, callers))
     try:
         await channel.stopping.wait()
+        log.info("stopping")
+        await child.drain(server, v.shutdown_seconds, vault.refreshes_in_flight(), cut_idle=listener.stop_idle)
     finally:
         control.cancel()
         server.close()

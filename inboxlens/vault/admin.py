@@ -11,17 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from inboxlens.config.schema import Config
-from inboxlens.errors import InboxLensError, KeysetError, VaultUnavailable
+from inboxlens.errors import InboxLensError, KeysetError, NotPermitted, VaultUnavailable
+from inboxlens.progress import ProgressBar
 from inboxlens.vault.callers import Callers
 from inboxlens.vault.client import VaultClient
-from inboxlens.vault.keyset import KEYSET_FILE, Keyset, KeysetLock, prepare_directory
+from inboxlens.vault.keyset import KEYSET_FILE, Keyset, KeysetLock
 from inboxlens.vault.refresh import Refresher
 from inboxlens.vault.server import Vault
 from inboxlens.vault.store import open_store
@@ -56,6 +56,23 @@ class OfflineAdmin:
         return await self.vault.answer_revoke(key_id)
 
 
+def prepare_directory(directory: Path, owner: tuple[int, int] | None) -> None:
+    """Create the key directory 0700 (owned by the vault when we are root)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if owner is not None:
+        os.chown(directory, *owner)
+    os.chmod(directory, 0o700)
+
+
+def create_keyset(directory: Path, owner: tuple[int, int] | None = None) -> Keyset:
+    """A new keyset with one primary key; refuses if one exists. Only the CLI creates keysets."""
+    if (directory / KEYSET_FILE).exists():
+        raise KeysetError(f"a keyset already exists in {directory}")
+    keyset = Keyset(directory, {}, {}, owner)
+    keyset.rotate()
+    return keyset
+
+
 def vault_owner() -> tuple[int, int] | None:
     """Files we create as root belong to the vault's user, if the service created it."""
     if os.geteuid() != 0:
@@ -68,6 +85,13 @@ def vault_owner() -> tuple[int, int] | None:
 
 
 def init(config: Config, if_missing: bool) -> int:
+    try:
+        return _init(config, if_missing)
+    except PermissionError as e:
+        raise KeysetError(f"permission denied on {e.filename}: {who_may(config)}") from None
+
+
+def _init(config: Config, if_missing: bool) -> int:
     if (config.vault_dir / KEYSET_FILE).exists():
         if if_missing:
             return 0
@@ -78,7 +102,7 @@ def init(config: Config, if_missing: bool) -> int:
     if not lock.acquire():
         raise KeysetError("the vault is running; it already has a keyset")
     try:
-        info = Keyset.create(config.vault_dir, owner).primary
+        info = create_keyset(config.vault_dir, owner).primary
     finally:
         lock.release()
         _chown_tree(config.vault_dir, owner)  # the lock file too
@@ -168,7 +192,8 @@ async def rewrap(admin: Admin, batch: int = REWRAP_BATCH,
     first = await admin.rewrap(batch)
     done, failed = first["rewrapped"], list(first["failed"])
     total = done + len(failed) + first["remaining"]
-    report = progress or _progress_bar
+    bar = ProgressBar()
+    report = progress or (lambda done, total: bar.show("rewrap", done, total))
     report(done, total)
     remaining = first["remaining"]
     while remaining > len(failed):
@@ -179,19 +204,12 @@ async def rewrap(admin: Admin, batch: int = REWRAP_BATCH,
         failed = sorted(set(failed) | set(step["failed"]))
         remaining = step["remaining"]
         report(done, total)
-    print(file=sys.stderr)
+    bar.finish()
     if failed:
         print(f"rewrap: {done} re-sealed; {len(failed)} cannot be opened and were left: {', '.join(failed[:10])}")
         return 1
     print(f"rewrap: {done} token(s) re-sealed under key {first['primary']}; none left under older keys")
     return 0
-
-
-def _progress_bar(done: int, total: int) -> None:
-    width = 30
-    filled = width * done // total if total else width
-    sys.stderr.write(f"\rrewrap [{'#' * filled}{' ' * (width - filled)}] {done}/{total}")
-    sys.stderr.flush()
 
 
 async def revoke(admin: Admin, key_id: int) -> int:
@@ -204,7 +222,20 @@ def run(config: Config, action: Callable[[Admin], Awaitable[int]]) -> int:
     async def go() -> int:
         async with admin(config) as a:
             return await action(a)
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    except PermissionError as e:  # offline, on files that belong to root or the vault's user
+        raise KeysetError(f"permission denied on {e.filename}: {who_may(config)}") from None
+    except NotPermitted:  # online: the vault checked our uid
+        raise KeysetError(f"the vault refused this uid: {who_may(config)}") from None
+
+
+def who_may(config: Config) -> str:
+    """One line naming who may run ``inboxlens keys``."""
+    admin_uid = config.vault.admin_uid
+    if admin_uid >= 0:
+        return f"run 'inboxlens keys' as root, or as uid {admin_uid} (vault.admin_uid) while the service runs"
+    return "run 'inboxlens keys' as root (or set vault.admin_uid to let one other user run it while the service runs)"
 
 
 __all__ = ["init", "run", "list_keys", "rotate", "rewrap", "revoke", "InboxLensError"]

@@ -1,10 +1,11 @@
-"""Who may ask the vault for what: one table, decided from the peer's SO_PEERCRED.
+"""Who is calling: a role (web, harvest, admin) named by the peer's SO_PEERCRED.
 
 Started as root, the supervisor runs web, harvest and the vault under their own
 uids, and the uid alone names the caller's role. Started by an ordinary user all
 children share that uid; then the supervisor registers the web and harvest PIDs
 with the vault over its control pipe, and a registered PID names the role.
-Root and the configured admin uid are admins. Anyone else is refused.
+Root and the configured admin uid are admins. Anyone else has no role and is
+refused at accept; what each role may ask is the table in ``ops``.
 """
 
 from __future__ import annotations
@@ -14,20 +15,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-WEB, HARVEST, ADMIN = "web", "harvest", "admin"
-
-# OpenSSH's mon_dispatch table with MON_PERMIT, in one place: operation -> roles allowed.
-PERMITS: dict[str, frozenset[str]] = {
-    "public_key": frozenset({WEB, HARVEST, ADMIN}),
-    "set": frozenset({WEB}),
-    "forget": frozenset({WEB}),
-    "token_state": frozenset({WEB}),
-    "get": frozenset({HARVEST}),
-    "status": frozenset({ADMIN}),
-    "rotate": frozenset({ADMIN}),
-    "rewrap": frozenset({ADMIN}),
-    "revoke": frozenset({ADMIN}),
-}
+from inboxlens.vault.ops import ADMIN, HARVEST, WEB
 
 _UCRED = struct.Struct("3i")
 
@@ -85,6 +73,3 @@ class Callers:
     def unregister(self, pid: int) -> None:
         self.pids.pop(pid, None)
 
-
-def permitted(role: str | None, op: str) -> bool:
-    return role is not None and role in PERMITS.get(op, frozenset())

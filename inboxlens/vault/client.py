@@ -1,17 +1,21 @@
 """The vault's client, for web, harvest and the admin CLI.
 
 Methods carry the vault's handler names (``answer_get`` / ``get``), so callers read
-like local calls. One connection, one request at a time (a lock orders
-concurrent callers; open several clients for parallelism). Every call has a
-timeout; a broken connection is reopened once before the call fails with
-``VaultUnavailable``. An error answer raises the matching ``VaultRefused``
-subclass; after a refusal that closes the connection the next call reconnects.
+like local calls. A small pool of connections (``pool_size``) serves concurrent
+callers, one request per connection at a time. Every request carries an id, which
+the answer must echo, and the time left of the call's timeout, which the vault
+answers within. A connection is closed on any failure after its request was
+written, cancellation included, so no answer is ever left for the next call to
+read. A pooled connection found broken is replaced, and a call whose ``ops`` row
+allows it is sent once more; otherwise the call fails with ``VaultUnavailable``.
+An error answer raises the matching ``VaultRefused`` subclass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +23,11 @@ from typing import Any
 from nacl.public import PublicKey
 
 from inboxlens.errors import VAULT_ERRORS, ProtocolError, VaultRefused, VaultUnavailable
-from inboxlens.vault import protocol
+from inboxlens.vault import ops, protocol
 from inboxlens.vault.sealed import seal as seal_token
 
 DEFAULT_TIMEOUT = 15.0
+DEFAULT_POOL_SIZE = 8  # harvest runs up to 8 syncs at once (harvest.max_connections)
 # These may close the connection on the vault's side; do not reuse it after them.
 _CLOSING = frozenset({"bad_request", "not_permitted", "internal"})
 
@@ -47,13 +52,13 @@ class SealingKey:
 
 class VaultClient:
     def __init__(self, path: Path, *, timeout: float = DEFAULT_TIMEOUT,
-                 max_frame: int = protocol.DEFAULT_MAX_FRAME) -> None:
+                 max_frame: int = protocol.DEFAULT_MAX_FRAME, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.path = path
         self.timeout = timeout
         self.max_frame = max_frame
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._lock = asyncio.Lock()
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(pool_size)
+        self._ids = itertools.count(1)
 
     async def __aenter__(self) -> "VaultClient":
         return self
@@ -99,55 +104,93 @@ class VaultClient:
     # -- transport -------------------------------------------------------------
 
     async def call(self, op: str, **args: Any) -> dict[str, Any]:
-        frame = protocol.encode({"op": op, "args": args}, self.max_frame)
-        async with self._lock:
-            answer = await self._exchange(frame, retry=op != "rotate")
+        row = ops.OPS.get(op)
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                async with self._slots:
+                    answer = await self._round_trip(op, args, deadline, retry=row is not None and row.retry)
+        except TimeoutError:
+            raise VaultUnavailable(f"the vault at {self.path} did not answer within {self.timeout:g} s") from None
         result = answer.get("result")
         if answer.get("ok") is True and isinstance(result, dict):
             return result
         code, message = str(answer.get("error", "")), str(answer.get("message", ""))
-        if code in _CLOSING:
-            await self.close()
         raise VAULT_ERRORS.get(code, VaultRefused)(message or code)
 
-    async def _exchange(self, frame: bytes, retry: bool) -> dict[str, Any]:
+    async def _round_trip(self, op: str, args: dict[str, Any], deadline: float, retry: bool) -> dict[str, Any]:
+        connection, reused = self._pooled() or (await self._connect(), False)
+        request_id = next(self._ids)
+        left = max(deadline - asyncio.get_running_loop().time(), 0.001)  # what the vault has to answer in
+        frame = protocol.encode(protocol.request(request_id, op, args, round(left, 3)), self.max_frame)
         try:
-            async with asyncio.timeout(self.timeout):
-                reader, writer = await self._connection()
-                writer.write(frame)
-                await writer.drain()
-                header = await reader.readexactly(protocol.LENGTH.size)
-                body = await reader.readexactly(protocol.check_length(header, self.max_frame))
-            return protocol.decode_body(body)
+            answer = await connection.exchange(frame, request_id, self.max_frame)
         except (ConnectionError, asyncio.IncompleteReadError) as e:
-            await self.close()
-            if retry:  # the vault restarted or closed an idle connection: one fresh try
-                return await self._exchange(frame, retry=False)
+            connection.close()
+            if retry and reused:  # the vault restarted, or dropped an idle connection: one fresh try
+                return await self._round_trip(op, args, deadline, retry=False)
             raise VaultUnavailable(f"connection to the vault at {self.path} lost ({type(e).__name__})") from None
-        except TimeoutError:
-            await self.close()
-            raise VaultUnavailable(f"the vault at {self.path} did not answer within {self.timeout:g} s") from None
-        except ProtocolError:
-            await self.close()
+        except BaseException:
+            connection.close()  # cancelled or failed mid-call: its answer must never reach another call
             raise
+        if answer.get("ok") is True or answer.get("error") not in _CLOSING:
+            self._idle.append(connection)
+        else:
+            connection.close()
+        return answer
 
-    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._reader is None or self._writer is None or self._writer.is_closing():
-            try:
-                self._reader, self._writer = await asyncio.open_unix_connection(self.path)
-            except FileNotFoundError:
-                raise VaultUnavailable(f"no vault socket at {self.path}: is 'inboxlens serve' running?") from None
-            except PermissionError:
-                raise VaultUnavailable(f"no permission to connect to {self.path}") from None
-            except OSError as e:
-                raise VaultUnavailable(f"cannot connect to the vault at {self.path} ({e.strerror})") from None
-        return self._reader, self._writer
+    def _pooled(self) -> tuple["_Connection", bool] | None:
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.usable():
+                return connection, True
+            connection.close()
+        return None
+
+    async def _connect(self) -> "_Connection":
+        try:
+            return _Connection(*await asyncio.open_unix_connection(self.path))
+        except FileNotFoundError:
+            raise VaultUnavailable(f"no vault socket at {self.path}: is 'inboxlens serve' running?") from None
+        except PermissionError:
+            raise VaultUnavailable(f"no permission to connect to {self.path}") from None
+        except OSError as e:
+            raise VaultUnavailable(f"cannot connect to the vault at {self.path} ({e.strerror})") from None
 
     async def close(self) -> None:
-        writer, self._reader, self._writer = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+        for connection in idle:
+            await connection.closed()
+
+
+class _Connection:
+    """One connection to the vault, used by one call at a time."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def usable(self) -> bool:
+        """Still open: the vault closes idle connections, and a call must not be written into one."""
+        return not self.writer.is_closing() and not self.reader.at_eof()
+
+    async def exchange(self, frame: bytes, request_id: int, max_frame: int) -> dict[str, Any]:
+        self.writer.write(frame)
+        await self.writer.drain()
+        header = await self.reader.readexactly(protocol.LENGTH.size)
+        answer = protocol.decode_body(await self.reader.readexactly(protocol.check_length(header, max_frame)))
+        if answer.get("id") != request_id:
+            raise ProtocolError(f"the vault answered request {answer.get('id')!r}, not {request_id}")
+        return answer
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def closed(self) -> None:
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+

@@ -10,7 +10,8 @@ Layout of the key directory (owned by the vault's uid, mode 0700)::
 A private key may instead come from systemd credentials
 (``$CREDENTIALS_DIRECTORY/inboxlens-key-<id>``), which win over the file. Only the unit's
 main process (the root supervisor) can read that directory, so the supervisor reads
-them with ``read_credentials`` and hands them to the vault on its private pipe.
+them (``supervisor.plan``) and hands them to the vault on its private pipe. Creating
+a keyset is the CLI's job (``vault.admin``); the vault only loads, rotates and revokes.
 
 Changes are crash-safe: a new private key is written and synced before the
 keyset names it; a revoked key is marked revoked before its file is removed, and
@@ -36,7 +37,6 @@ from inboxlens.errors import KeysetError
 PRIMARY, ACTIVE, REVOKED = "primary", "active", "revoked"
 KEYSET_FILE = "keyset.json"
 LOCK_FILE = ".lock"
-CREDENTIAL_PREFIX = "inboxlens-key-"
 
 
 @dataclass(frozen=True)
@@ -92,15 +92,6 @@ class Keyset:
 
     # -- changing ----------------------------------------------------------
 
-    @classmethod
-    def create(cls, directory: Path, owner: tuple[int, int] | None = None) -> "Keyset":
-        """A new keyset with one primary key; refuses if one exists."""
-        if (directory / KEYSET_FILE).exists():
-            raise KeysetError(f"a keyset already exists in {directory}")
-        keyset = cls(directory, {}, {}, owner)
-        keyset.rotate()
-        return keyset
-
     def rotate(self) -> KeyInfo:
         """Add a new primary key; the old primary becomes active (decrypt only)."""
         new_id = self._next_id()
@@ -135,14 +126,6 @@ class Keyset:
         data = {"version": 1, "keys": [k.as_dict() for k in sorted(keys.values(), key=lambda k: k.id)]}
         write_atomic(self.directory / KEYSET_FILE, json.dumps(data, indent=2).encode(), 0o600, self._owner)
         self._keys = keys
-
-
-def prepare_directory(directory: Path, owner: tuple[int, int] | None) -> None:
-    """Create the key directory 0700 (owned by the vault when we are root)."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if owner is not None:
-        os.chown(directory, *owner)
-    os.chmod(directory, 0o700)
 
 
 class KeysetLock:
@@ -218,19 +201,9 @@ def _parse_keys(data: dict[str, object]) -> Iterator[KeyInfo]:
         yield KeyInfo(int(item["id"]), state, float(item["created"]), PublicKey(bytes.fromhex(item["public_key"])))
 
 
-def read_credentials(directory: Path | None) -> dict[int, bytes]:
-    """Private keys passed as systemd credentials, by key id."""
-    found: dict[int, bytes] = {}
-    for path in sorted(directory.glob(f"{CREDENTIAL_PREFIX}*")) if directory else []:
-        suffix = path.name[len(CREDENTIAL_PREFIX):]
-        if suffix.isdigit():
-            found[int(suffix)] = _read_key_file(path, int(suffix))
-    return found
-
-
 def _read_private(directory: Path, credentials: Mapping[int, bytes], info: KeyInfo) -> PrivateKey:
     path = directory / _secret_name(info.id)
-    raw = credentials[info.id] if info.id in credentials else _read_key_file(path, info.id)
+    raw = credentials[info.id] if info.id in credentials else read_key_file(path, info.id)
     if len(raw) != 32:
         raise KeysetError(f"private key {info.id} is damaged")
     key = PrivateKey(raw)
@@ -239,7 +212,8 @@ def _read_private(directory: Path, credentials: Mapping[int, bytes], info: KeyIn
     return key
 
 
-def _read_key_file(path: Path, key_id: int) -> bytes:
+def read_key_file(path: Path, key_id: int) -> bytes:
+    """A private key file's bytes, refused unless only its owner (the vault, or root) can read it."""
     try:
         with open(path, "rb", opener=_nofollow) as f:
             _check_private_mode(path, os.fstat(f.fileno()))

@@ -2,102 +2,48 @@
 
 A frame is a 4-byte big-endian length and that many bytes of one UTF-8 JSON
 object; a frame larger than the limit is refused before it is read. A request is
-exactly ``{"op": <name>, "args": {...}}`` and each operation's arguments are
-checked strictly: a missing, extra or ill-typed field is an error (Postfix's
-``ATTR_FLAG_STRICT``). An answer is ``{"ok": true, "result": {...}}`` or
-``{"ok": false, "error": <code>, "message": <text>}``; codes are in ``errors``.
+exactly ``{"id": n, "op": <name>, "args": {...}, "timeout": seconds}``: ``id`` is
+echoed in the answer, so a client never takes one call's answer for another's, and
+``timeout`` is how long the caller waits, so the vault answers before it gives up.
+Each operation's arguments are checked by its row in ``ops``. An answer is
+``{"id": n, "ok": true, "result": {...}}`` or ``{"id": n, "ok": false, "error":
+<code>, "message": <text>}``; codes are in ``errors``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
-import re
 import struct
-from typing import Any, Callable
+from typing import Any
 
 from inboxlens.errors import BadRequest, ProtocolError
 
 LENGTH = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 65536
-MAX_SEALED_BYTES = 8192
-MAX_REWRAP_BATCH = 1000
-
-_ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}")
-_PROVIDER = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-
-Validator = Callable[[Any], Any]
+MAX_ID = 2**53  # JSON numbers stay exact up to here in any reader
+MAX_TIMEOUT = 600.0
+_FIELDS = frozenset({"id", "op", "args", "timeout"})
 
 
-def account_id(value: Any) -> str:
-    if not isinstance(value, str) or not _ACCOUNT_ID.fullmatch(value):
-        raise BadRequest("account_id: 1-128 characters of letters, digits and ._:@+-")
-    return value
+def request(request_id: int, op: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+    return {"id": request_id, "op": op, "args": args, "timeout": timeout}
 
 
-def provider(value: Any) -> str:
-    if not isinstance(value, str) or not _PROVIDER.fullmatch(value):
-        raise BadRequest("provider: 1-32 lower-case letters, digits, '_' or '-'")
-    return value
+def request_id(message: dict[str, Any]) -> int | None:
+    """The id to echo: the request's, if it is one, else None (the answer then names no call)."""
+    value = message.get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID else None
 
 
-def sealed(value: Any) -> bytes:
-    if not isinstance(value, str) or len(value) > MAX_SEALED_BYTES * 4 // 3 + 4:
-        raise BadRequest(f"sealed: base64 of at most {MAX_SEALED_BYTES} bytes")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest("sealed: not valid base64") from None
-
-
-def rejected_token(value: Any) -> str:
-    """An access token the server refused ("" for none): the vault drops it from its cache."""
-    if not isinstance(value, str) or len(value) > 8192:
-        raise BadRequest("rejected: a string of at most 8192 characters")
-    return value
-
-
-def boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise BadRequest("expected true or false")
-    return value
-
-
-def _bounded_int(low: int, high: int, name: str) -> Validator:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise BadRequest(f"{name}: a whole number from {low} to {high}")
-        return value
-    return check
-
-
-# Each operation's argument names and how each is checked.
-REQUESTS: dict[str, dict[str, Validator]] = {
-    "public_key": {},
-    "set": {"account_id": account_id, "provider": provider, "sealed": sealed},
-    "forget": {"account_id": account_id, "revoke": boolean},
-    "token_state": {"account_id": account_id},
-    "get": {"account_id": account_id, "rejected": rejected_token},
-    "status": {},
-    "rotate": {},
-    "rewrap": {"limit": _bounded_int(1, MAX_REWRAP_BATCH, "limit")},
-    "revoke": {"key_id": _bounded_int(1, 2**31 - 1, "key_id")},
-}
-
-
-def parse_request(message: Any) -> tuple[str, dict[str, Any]]:
-    """Check a decoded frame is a well-formed request; return its op and checked args."""
-    if not isinstance(message, dict) or set(message) != {"op", "args"}:
-        raise BadRequest("a request is exactly {\"op\": ..., \"args\": {...}}")
-    op, args = message["op"], message["args"]
-    if not isinstance(op, str) or op not in REQUESTS:
-        raise BadRequest("unknown operation")
-    fields = REQUESTS[op]
-    if not isinstance(args, dict) or set(args) != set(fields):
-        raise BadRequest(f"{op} takes exactly: {', '.join(sorted(fields)) or 'no arguments'}")
-    return op, {name: check(args[name]) for name, check in fields.items()}
+def check_envelope(message: dict[str, Any]) -> float:
+    """Check a request's fields (not its args, which ``ops`` checks); return its timeout."""
+    timeout = message.get("timeout")
+    if set(message) != _FIELDS or request_id(message) is None:
+        raise BadRequest('a request is exactly {"id": n, "op": ..., "args": {...}, "timeout": seconds}')
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
+        raise BadRequest(f"timeout: seconds, more than 0 and at most {MAX_TIMEOUT:g}")
+    return float(timeout)
 
 
 def encode(message: dict[str, Any], max_bytes: int = DEFAULT_MAX_FRAME) -> bytes:
@@ -153,9 +99,9 @@ async def read_frame(reader: asyncio.StreamReader, max_bytes: int,
     return decode_body(body)
 
 
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    return {"ok": True, "result": result}
+def ok(request_id: int | None, result: dict[str, Any]) -> dict[str, Any]:
+    return {"id": request_id, "ok": True, "result": result}
 
 
-def error(code: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": code, "message": message}
+def error(request_id: int | None, code: str, message: str) -> dict[str, Any]:
+    return {"id": request_id, "ok": False, "error": code, "message": message}

@@ -5,6 +5,12 @@ connection, a timeout, a 5xx, a 429 or a body that is not a token are the world'
 fault: retried with bounded backoff, then ProviderUnavailable, and the stored token
 is kept. ``invalid_client`` tries the next configured client secret (so a secret
 can be rotated without downtime); when none is accepted, ProviderRejected.
+
+A rotated refresh token is handed to ``keep`` (which seals and stores it) before
+anything else in the answer is judged, and any retry presents it: the old one is
+spent, and a provider with reuse detection revokes the whole grant when it sees it
+again. authlib and httpx2 are imported on the first refresh or revocation, so a
+vault that only seals and serves cached tokens never loads them.
 """
 
 from __future__ import annotations
@@ -16,10 +22,6 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
-
-import httpx2 as httpx  # authlib's async client runs on httpx2 (its plain-httpx fallback is deprecated)
-from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from inboxlens.config.vault import ProviderConfig
 from inboxlens.errors import ProviderRejected, ProviderUnavailable, ReauthRequired
@@ -44,6 +46,9 @@ class Grant:
         return f"Grant(expires_at={self.expires_at:.0f}, rotated={self.refresh_token is not None})"
 
 
+Keep = Callable[[str], Awaitable[None]]
+
+
 class _Transient(Exception):
     """One attempt failed in a way worth retrying; carries a loggable reason only."""
 
@@ -59,18 +64,20 @@ class Refresher:
         self._default_expires_in = default_expires_in
         self._clock = clock
         self._sleep = sleep
-        self._clients: dict[tuple[str, int], AsyncOAuth2Client] = {}
+        self._clients: dict[tuple[str, int], Any] = {}  # authlib's AsyncOAuth2Client, made on first use
         self._discovery: dict[str, ProviderConfig] = {}
         self.transient_failures = 0
 
-    async def refresh(self, provider: str, refresh_token: str) -> Grant:
+    async def refresh(self, provider: str, refresh_token: str, keep: Keep) -> Grant:
+        """A new access token; ``keep`` gets a rotated refresh token before anything else is judged."""
         config = self._providers.get(provider)
         if config is None or not (config.token_url or config.issuer) or not config.client_id:
             raise ProviderRejected(f"provider {provider!r} is not configured in the vault")
+        current = [refresh_token]  # the token to present: a rotation replaces it, retries included
         for attempt in range(self._attempts):
             try:
                 config = await self._discovered(provider, config)
-                return await self._with_any_secret(provider, config, refresh_token)
+                return await self._with_any_secret(provider, config, current, keep)
             except _Transient as e:
                 self.transient_failures += 1
                 log.warning("refresh at %s failed (%s), attempt %d of %d", provider, e, attempt + 1, self._attempts)
@@ -78,11 +85,12 @@ class Refresher:
                     await self._sleep(self._backoff * 2**attempt)
         raise ProviderUnavailable(f"provider {provider!r} did not answer usefully; the token is kept, try again later")
 
-    async def _with_any_secret(self, provider: str, config: ProviderConfig, refresh_token: str) -> Grant:
+    async def _with_any_secret(self, provider: str, config: ProviderConfig, current: list[str], keep: Keep) -> Grant:
+        from authlib.integrations.base_client.errors import OAuthError
         secrets = config.client_secrets or ("",)
         for index in range(len(secrets)):
             try:
-                return await self._attempt(self._client(provider, config, index), config, refresh_token)
+                token = await self._attempt(self._client(provider, config, index), config, current[0])
             except OAuthError as e:
                 code = e.error if isinstance(e.error, str) and _ERROR_CODE.fullmatch(e.error) else "unknown"
                 if code == "invalid_grant":
@@ -93,9 +101,16 @@ class Refresher:
                     # authlib hides the status: a 429's error, temporarily_unavailable, anything new.
                     raise _Transient(f"error {code}") from None
                 log.warning("client secret %d of %d refused at %s (%s)", index + 1, len(secrets), provider, code)
+                continue
+            rotated = _rotated(token, current[0])
+            if rotated is not None:
+                await keep(rotated)  # the old one is spent at the provider: store the new one first
+                current[0] = rotated
+            return self._grant(token, rotated)
         raise ProviderRejected(f"provider {provider!r} accepted none of the {len(secrets)} configured client secrets")
 
-    async def _attempt(self, client: AsyncOAuth2Client, config: ProviderConfig, refresh_token: str) -> Grant:
+    async def _attempt(self, client: Any, config: ProviderConfig, refresh_token: str) -> dict[str, Any]:
+        import httpx2 as httpx  # authlib's async client runs on httpx2 (its plain-httpx fallback is deprecated)
         try:
             # authlib keeps the last answer in client.token; nothing awaits between its
             # parse and its return, so concurrent refreshes on one client stay apart.
@@ -106,17 +121,14 @@ class Refresher:
             raise _Transient(type(e).__name__) from None
         except ValueError:
             raise _Transient("answer is not a JSON object") from None
-        return self._grant(dict(token), refresh_token)
+        return dict(token)
 
-    def _grant(self, token: dict[str, Any], old_refresh_token: str) -> Grant:
+    def _grant(self, token: dict[str, Any], rotated: str | None) -> Grant:
         access = token.get("access_token")
         if not isinstance(access, str) or not 0 < len(access) <= MAX_TOKEN_CHARS:
             raise _Transient("answer has no usable access_token")
         if str(token.get("token_type", "bearer")).lower() != "bearer":
             raise _Transient("answer is not a bearer token")
-        rotated = token.get("refresh_token")
-        if rotated == old_refresh_token or not isinstance(rotated, str) or not 0 < len(rotated) <= MAX_TOKEN_CHARS:
-            rotated = None
         return Grant(access, self._clock() + self._expires_in(token.get("expires_in")), rotated)
 
     def _expires_in(self, value: Any) -> int:
@@ -131,6 +143,7 @@ class Refresher:
         if config.token_url:
             return config
         if provider not in self._discovery:
+            import httpx2 as httpx
             url = config.issuer.rstrip("/") + "/.well-known/openid-configuration"
             try:
                 async with httpx.AsyncClient(timeout=self._timeout, trust_env=False) as http:
@@ -156,6 +169,7 @@ class Refresher:
                 return "failed"
         if config is None or not config.revocation_url:
             return "not_supported"
+        import httpx2 as httpx
         try:
             answer = await self._client(provider, config, 0).revoke_token(
                 config.revocation_url, token=refresh_token, token_type_hint="refresh_token")
@@ -167,9 +181,10 @@ class Refresher:
             return "failed"
         return "revoked"
 
-    def _client(self, provider: str, config: ProviderConfig, index: int) -> AsyncOAuth2Client:
+    def _client(self, provider: str, config: ProviderConfig, index: int) -> Any:
         key = (provider, index)
         if key not in self._clients:
+            from authlib.integrations.httpx_client import AsyncOAuth2Client
             secret = config.client_secrets[index] if config.client_secrets else None
             self._clients[key] = AsyncOAuth2Client(
                 client_id=config.client_id, client_secret=secret,
@@ -182,3 +197,11 @@ class Refresher:
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
+
+
+def _rotated(token: dict[str, Any], presented: str) -> str | None:
+    """The new refresh token in an answer, if it carries a usable one that differs from ours."""
+    rotated = token.get("refresh_token")
+    if rotated == presented or not isinstance(rotated, str) or not 0 < len(rotated) <= MAX_TOKEN_CHARS:
+        return None
+    return rotated

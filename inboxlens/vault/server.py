@@ -1,24 +1,32 @@
 """The vault's request handlers (``answer_<op>``) and its connection loop.
 
-Every request: read the peer's credentials, name its role, check the operation
-against ``callers.PERMITS``. Unknown, unpermitted or malformed input is logged and
-the connection closed. Answers that could leak why a token failed to open carry
-one opaque code (``cannot_open``). Nothing here logs or returns a refresh token,
-a key or a client secret; ``answer_get`` returns an access token to harvest only.
+A connection's peer credentials (SO_PEERCRED) are read at accept: a peer with no
+role is closed at once, and each role has its own connection limit, so no caller
+can starve another. For every frame the operation is looked up in ``ops`` and the
+role checked first; an unpermitted or unknown operation gets one opaque answer,
+whatever its arguments, and the connection is closed, as is one that sends a
+malformed frame. Answers that could leak why a token failed to open carry one
+opaque code (``cannot_open``). A request carries how long its caller waits: the
+vault answers before that (a refresh it started goes on, and its result is kept).
+Nothing here logs or returns a refresh token, a key or a client secret;
+``answer_get`` returns an access token to harvest only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import logging
+import math
 import time
 import weakref
 from typing import Any, Awaitable, Callable
 
-from inboxlens.errors import (BadRequest, CannotOpen, Conflict, KeysetError, ProtocolError, ProviderRejected, ProviderUnavailable, ReauthRequired, SealedTokenError, UnknownAccount, VaultRefused)
-from inboxlens.vault import protocol, sealed
-from inboxlens.vault.callers import Callers, Peer, peer_of, permitted
+from inboxlens.errors import (BadRequest, CannotOpen, Conflict, KeysetError, ProtocolError, ProviderRejected,
+                              ProviderUnavailable, ReauthRequired, SealedTokenError, UnknownAccount, VaultRefused)
+from inboxlens.vault import ops, protocol, sealed
+from inboxlens.vault.callers import Callers, Peer, peer_of
 from inboxlens.vault.keyset import Keyset
 from inboxlens.vault.refresh import Refresher
 from inboxlens.vault.store import OK, REAUTH_REQUIRED, TokenRecord, TokenStore
@@ -26,6 +34,11 @@ from inboxlens.vault.store import OK, REAUTH_REQUIRED, TokenRecord, TokenStore
 log = logging.getLogger("inboxlens.vault")
 STATUS_EVENTS = 50
 REWRAP_CHUNK = 100  # tokens per transaction: one synced write each, not one per token
+REPLY_MARGIN = 0.25  # seconds kept back from a caller's timeout for the answer to reach it
+STORE_RESERVE = 1.0  # of a forget's time, kept for deleting the token after revoking it
+REFUSAL_LOG_SECONDS = 10.0
+# The time (loop clock) by which the request being handled must be answered.
+DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("deadline", default=math.inf)
 
 
 class Vault:
@@ -39,10 +52,11 @@ class Vault:
         self.clock = clock
         self._cache: dict[str, tuple[str, float]] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._refreshing: dict[str, asyncio.Task[tuple[str, float]]] = {}
         self._failing: set[str] = set()
         self.refreshes = 0
         self.handlers: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
-            op: getattr(self, f"answer_{op}") for op in protocol.REQUESTS}
+            op: getattr(self, f"answer_{op}") for op in ops.OPS}
 
     # -- handlers ------------------------------------------------------------
 
@@ -60,15 +74,17 @@ class Vault:
         return {"account_id": account_id, "key_id": key_id}
 
     async def answer_forget(self, account_id: str, revoke: bool) -> dict[str, Any]:
-        """Delete an account's token; with ``revoke``, first revoke the grant at the provider."""
+        """Delete an account's token; with ``revoke``, first revoke the grant at the provider.
+
+        The revocation gets what is left of the caller's time less STORE_RESERVE, so the
+        answer (which web shows the user) always says what happened: a revocation cut
+        short is ``failed``, and the token is deleted all the same.
+        """
         async with self._lock(account_id):
             record = await self.store.get(account_id)
             revoked = "no_token" if record is None else "not_requested"
             if record is not None and revoke:
-                try:
-                    revoked = await self.refresher.revoke(record.provider, self._open(record))
-                except CannotOpen:
-                    revoked = "failed"
+                revoked = await self._revoke(record)
             forgotten = await self.store.delete(account_id)
             self._cache.pop(account_id, None)
             self._failing.discard(account_id)
@@ -86,16 +102,12 @@ class Vault:
         """An access token for harvest. ``rejected``: the one the mail server just refused, if any.
 
         Only that very token is dropped from the cache, so many callers reporting the same
-        refusal still cause one refresh.
+        refusal still cause one refresh: all of them wait for the same refresh task.
         """
         current = self._cache.get(account_id)
         if rejected and current is not None and hmac.compare_digest(current[0], rejected):
             del self._cache[account_id]
-        cached = self._fresh(account_id)
-        if cached is None:
-            async with self._lock(account_id):
-                # Single flight: whoever waited for the lock finds the token the first caller fetched.
-                cached = self._fresh(account_id) or await self._refresh(account_id)
+        cached = self._fresh(account_id) or await self._refreshed(account_id)
         return {"access_token": cached[0], "expires_at": cached[1]}
 
     async def answer_status(self) -> dict[str, Any]:
@@ -179,6 +191,49 @@ class Vault:
         self._open(TokenRecord(account_id, provider, key_id, blob, OK, 0.0))
         return key_id
 
+    async def _revoke(self, record: TokenRecord) -> str:
+        left = DEADLINE.get() - asyncio.get_running_loop().time() - STORE_RESERVE
+        try:
+            async with asyncio.timeout(max(left, 0.0)):
+                return await self.refresher.revoke(record.provider, self._open(record))
+        except CannotOpen:
+            return "failed"
+        except TimeoutError:
+            log.warning("revocation for account %s cut short by its caller's deadline", record.account_id)
+            return "failed"
+
+    async def _refreshed(self, account_id: str) -> tuple[str, float]:
+        """Single flight: one refresh task per account; callers wait for it until their deadline.
+
+        The task is shielded: a refresh cut off half-way could lose a rotated refresh
+        token the provider already spent the old one for. It ends within its own bounds
+        (attempts x timeout + backoff) and leaves its token in the cache.
+        """
+        task = self._refreshing.get(account_id)
+        if task is None:
+            task = self._refreshing[account_id] = asyncio.create_task(self._refresh_locked(account_id))
+            task.add_done_callback(lambda t: self._refresh_done(account_id, t))
+        left = DEADLINE.get() - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), max(left, 0.0))
+        except TimeoutError:
+            raise ProviderUnavailable("the provider is slow; the refresh goes on, ask again shortly") from None
+
+    def _refresh_done(self, account_id: str, task: asyncio.Task[tuple[str, float]]) -> None:
+        if self._refreshing.get(account_id) is task:
+            del self._refreshing[account_id]
+        if not task.cancelled():
+            task.exception()  # answered to whoever waited; marking it retrieved keeps asyncio quiet
+
+    async def refreshes_in_flight(self) -> None:
+        """Wait for running refreshes, so a rotated refresh token is stored before the vault exits."""
+        if self._refreshing:
+            await asyncio.wait(list(self._refreshing.values()))
+
+    async def _refresh_locked(self, account_id: str) -> tuple[str, float]:
+        async with self._lock(account_id):
+            return self._fresh(account_id) or await self._refresh(account_id)
+
     async def _refresh(self, account_id: str) -> tuple[str, float]:
         record = await self.store.get(account_id)
         if record is None:
@@ -192,7 +247,7 @@ class Vault:
             raise
         self.refreshes += 1
         try:
-            grant = await self.refresher.refresh(record.provider, refresh_token)
+            grant = await self.refresher.refresh(record.provider, refresh_token, self._keeper(record))
         except ReauthRequired:
             await self.store.set_status(account_id, REAUTH_REQUIRED)
             await self.store.add_event(account_id, "reauth_required", "provider answered invalid_grant")
@@ -202,8 +257,6 @@ class Vault:
         except (ProviderUnavailable, ProviderRejected) as e:
             await self._note_failure(account_id, e.code)
             raise
-        if grant.refresh_token is not None:
-            await self._store_rotated(record, grant.refresh_token)
         if account_id in self._failing:
             self._failing.discard(account_id)
             await self.store.add_event(account_id, "refresh_recovered", "")
@@ -216,82 +269,132 @@ class Vault:
             self._failing.add(account_id)
             await self.store.add_event(account_id, "refresh_failed", code)
 
-    async def _store_rotated(self, record: TokenRecord, refresh_token: str) -> None:
-        # The old token is already spent at the provider: the new one must be kept, whatever else.
-        primary = self.keyset.primary
-        blob = sealed.seal(primary.public_key, primary.id, record.account_id, record.provider, refresh_token)
-        if not await self.store.replace(record.account_id, record.sealed, primary.id, blob):
-            await self.store.put(record.account_id, record.provider, primary.id, blob)
+    def _keeper(self, record: TokenRecord) -> Callable[[str], Awaitable[None]]:
+        """Seal and store a rotated refresh token (compare-and-set on the blob it replaces)."""
+        stored = [record.sealed]
 
-    # -- connections -----------------------------------------------------------
+        async def keep(refresh_token: str) -> None:
+            primary = self.keyset.primary
+            blob = sealed.seal(primary.public_key, primary.id, record.account_id, record.provider, refresh_token)
+            if not await self.store.replace(record.account_id, stored[0], primary.id, blob):
+                await self.store.put(record.account_id, record.provider, primary.id, blob)
+            stored[0] = blob
+        return keep
+
+    # -- requests --------------------------------------------------------------
 
     async def dispatch(self, peer: Peer, message: dict[str, Any]) -> dict[str, Any]:
-        """Answer one decoded frame. Raises BadRequest or PermissionError to close the connection."""
-        role = self.callers.role_of(peer)
-        op, args = protocol.parse_request(message)
-        if not permitted(role, op):
-            raise PermissionError(f"{op} refused for pid {peer.pid} uid {peer.uid} (role {role or 'none'})")
+        """Answer one decoded frame. Raises NotPermitted or BadRequest to close the connection.
+
+        Permission comes first: nothing of an unpermitted request (its args, its shape)
+        is looked at, so every such request gets the same answer.
+        """
+        role, op = self.callers.role_of(peer), message.get("op")
+        if not isinstance(op, str) or not ops.permitted(role, op):
+            name = op if isinstance(op, str) and op in ops.OPS else "an unknown operation"  # never echo raw input
+            raise PermissionError(f"{name} refused for pid {peer.pid} uid {peer.uid} (role {role or 'none'})")
+        timeout = protocol.check_envelope(message)
+        args = ops.check_args(op, message["args"])
+        DEADLINE.set(asyncio.get_running_loop().time() + max(timeout - REPLY_MARGIN, timeout / 2))
         try:
-            return protocol.ok(await self.handlers[op](**args))
+            return protocol.ok(message["id"], await self.handlers[op](**args))
         except VaultRefused as e:
-            return protocol.error(e.code, e.message)
+            return protocol.error(message["id"], e.code, e.message)
 
 
 class Listener:
-    """Accepts connections on the vault socket, one task each, within the configured bounds."""
+    """Accepts connections on the vault socket, one task each, within per-role bounds."""
 
-    def __init__(self, vault: Vault, *, max_frame: int, frame_timeout: float, idle_timeout: float,
-                 max_connections: int) -> None:
+    def __init__(self, vault: Vault, *, limits: dict[str, int], max_frame: int, frame_timeout: float,
+                 idle_timeout: float) -> None:
         self.vault = vault
+        self.limits = limits
         self.max_frame = max_frame
         self.frame_timeout = frame_timeout
         self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
-        self.connections = 0
+        self.open = dict.fromkeys(limits, 0)
+        self._idle: set[asyncio.Task[Any]] = set()  # waiting for a frame: closed at once on stop
+        self._refusals = _Throttled(REFUSAL_LOG_SECONDS)
+        self.stopping = False
+
+    def stop_idle(self) -> None:
+        """Stopping: close connections waiting for a request; busy ones close after their answer."""
+        self.stopping = True
+        for task in list(self._idle):
+            task.cancel()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.connections >= self.max_connections:
-            log.warning("refusing a connection: %d already open", self.connections)
+        peer = peer_of(writer.get_extra_info("socket"))
+        role = self.vault.callers.role_of(peer)
+        if role is None or self.open[role] >= self.limits[role]:
+            why = "no role" if role is None else f"{role} already has {self.open[role]} connections"
+            self._refusals.warn("refused a connection from pid %d uid %d: %s", peer.pid, peer.uid, why)
             writer.close()
             return
-        self.connections += 1
+        self.open[role] += 1
         try:
-            await self._serve(reader, writer)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
+            await self._serve(peer, reader, writer)
+        except (ConnectionError, TimeoutError):
+            pass  # the caller went away, or stopped reading its answer: nothing more to do for it
         finally:
-            self.connections -= 1
+            self.open[role] -= 1
             writer.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        while True:
-            peer = peer_of(sock)
+    async def _serve(self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while not self.stopping:
+            self._idle.add(task)
             try:
                 message = await protocol.read_frame(reader, self.max_frame, self.idle_timeout, self.frame_timeout)
-                if message is None:
-                    return
-                answer = await self.vault.dispatch(peer, message)
             except ProtocolError as e:
                 log.warning("closing connection from pid %d uid %d: %s", peer.pid, peer.uid, e)
                 return
-            except BadRequest as e:
-                log.warning("bad request from pid %d uid %d: %s", peer.pid, peer.uid, e.message)
-                await self._send(writer, protocol.error(e.code, e.message))
+            finally:
+                self._idle.discard(task)
+            if message is None:
                 return
-            except PermissionError as e:
-                log.warning("unpermitted request: %s", e)
-                await self._send(writer, protocol.error("not_permitted", "operation not permitted for this caller"))
-                return
-            except Exception as e:  # noqa: BLE001 - one bad request must not take the vault down
-                # The type only: an exception's text could quote data we were handling.
-                log.error("internal error answering pid %d: %s", peer.pid, type(e).__name__)
-                await self._send(writer, protocol.error("internal", "internal error; see the vault's log"))
-                return
+            answer, keep_open = await self._answer(peer, message)
             await self._send(writer, answer)
+            if not keep_open:
+                return
+
+    async def _answer(self, peer: Peer, message: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The answer to one frame, and whether the connection may stay open after it."""
+        request_id = protocol.request_id(message)
+        try:
+            return await self.vault.dispatch(peer, message), True
+        except PermissionError as e:
+            log.warning("unpermitted request: %s", e)
+            return protocol.error(request_id, "not_permitted", "operation not permitted for this caller"), False
+        except BadRequest as e:
+            log.warning("bad request from pid %d uid %d: %s", peer.pid, peer.uid, e.message)
+            return protocol.error(request_id, e.code, e.message), False
+        except Exception as e:  # noqa: BLE001 - one bad request must not take the vault down
+            # The type only: an exception's text could quote data we were handling.
+            log.error("internal error answering pid %d: %s", peer.pid, type(e).__name__)
+            return protocol.error(request_id, "internal", "internal error; see the vault's log"), False
 
     async def _send(self, writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
         writer.write(protocol.encode(message, self.max_frame))
         if writer.transport.get_write_buffer_size():  # drain only a client that reads slowly
             async with asyncio.timeout(self.frame_timeout):
                 await writer.drain()
+
+
+class _Throttled:
+    """At most one log line per interval; the next one says how many were left out."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_at = 0.0
+        self.skipped = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.skipped += 1
+            return
+        suffix = f" ({self.skipped} more like it not logged)" if self.skipped else ""
+        log.warning(message + suffix, *args)
+        self.next_at, self.skipped = now + self.interval, 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inboxlens.vault.keyset import Keyset, prepare_directory
+from inboxlens.vault.admin import create_keyset, prepare_directory
 
 READY_TIMEOUT = 20.0
 
@@ -94,7 +94,7 @@ def make_vault(tmp: Path, providers: dict[str, Any] | None = None, callers: dict
     proc = VaultProcess(state, runtime, tmp / "vault.log")
     prepare_directory(proc.vault_dir, owner)
     if create_keys:
-        Keyset.create(proc.vault_dir, owner)
+        create_keyset(proc.vault_dir, owner)
     proc.slice = {
         "config": {"state_dir": str(state), "runtime_dir": str(runtime), "log_level": "DEBUG",
                    "providers": providers or {}, "vault": {"refresh_backoff_seconds": 0.01, **(vault or {})}},

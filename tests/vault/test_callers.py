@@ -1,24 +1,11 @@
+"""Roles from peer credentials: uids in separated mode, registered PIDs in development mode."""
+
 from __future__ import annotations
 
 import pytest
 
-from inboxlens.vault.callers import ADMIN, HARVEST, PERMITS, WEB, Callers, Peer, permitted
-from inboxlens.vault.protocol import REQUESTS
-
-
-def test_every_operation_has_exactly_one_permit_entry():
-    assert set(PERMITS) == set(REQUESTS)
-
-
-@pytest.mark.parametrize("op, allowed", [
-    ("public_key", {WEB, HARVEST, ADMIN}), ("set", {WEB}), ("forget", {WEB}), ("token_state", {WEB}),
-    ("get", {HARVEST}),
-    ("status", {ADMIN}), ("rotate", {ADMIN}), ("rewrap", {ADMIN}), ("revoke", {ADMIN}),
-])
-def test_permit_table(op, allowed):
-    for role in (WEB, HARVEST, ADMIN, None):
-        assert permitted(role, op) == (role in allowed)
-    assert not permitted(WEB, "no_such_op")
+from inboxlens.vault.callers import Callers, Peer
+from inboxlens.vault.ops import ADMIN, HARVEST, WEB
 
 
 def test_roles_by_uid_in_separated_mode():

@@ -9,7 +9,9 @@ import pytest
 from nacl.public import PrivateKey
 
 from inboxlens.errors import KeysetError
-from inboxlens.vault.keyset import ACTIVE, PRIMARY, REVOKED, Keyset, KeysetLock, prepare_directory, read_credentials
+from inboxlens.supervisor.plan import read_credentials
+from inboxlens.vault.admin import create_keyset, prepare_directory
+from inboxlens.vault.keyset import ACTIVE, PRIMARY, REVOKED, Keyset, KeysetLock
 
 
 @pytest.fixture
@@ -23,18 +25,18 @@ def mode(path: Path) -> int:
 
 
 def test_create_writes_private_keys_0400_in_a_0700_directory(keydir: Path):
-    keyset = Keyset.create(keydir)
+    keyset = create_keyset(keydir)
     assert keyset.primary.id == 1
     assert mode(keydir) == 0o700
     assert mode(keydir / "key-1.secret") == 0o400
     assert mode(keydir / "keyset.json") == 0o600
     assert "secret" not in (keydir / "keyset.json").read_text()
     with pytest.raises(KeysetError, match="already exists"):
-        Keyset.create(keydir)
+        create_keyset(keydir)
 
 
 def test_rotate_and_revoke_states_survive_a_reload(keydir: Path):
-    keyset = Keyset.create(keydir)
+    keyset = create_keyset(keydir)
     keyset.rotate()
     keyset.rotate()
     assert [(k.id, k.state) for k in keyset.keys()] == [(1, ACTIVE), (2, ACTIVE), (3, PRIMARY)]
@@ -47,7 +49,7 @@ def test_rotate_and_revoke_states_survive_a_reload(keydir: Path):
 
 
 def test_primary_cannot_be_revoked_and_unknown_ids_are_named(keydir: Path):
-    keyset = Keyset.create(keydir)
+    keyset = create_keyset(keydir)
     with pytest.raises(KeysetError, match="primary"):
         keyset.revoke(1)
     with pytest.raises(KeysetError, match="no key 9"):
@@ -55,14 +57,14 @@ def test_primary_cannot_be_revoked_and_unknown_ids_are_named(keydir: Path):
 
 
 def test_load_refuses_a_private_key_readable_by_others(keydir: Path):
-    Keyset.create(keydir)
+    create_keyset(keydir)
     os.chmod(keydir / "key-1.secret", 0o440)
     with pytest.raises(KeysetError, match="readable by others"):
         Keyset.load(keydir)
 
 
 def test_load_refuses_a_key_that_does_not_match_its_public_key(keydir: Path):
-    Keyset.create(keydir)
+    create_keyset(keydir)
     path = keydir / "key-1.secret"
     os.chmod(path, 0o600)
     path.write_bytes(bytes(PrivateKey.generate()))
@@ -73,7 +75,7 @@ def test_load_refuses_a_key_that_does_not_match_its_public_key(keydir: Path):
 
 @pytest.mark.parametrize("damage", ["{", '{"version": 2, "keys": []}', '{"version": 1, "keys": [{"id": 1}]}'])
 def test_damaged_keyset_file_is_a_clear_error(keydir: Path, damage: str):
-    Keyset.create(keydir)
+    create_keyset(keydir)
     (keydir / "keyset.json").write_text(damage)
     with pytest.raises(KeysetError, match="damaged"):
         Keyset.load(keydir)
@@ -85,7 +87,7 @@ def test_missing_keyset_says_how_to_create_one(keydir: Path):
 
 
 def test_crash_leftovers_are_handled(keydir: Path):
-    keyset = Keyset.create(keydir)
+    keyset = create_keyset(keydir)
     # A crash after writing a new key file but before the keyset named it: its id is skipped.
     fd = os.open(keydir / "key-2.secret", os.O_WRONLY | os.O_CREAT, 0o400)
     os.write(fd, bytes(PrivateKey.generate()))
@@ -100,7 +102,7 @@ def test_crash_leftovers_are_handled(keydir: Path):
 
 
 def test_systemd_credential_wins_over_the_file(keydir: Path, tmp_path: Path):
-    Keyset.create(keydir)
+    create_keyset(keydir)
     credentials = tmp_path / "creds"
     credentials.mkdir()
     raw = (keydir / "key-1.secret").read_bytes()

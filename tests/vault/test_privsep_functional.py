@@ -20,6 +20,7 @@ import pytest
 
 from inboxlens.errors import StartFailed
 from inboxlens.supervisor.plan import Plan, check_reachable
+from inboxlens.vault.client import VaultClient
 from tests.support.oauth_provider import OAuthProvider
 from tests.support.osusers import ensure_group, ensure_user
 from tests.support.vaultproc import VaultProcess, make_vault
@@ -140,7 +141,9 @@ async def test_strangers_cannot_connect_and_group_members_get_nothing(vault, use
     stranger = await call_as(users["stranger"], [], vault.socket, [("public_key", {})])
     assert "unavailable" in stranger[0] and "permission" in stranger[0]["unavailable"]
     member = await call_as(users["member"], [shared_gid], vault.socket, [("public_key", {})])
-    assert member == [{"error": "not_permitted"}]
+    # A group member with no role may connect, but the vault closes it at accept, unanswered.
+    assert "unavailable" in member[0] and "lost" in member[0]["unavailable"]
+    assert f"refused a connection from pid" in vault.log() and f"uid {users['member'].uid}: no role" in vault.log()
 
 
 async def test_admin_operations_work_for_root(vault):
@@ -168,3 +171,54 @@ async def test_the_vault_is_not_dumpable_and_has_no_core_limit(vault, users):
     assert os.stat(f"/proc/{pid}/environ").st_uid == 0
     limits = Path(f"/proc/{pid}/limits").read_text()
     assert [line.split()[4:6] for line in limits.splitlines() if line.startswith("Max core file size")] == [["0", "0"]]
+
+
+FLOOD = """
+import socket, sys
+held = []
+for _ in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    held.append(s)
+print("open", flush=True)
+sys.stdin.read()
+"""
+
+
+async def flood_as(user: User, groups: list[int], socket: Path, count: int) -> asyncio.subprocess.Process:
+    """A process of ``user`` holding ``count`` connections to the vault until its stdin closes."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FLOOD, str(socket), str(count), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, user=user.uid, group=user.gid, extra_groups=groups)
+    assert process.stdout is not None
+    assert await asyncio.wait_for(process.stdout.readline(), 60) == b"open\n"
+    return process
+
+
+async def end(process: asyncio.subprocess.Process) -> None:
+    assert process.stdin is not None
+    process.stdin.close()
+    await asyncio.wait_for(process.wait(), 30)
+
+
+@pytest.mark.parametrize("flooder", ["member", "web", "harvest"])
+async def test_a_flooding_caller_starves_no_other_role(vault, users, shared_gid, oauth, flooder):
+    token = oauth.issue_refresh_token("bob@example.test")
+    await call_as(users["web"], [shared_gid], vault.socket,
+                  [("seal_and_set", {"account_id": "acct-1", "provider": "test", "refresh_token": token})])
+    flood = await flood_as(users[flooder], [shared_gid], vault.socket, 300)
+    try:
+        got = await call_as(users["harvest"], [shared_gid], vault.socket, [("get", {"account_id": "acct-1", "rejected": ""})])
+        state = await call_as(users["web"], [shared_gid], vault.socket, [("token_state", {"account_id": "acct-1"})])
+        async with VaultClient(vault.socket) as admin:  # root: the admin role
+            assert [k["id"] for k in (await admin.status())["keys"]] == [1]
+    finally:
+        await end(flood)
+    # The flooder's own role is full (or it has none); every other role is still answered.
+    if flooder != "harvest":
+        assert oauth.is_active(got[0]["ok"]["access_token"])
+    if flooder != "web":
+        assert state == [{"ok": {"state": "ok"}}]
+    why = "no role" if flooder == "member" else f"{flooder} already has 32 connections"
+    assert f"uid {users[flooder].uid}: {why}" in vault.log()
+    assert vault.log().count("refused a connection") < 10  # rate-limited, not one line per connection

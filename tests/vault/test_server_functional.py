@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import signal
 import socket
 import struct
 import time
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from inboxlens.errors import CannotOpen, NotPermitted, ProviderRejected, ProviderUnavailable, ReauthRequired
+from inboxlens.errors import (CannotOpen, NotPermitted, ProviderRejected, ProviderUnavailable, ReauthRequired,
+                              VaultUnavailable)
 from inboxlens.vault.client import VaultClient
 from tests.support.oauth_provider import OAuthProvider
 from tests.vault.conftest import CLIENT_ID, CLIENT_SECRET, become, provider_config
@@ -43,7 +45,7 @@ async def test_get_refreshes_once_then_serves_from_cache(vault_factory, oauth: O
 
 
 async def test_concurrent_gets_cause_exactly_one_refresh(vault_factory, oauth: OAuthProvider):
-    vault = await vault_factory(oauth)
+    vault = await vault_factory(oauth, vault={"max_connections_harvest": 100})
     await connect(vault, oauth, oauth.issue_refresh_token(EMAIL))
     oauth.delay = 0.3  # every get arrives while the first refresh is still running
     clients = [VaultClient(vault.socket) for _ in range(100)]
@@ -347,3 +349,68 @@ async def test_a_rejected_access_token_is_replaced_once(vault_factory, oauth: OA
     assert len({a.token for a in answers}) == 1 and oauth.refresh_grants == 3
     for c in clients:
         await c.close()
+
+
+async def test_a_rotated_refresh_token_is_kept_when_the_access_token_is_unusable(vault_factory, oauth: OAuthProvider):
+    # The provider rotates (spending the old token) but sends a 100 KB access token. Presenting the
+    # spent token again would trip its reuse detection and revoke the whole grant.
+    vault = await vault_factory(oauth, vault={"refresh_attempts": 1})
+    client = await connect(vault, oauth, oauth.issue_refresh_token(EMAIL))
+    oauth.fail_mode = "huge_access_token"
+    with pytest.raises(ProviderUnavailable):
+        await client.get(ACCOUNT)
+    oauth.fail_mode = None
+    token = await client.get(ACCOUNT)  # presents the rotated token the vault stored first
+    assert oauth.is_active(token.token)
+    assert oauth.refresh_grants == 2
+
+
+async def test_a_retry_presents_the_rotated_refresh_token(vault_factory, oauth: OAuthProvider):
+    vault = await vault_factory(oauth, vault={"refresh_attempts": 2})
+    client = await connect(vault, oauth, oauth.issue_refresh_token(EMAIL))
+    oauth.fail_mode, oauth.fail_count = "huge_access_token", 1
+    assert oauth.is_active((await client.get(ACCOUNT)).token)
+    spent = [r["refresh_token"] for r in oauth.token_requests if r.get("grant_type") == "refresh_token"]
+    assert len(spent) == 2 and spent[0] != spent[1]
+
+
+async def test_stopping_waits_for_a_running_refresh_and_keeps_its_token(vault_factory, oauth: OAuthProvider):
+    vault = await vault_factory(oauth)
+    client = await connect(vault, oauth, oauth.issue_refresh_token(EMAIL))
+    idle = VaultClient(vault.socket)
+    await idle.public_key()  # an idle connection must not hold up the stop
+    oauth.delay = 0.5
+    running = asyncio.create_task(client.get(ACCOUNT))
+    await _until(lambda: oauth.refresh_grants == 1)
+    vault.process.send_signal(signal.SIGTERM)
+    assert oauth.is_active((await running).token)  # answered while stopping
+    assert await vault.stop() == 0
+    await client.close()
+    await idle.close()
+    oauth.delay = 0
+    await vault.start()  # a new vault must refresh with the token rotated during the stop
+    client = VaultClient(vault.socket)
+    await become(vault, client, os.getpid(), "harvest")
+    assert oauth.is_active((await client.get(ACCOUNT)).token)
+    await client.close()
+
+
+async def test_a_drain_past_its_deadline_exits_non_zero(vault_factory, oauth: OAuthProvider):
+    vault = await vault_factory(oauth, vault={"shutdown_seconds": 0.2})
+    client = await connect(vault, oauth, oauth.issue_refresh_token(EMAIL))
+    oauth.delay = 3.0
+    running = asyncio.create_task(client.get(ACCOUNT))
+    await _until(lambda: oauth.refresh_grants == 1)
+    vault.process.send_signal(signal.SIGTERM)
+    assert await vault.stop() == 75
+    assert "stopped uncleanly" in vault.log()
+    with pytest.raises(VaultUnavailable):
+        await running
+    await client.close()
+
+
+async def _until(condition) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
