@@ -3,12 +3,18 @@
 Privilege: its own uid (``inboxlens-harvest``) with the shared ``inboxlens`` group
 (the vault's socket). It holds no key and no client secret: it asks the vault for
 short-lived access tokens (``get``), which only it may do.
-Untrusted input: IMAP responses (bounded by batch size and timeouts, parsed
+Untrusted input: IMAP responses (bounded by ``harvest.max_literal_bytes``,
+``max_line_bytes`` and ``max_response_bytes``, batch size and timeouts; parsed
 defensively), token answers from the vault.
 Writes: PostgreSQL (leases, checkpoints, account status) as its own role; raw header
 rows, rollups and insights to the metrics store (PostgreSQL, or Cassandra); log lines on stderr (account ids and counts, never a token or a header value).
 Config keys: ``harvest.*``, ``providers.*`` (IMAP host, port, TLS, trusted authserv-ids),
-``metrics.*``, ``insights.*``, ``database.dsn``, ``runtime_dir``.
+``metrics.*``, ``insights.*``, ``database.dsn``, ``runtime_dir``,
+``supervisor.stop_timeout_seconds`` (how long stopping may take; the supervisor passes it
+in harvest's slice).
+Stopping (SIGTERM, or the supervisor's pipe closing): no new sync starts; running ones
+get until ``stop_timeout_seconds`` - 5 to finish, then are interrupted and give their
+leases back. Exit status 0, or 75 (EX_TEMPFAIL) if a sync had to be interrupted.
 """
 
 from __future__ import annotations
@@ -16,21 +22,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from functools import partial
 
 import asyncpg
 
 from inboxlens import child
 from inboxlens.config.schema import Config
 from inboxlens.config.loader import from_dict
-from inboxlens.errors import MetricsUnavailable
+from inboxlens.errors import DrainExpired, MetricsUnavailable, StartError
 from inboxlens.metrics.factory import open_metrics
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.vault.client import VaultClient
-from inboxlens.harvest.imap import ImapSession
+from inboxlens.harvest.imap import ImapLimits, ImapSession
 from inboxlens.harvest.scheduler import Limits, Scheduler
 from inboxlens.harvest.sync import SyncSettings
 
 log = logging.getLogger("inboxlens.harvest")
+STOP_MARGIN = 5.0  # seconds of the supervisor's stop timeout kept for interrupting syncs and closing
 
 
 def settings(config: Config) -> SyncSettings:
@@ -42,7 +50,8 @@ def settings(config: Config) -> SyncSettings:
 
 def scheduler(config: Config, pool: asyncpg.Pool, vault: VaultClient, metrics: MetricsStore) -> Scheduler:
     h = config.harvest
-    return Scheduler(pool, vault, ImapSession.open, config.providers, settings(config),
+    connect = partial(ImapSession.open, limits=ImapLimits.of(h))
+    return Scheduler(pool, vault, connect, config.providers, settings(config),
                      interval=timedelta(seconds=h.interval_seconds),
                      limits=Limits(h.max_connections, h.max_connections_per_host), metrics=metrics)
 
@@ -53,20 +62,31 @@ async def main(channel: child.Channel) -> None:
         pool = await asyncpg.create_pool(config.database.dsn, min_size=1, max_size=config.harvest.max_connections + 2,
                                          command_timeout=60)
     except (OSError, asyncpg.PostgresError) as e:
-        raise child.StartError(f"cannot reach PostgreSQL ({type(e).__name__})") from None
+        raise StartError(f"cannot reach PostgreSQL ({type(e).__name__})") from None
     try:
         metrics = await open_metrics(config, pool)
     except MetricsUnavailable as e:
-        raise child.StartError(f"cannot reach the metrics store ({e})") from None
+        raise StartError(f"cannot reach the metrics store ({e})") from None
     vault = VaultClient(config.vault_socket)
     channel.ready()
     control = asyncio.create_task(_drain(channel))
-    await scheduler(config, pool, vault, metrics).run(channel.stopping, config.harvest.tick_seconds)
+    drain = max(1.0, config.supervisor.stop_timeout_seconds - STOP_MARGIN)
+    finished = await scheduler(config, pool, vault, metrics).run(channel.stopping, config.harvest.tick_seconds,
+                                                                 drain)
     control.cancel()
+    await _close(metrics, vault, pool)
+    if not finished:  # child.run exits 75 (EX_TEMPFAIL) on it, after our cleanup above
+        raise DrainExpired("syncs were interrupted at the drain deadline; they resume at the next start")
+    log.info("stopped")
+
+
+async def _close(metrics: MetricsStore, vault: VaultClient, pool: asyncpg.Pool) -> None:
     await metrics.close()
     await vault.close()
-    await pool.close()
-    log.info("stopped")
+    try:
+        await asyncio.wait_for(pool.close(), STOP_MARGIN / 2)
+    except TimeoutError:  # a connection still busy: do not wait on it
+        pool.terminate()
 
 
 async def _drain(channel: child.Channel) -> None:

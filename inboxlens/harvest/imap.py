@@ -12,8 +12,12 @@ aioimaplib 2.0.3 (upstream iroco-co/aioimaplib #118, PRs #119/#130 open):
    before ``NO``; aioimaplib never sent it and waited for its timeout. ``_continuation``
    answers the challenge with an empty line, so a refusal returns at once.
 
-And one more found here: after a dropped connection, the running command and any later
-one waited for their timeout (60 s); now they fail at once.
+And two more found here: after a dropped connection, the running command and any later
+one waited for their timeout (60 s); now they fail at once. And aioimaplib buffered
+whatever a server sent: a literal declared as {2147483648}, or a line that never ends,
+took gigabytes. ``_Protocol`` caps a literal, a line and one command's whole answer
+(``ImapLimits``, from ``[harvest]``) and drops the connection the moment one is passed,
+before buffering more than the cap (plus the one chunk being read).
 
 We keep aioimaplib (its command and state handling) rather than write a client, and
 measure the result against the stdlib's bare fetch in ``bench/harvest.py``.
@@ -22,10 +26,13 @@ measure the result against the stdlib's bare fetch in ``bench/harvest.py``.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import ipaddress
 from array import array
 import re
 import ssl
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Sequence
 
@@ -33,10 +40,13 @@ import aioimaplib
 from aioimaplib.aioimaplib import (CRLF, SELECTED, Command, FetchCommand, IMAP4ClientProtocol, IncompleteRead,
                                    literal_data_re)
 
+from inboxlens.config.schema import HarvestConfig
 from inboxlens.config.vault import ProviderConfig
-from inboxlens.harvest.sync import AuthenticationRefused, Fetched, Mailbox, MailServerError
+from inboxlens.errors import AuthenticationRefused, MailServerError
+from inboxlens.harvest.sync import Fetched, Mailbox
 
 TIMEOUT = 60.0
+LOGOUT_TIMEOUT = 2.0  # a goodbye: short, so a stopping harvest is not held up by a silent server
 # aioimaplib hands untagged answers over without "* LIST " / "* SEARCH ".
 _LIST_LINE = re.compile(rb'(?:LIST )?\((?P<flags>[^)]*)\) (?:"(?:[^"\\]|\\.)*"|NIL) (?P<name>.+)$')
 _NUMBER = re.compile(rb"\d+")
@@ -50,6 +60,30 @@ _GM_THRID = re.compile(rb"\bX-GM-THRID (\d+)")
 _GM_LABELS = re.compile(rb"\bX-GM-LABELS \(([^)]*)\)")
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+# What a received line costs beyond its bytes (a bytes object and its list slot): a flood of
+# empty lines would otherwise take ten times what the response cap counts.
+LINE_OVERHEAD = 64
+
+
+@dataclass(frozen=True)
+class ImapLimits:
+    """How much one server may make us hold; defaults are ``HarvestConfig``'s."""
+
+    literal_bytes: int = HarvestConfig.max_literal_bytes
+    line_bytes: int = HarvestConfig.max_line_bytes
+    response_bytes: int = HarvestConfig.max_response_bytes
+
+    @classmethod
+    def of(cls, harvest: HarvestConfig) -> "ImapLimits":
+        return cls(harvest.max_literal_bytes, harvest.max_line_bytes, harvest.max_response_bytes)
+
+
+class _Dropped(aioimaplib.Abort):
+    """The connection is gone; the message (ours, never a server's or a command's) says why."""
+
+
+class _OverLimit(Exception):
+    """The server sent more than a limit allows; the message says what, in words."""
 
 
 class _LinearFetch(FetchCommand):
@@ -81,16 +115,52 @@ class _LinearFetch(FetchCommand):
 
 
 class _Protocol(IMAP4ClientProtocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn_lost_cb: Any, limits: ImapLimits) -> None:
+        super().__init__(loop, conn_lost_cb)
+        self.limits = limits
+        self.charged = 0  # bytes of the current command's answer held so far (LINE_OVERHEAD included)
+        self.peak = 0  # the most this connection ever held at once: what the limits bound
+        self.refusal = ""  # why we dropped the connection, in words
+
     def data_received(self, d: bytes) -> None:
         # As aioimaplib's, without formatting every chunk into a debug message nobody reads.
+        if self.lost:
+            return  # dropped already: whatever is still in flight is not read
+        data = getattr(self, "incomplete_line") + d
+        self.peak = max(self.peak, self.charged + len(data))  # all we hold now, at most
         try:
-            pending: bytes = getattr(self, "incomplete_line")
-            self._handle_responses(pending + d, self._handle_line, getattr(self, "current_command"))
+            self._handle_responses(data, self._handle_line, getattr(self, "current_command"))
             self.incomplete_line = b""
             self.current_command = None
         except IncompleteRead as incomplete:
             self.current_command = incomplete.cmd
             self.incomplete_line = incomplete.data
+        except _OverLimit as e:
+            self._drop(str(e))
+
+    def _drop(self, why: str) -> None:
+        """Close at once and let go of everything buffered; waiting commands fail with ``why``."""
+        self.refusal = why
+        self.lost = True
+        self.incomplete_line = b""
+        self.current_command = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _charge(self, size: int) -> None:
+        self.charged += size
+        if self.charged > self.limits.response_bytes:
+            raise _OverLimit(f"an answer over {self.limits.response_bytes} bytes "
+                             "(harvest.max_response_bytes)")
+
+    def _check_line(self, size: int) -> None:
+        if size > self.limits.line_bytes:
+            raise _OverLimit(f"a line over {self.limits.line_bytes} bytes (harvest.max_line_bytes)")
+
+    def _check_literal(self, size: int) -> None:
+        if size > self.limits.literal_bytes:
+            raise _OverLimit(f"a {size}-byte literal, over {self.limits.literal_bytes} "
+                             "(harvest.max_literal_bytes)")
 
     def _handle_responses(self, data: bytes, line_handler: Any, current_cmd: Command | None = None) -> None:
         """aioimaplib's state machine as a loop that walks ``data`` by offset (no copy per line)."""
@@ -105,6 +175,7 @@ class _Protocol(IMAP4ClientProtocol):
             if current_cmd is not None and current_cmd.wait_literal_data():
                 wanted = current_cmd._expected_size - len(current_cmd._resp_literal_data)
                 chunk = data[pos:pos + wanted]
+                self._charge(len(chunk))
                 current_cmd.append_literal_data(chunk)
                 pos += len(chunk)
                 if current_cmd.wait_literal_data():
@@ -112,10 +183,15 @@ class _Protocol(IMAP4ClientProtocol):
                 continue
             end = data.find(CRLF, pos)
             if end < 0:
+                self._check_line(size - pos)  # a line that never ends is refused as it grows
                 raise IncompleteRead(current_cmd, data[pos:])
+            self._check_line(end - pos)
+            self._charge(end - pos + LINE_OVERHEAD)
             line, pos = data[pos:end], end + 2
-            cmd = line_handler(line, current_cmd)
             begin_literal = literal_data_re.match(line)
+            if begin_literal:  # refused before aioimaplib sees it and sets aside room for it
+                self._check_literal(int(begin_literal.group("size")))
+            cmd = line_handler(line, current_cmd)
             if begin_literal:
                 if cmd is None:
                     cmd = Command("NIL", "unused")
@@ -130,14 +206,15 @@ class _Protocol(IMAP4ClientProtocol):
 
     async def execute(self, command: Command, scrub: str | None = None) -> aioimaplib.Response:
         if self.lost:  # aioimaplib would write into the closed transport and wait for the timeout
-            raise aioimaplib.Abort("connection lost")
+            raise _Dropped(self.refusal or "the server closed the connection")
+        self.charged = 0  # one command at a time: what arrives now is this command's answer
         return await super().execute(command, scrub)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Wake every waiting command now; aioimaplib left them to their timeouts."""
         self.lost = True
         super().connection_lost(exc)
-        error = aioimaplib.Abort("connection lost")
+        error = _Dropped(self.refusal or "the server closed the connection")
         pending: list[Any] = [getattr(self, "pending_sync_command"), *self.pending_async_commands.values()]
         for command in pending:
             if command is not None:
@@ -161,10 +238,14 @@ class _Protocol(IMAP4ClientProtocol):
 
 
 class _Client(aioimaplib.IMAP4):
+    def __init__(self, limits: ImapLimits, **kwargs: Any) -> None:
+        self.limits = limits  # create_client, called by IMAP4's __init__, reads it
+        super().__init__(**kwargs)
+
     def create_client(self, host: str, port: int, loop: Any, conn_lost_cb: Any = None,
                       ssl_context: ssl.SSLContext | None = None) -> None:
         local_loop = loop if loop is not None else asyncio.get_running_loop()
-        self.protocol = _Protocol(local_loop, conn_lost_cb)
+        self.protocol = _Protocol(local_loop, conn_lost_cb, self.limits)
         self._client_task = local_loop.create_task(
             local_loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context))
 
@@ -179,63 +260,62 @@ def is_loopback(host: str) -> bool:
 
 
 class ImapSession:
-    """The MailSession harvest uses: one authenticated connection."""
+    """The MailSession harvest uses: one authenticated connection. Errors name ``host:port``."""
 
-    def __init__(self, client: _Client, host: str) -> None:
+    def __init__(self, client: _Client, host: str, port: int = 0) -> None:
         self.client = client
         self.host = host
+        self.where = f"{host}:{port}"
         self.capabilities: frozenset[str] = frozenset()
 
     @classmethod
     async def open(cls, provider: ProviderConfig, ssl_context: ssl.SSLContext | None = None,
-                   timeout: float = TIMEOUT) -> "ImapSession":
+                   timeout: float = TIMEOUT, limits: ImapLimits = ImapLimits()) -> "ImapSession":
         """Connect with TLS (``imap_tls = "tls"``) or, on loopback only, in plain text (``"plain"``)."""
         host, port, mode = provider.imap_host, provider.imap_port, provider.imap_tls
         if mode == "plain" and not is_loopback(host):
-            raise MailServerError(f"refusing plain-text IMAP to {host}: only loopback may go without TLS")
+            raise MailServerError(f"refusing plain-text IMAP to {host}:{port}: only loopback may go without TLS")
         if mode not in ("tls", "plain"):
             raise MailServerError(f"imap_tls = {mode!r} is not supported (use 'tls', or 'plain' on loopback)")
         context = (ssl_context or ssl.create_default_context()) if mode == "tls" else None
-        client = _Client(host=host, port=port, timeout=timeout, ssl_context=context)
-        try:
-            await client.wait_hello_from_server()
-        except (OSError, asyncio.TimeoutError, aioimaplib.AioImapException) as e:
-            raise MailServerError(f"cannot reach {host}:{port} ({type(e).__name__})") from None
-        session = cls(client, host)
+        client = _Client(limits, host=host, port=port, timeout=timeout, ssl_context=context)
+        session = cls(client, host, port)
+        await session._call(client.wait_hello_from_server(), "connecting")
         session.capabilities = frozenset(c.upper() for c in client.protocol.capabilities)
         return session
 
-    async def _ok(self, coro: Any) -> aioimaplib.Response:
+    async def _call(self, coro: Any, doing: str) -> Any:
+        """Await one exchange, bounded; any failure becomes MailServerError naming server and cause."""
         try:
-            response = await asyncio.wait_for(coro, self.client.timeout)
+            return await asyncio.wait_for(coro, self.client.timeout)
         except (OSError, asyncio.TimeoutError, aioimaplib.AioImapException) as e:
-            raise MailServerError(f"{self.host}: {type(e).__name__}") from None
+            failure = f"{self.where}: {describe(e, self.client.timeout)} ({doing})"
+        if self.client.protocol.refusal:  # the answer we refused is garbage now: hand its memory back
+            release_memory()
+        raise MailServerError(failure)
+
+    async def _ok(self, coro: Any, doing: str) -> aioimaplib.Response:
+        response: aioimaplib.Response = await self._call(coro, doing)
         if response.result != "OK":
-            raise MailServerError(f"{self.host} answered {response.result}")
+            raise MailServerError(f"{self.where} answered {response.result} ({doing})")
         return response
 
     async def authenticate(self, user: str, access_token: str) -> None:
         if "AUTH=XOAUTH2" not in self.capabilities:
-            raise MailServerError(f"{self.host} does not offer AUTH=XOAUTH2")
-        try:
-            response = await asyncio.wait_for(self.client.protocol.xoauth2(user, access_token), self.client.timeout)
-        except (OSError, asyncio.TimeoutError, aioimaplib.AioImapException) as e:
-            raise MailServerError(f"{self.host}: {type(e).__name__} during login") from None
+            raise MailServerError(f"{self.where} does not offer AUTH=XOAUTH2")
+        response = await self._call(self.client.protocol.xoauth2(user, access_token), "logging in")
         if response.result != "OK":
-            raise AuthenticationRefused(f"{self.host} refused the XOAUTH2 login")
-        try:  # capabilities can grow after login
-            await asyncio.wait_for(self.client.protocol.capability(), self.client.timeout)
-        except (OSError, asyncio.TimeoutError, aioimaplib.AioImapException) as e:
-            raise MailServerError(f"{self.host}: {type(e).__name__} after login") from None
+            raise AuthenticationRefused(f"{self.where} refused the XOAUTH2 login")
+        await self._call(self.client.protocol.capability(), "after logging in")  # capabilities can grow
         self.capabilities = frozenset(c.upper() for c in self.client.protocol.capabilities)
 
     async def identify(self) -> None:
         """Gmail asks clients to say who they are (RFC 2971) before anything else."""
         if "ID" in self.capabilities:
-            await self._ok(self.client.protocol.id(name="InboxLens", version="0.1"))
+            await self._ok(self.client.protocol.id(name="InboxLens", version="0.1"), "ID")
 
     async def mailboxes(self) -> list[Mailbox]:
-        response = await self._ok(self.client.protocol.simple_command("LIST", '""', '"*"'))
+        response = await self._ok(self.client.protocol.simple_command("LIST", '""', '"*"'), "LIST")
         found = []
         for line in response.lines:
             match = _LIST_LINE.match(bytes(line)) if isinstance(line, (bytes, bytearray)) else None
@@ -245,37 +325,66 @@ class ImapSession:
         return found
 
     async def examine(self, mailbox: str) -> int:
-        response = await self._ok(self.client.protocol.simple_command("EXAMINE", _quote(mailbox)))
+        response = await self._ok(self.client.protocol.simple_command("EXAMINE", _quote(mailbox)), "EXAMINE")
         self.client.protocol.state = SELECTED  # EXAMINE selects read-only; aioimaplib only tracks SELECT
         for line in response.lines:
             match = _UIDVALIDITY.search(bytes(line)) if isinstance(line, (bytes, bytearray)) else None
             if match:
                 return int(match.group(1))
-        raise MailServerError(f"{self.host} gave no UIDVALIDITY for {mailbox!r}")
+        raise MailServerError(f"{self.where} gave no UIDVALIDITY for {mailbox!r}")
 
     async def search_since(self, since: datetime) -> array[int]:
         day = f"{since.day:02d}-{_MONTHS[since.month - 1]}-{since.year}"
-        return _search_result(await self._ok(self.client.protocol.search("SINCE", day, by_uid=True, charset=None)))
+        return _search_result(await self._ok(
+            self.client.protocol.search("SINCE", day, by_uid=True, charset=None), "UID SEARCH"))
 
     async def search_above(self, uid: int) -> array[int]:
         return _search_result(await self._ok(
-            self.client.protocol.search("UID", f"{uid + 1}:*", by_uid=True, charset=None)))
+            self.client.protocol.search("UID", f"{uid + 1}:*", by_uid=True, charset=None), "UID SEARCH"))
 
     async def fetch_headers(self, uids: Sequence[int], fields: Sequence[str], gmail: bool) -> list[Fetched]:
         items = f"(UID INTERNALDATE FLAGS BODY.PEEK[HEADER.FIELDS ({' '.join(fields)})]"
         items += " X-GM-MSGID X-GM-THRID X-GM-LABELS)" if gmail else ")"
         response = await self._ok(self.client.protocol.fetch(_uid_set(uids), items, by_uid=True,
-                                                             timeout=self.client.timeout))
+                                                             timeout=self.client.timeout), "UID FETCH")
         return parse_fetch(response.lines)
 
     async def logout(self) -> None:
         try:
-            await asyncio.wait_for(self.client.protocol.logout(), 5)
+            await asyncio.wait_for(self.client.protocol.logout(), LOGOUT_TIMEOUT)
         except (OSError, asyncio.TimeoutError, aioimaplib.AioImapException):
             pass
         transport = self.client.protocol.transport
         if transport is not None:
             transport.close()
+
+
+def release_memory() -> None:
+    """Return freed heap to the system (glibc keeps it otherwise: RSS stayed at the high-water
+    mark after a refused answer of many small literals). Rare, so its cost does not matter.
+    The collection first: the refused answer is held in a cycle (the failed task's exception,
+    its traceback, the frame that holds the task)."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def describe(error: BaseException, timeout: float) -> str:
+    """An IMAP failure in words (for last_error and the log; never a token: none reaches here)."""
+    if isinstance(error, (asyncio.TimeoutError, aioimaplib.CommandTimeout)):
+        return f"no answer within {timeout:g} s"
+    if isinstance(error, _Dropped):
+        return str(error)
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failed ({error.reason or type(error).__name__})"
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    # Not str(error): aioimaplib puts the command in its messages, and AUTHENTICATE's holds the token.
+    return f"the server broke the IMAP protocol ({type(error).__name__})"
 
 
 def parse_fetch(lines: Sequence[Any]) -> list[Fetched]:

@@ -14,7 +14,7 @@ import asyncio
 import grp
 import os
 import pwd
-import sys
+from typing import Callable
 
 import asyncpg
 
@@ -23,6 +23,7 @@ from inboxlens.errors import InboxLensError, MetricsUnavailable
 from inboxlens.harvest.__main__ import scheduler
 from inboxlens.harvest.sync import Progress
 from inboxlens.paths import pg_socket_dir
+from inboxlens.progress import ProgressBar
 from inboxlens.supervisor.plan import SHARED_GROUP, USERS
 from inboxlens.vault.client import VaultClient
 from inboxlens.metrics.factory import open_metrics
@@ -53,12 +54,8 @@ def database_dsn(config: Config) -> str:
     return f"postgresql://{USERS['harvest']}@/postgres?host={pg_socket_dir(config.runtime_dir)}"
 
 
-def progress_bar(progress: Progress) -> None:
-    width = 30
-    filled = width * progress.done // progress.total if progress.total else width
-    sys.stderr.write(f"\r{progress.mailbox[:20]:<20} [{'#' * filled}{' ' * (width - filled)}] "
-                     f"{progress.done}/{progress.total} fetched, {progress.stored} new")
-    sys.stderr.flush()
+def progress_bar(bar: ProgressBar) -> Callable[[Progress], None]:
+    return lambda p: bar.show(p.mailbox, p.done, p.total, f"fetched, {p.stored} new")
 
 
 def harvest_once(config: Config, account: int | None) -> int:
@@ -77,14 +74,15 @@ def harvest_once(config: Config, account: int | None) -> int:
         vault = VaultClient(config.vault_socket)
         try:
             sched = scheduler(config, pool, vault, metrics)
-            sched.report = progress_bar
+            sched.report = progress_bar(bar)
             return await sched.once(account)
         finally:
             await vault.close()
             await metrics.close()
             await pool.close()
 
+    bar = ProgressBar()
     stored = asyncio.run(run())
-    print(file=sys.stderr)
+    bar.finish()
     print(f"harvest: {stored} new message(s) stored")
     return 0

@@ -2,6 +2,11 @@
 
 Concurrency is bounded overall and per IMAP host (Gmail allows about 15 connections
 per account; one sync uses one connection, and we stay far below per host).
+
+Nothing that fails ends the scheduler: a sync records its own failure on its account
+(``sync_account``), a failed round or sweep (PostgreSQL or the metrics store away) is
+logged and tried again at the next tick. Stopping takes no new sync, lets the running
+ones finish within a deadline, then interrupts the rest (they give their leases back).
 """
 
 from __future__ import annotations
@@ -12,19 +17,21 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Mapping
+from typing import Awaitable, Callable, Mapping
 
 import asyncpg
 
 from inboxlens.config.vault import ProviderConfig
+from inboxlens.errors import InboxLensError
 from inboxlens.metrics.postgres.store import PgMetricsStore
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.vault.client import VaultClient
 from inboxlens.harvest import store
-from inboxlens.harvest.sync import Connect, Progress, SyncSettings, sync_account
+from inboxlens.harvest.sync import Connect, Progress, SyncSettings, sync_account, words
 
 log = logging.getLogger("inboxlens.harvest")
 SWEEP_EVERY = 3600.0
+CANCEL_GRACE = 5.0  # seconds an interrupted sync has to log out and give its lease back
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,15 @@ class Scheduler:
         return len(accounts)
 
     async def _sync(self, account: store.Account) -> int:
+        """One account's sync; never raises but CancelledError, so no task's exception goes unseen."""
+        try:
+            return await self._sync_leased(account)
+        except Exception as e:  # sync_account records every failure; here recording it failed too
+            log.error("account %d: the sync failed and could not be recorded (%s); its lease lapses in %s",
+                      account.id, words(e), self.settings.lease)
+            return 0
+
+    async def _sync_leased(self, account: store.Account) -> int:
         provider = self.providers.get(account.provider)
         if provider is None or not provider.imap_host:
             log.error("account %d: provider %r has no IMAP host configured", account.id, account.provider)
@@ -81,25 +97,45 @@ class Scheduler:
                                       self.settings, interval=self.interval, report=self.report,
                                       metrics=self.metrics)
 
-    async def run(self, stopping: asyncio.Event, tick: float) -> None:
-        """Rounds every ``tick`` seconds until ``stopping``; then wait for running syncs."""
+    async def run(self, stopping: asyncio.Event, tick: float, drain: float = 5.0) -> bool:
+        """Rounds every ``tick`` seconds until ``stopping``; then ``drain``. Returns whether every
+        running sync finished on its own."""
         since_sweep = SWEEP_EVERY
         while not stopping.is_set():
-            try:
-                await self.round()
-                if since_sweep >= SWEEP_EVERY:
-                    deleted = await self.metrics.sweep()
-                    since_sweep = 0.0
-                    if deleted:
-                        log.info("retention: deleted %d raw row(s) older than 7 days", deleted)
-            except (OSError, asyncpg.PostgresError) as e:
-                log.error("scheduler round failed (%s); trying again", type(e).__name__)
+            await self._attempt("scheduling", self.round)
+            if since_sweep >= SWEEP_EVERY:
+                since_sweep = 0.0  # a failed sweep waits for the next hour, not the next tick
+                await self._attempt("the retention sweep", self._sweep)
             try:
                 await asyncio.wait_for(stopping.wait(), tick)
             except TimeoutError:
                 since_sweep += tick
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        return await self.drain(drain)
+
+    async def _attempt(self, what: str, step: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await step()
+        except Exception as e:  # PostgreSQL or the metrics store away, or a bug: harvest goes on
+            log.error("%s failed (%s); trying again", what, words(e), exc_info=_unexpected(e))
+
+    async def _sweep(self) -> None:
+        deleted = await self.metrics.sweep()
+        if deleted:
+            log.info("retention: deleted %d raw row(s) older than 7 days", deleted)
+
+    async def drain(self, deadline: float) -> bool:
+        """Wait up to ``deadline`` seconds for the running syncs, then interrupt the rest."""
+        running = set(self._running)
+        if not running:
+            return True
+        log.info("stopping: waiting up to %g s for %d running sync(s)", deadline, len(running))
+        _, pending = await asyncio.wait(running, timeout=deadline)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=CANCEL_GRACE)
+            log.warning("stopping: %d sync(s) interrupted; they resume at the next start", len(pending))
+        return not pending
 
     async def once(self, account_id: int | None = None) -> int:
         """Sync due accounts (or one named account) now, in the foreground; returns messages stored."""
@@ -107,3 +143,8 @@ class Scheduler:
         accounts = await store.claim_due(self.pool, self.owner, self.settings.lease, self.limits.total, account_id)
         results = await asyncio.gather(*(self._sync(a) for a in accounts))
         return sum(results)
+
+
+def _unexpected(error: Exception) -> bool:
+    """Whether a traceback helps: not for the world's usual failures."""
+    return not isinstance(error, (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, InboxLensError))

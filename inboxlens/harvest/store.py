@@ -10,23 +10,20 @@ UIDVALIDITY it was fetched under.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
 import asyncpg
 
+from inboxlens.errors import LeaseLost
+from inboxlens.metrics import keys
 from inboxlens.metrics.model import RawRow
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.harvest.headers.parse import Address, HeaderRecord, is_automated
 
 EARLIEST_DATE = datetime(1970, 1, 1, tzinfo=timezone.utc)  # a Date before this is not believed ...
 DATE_AHEAD = timedelta(days=1)  # ... nor one this far after the server received the message
-
-
-class LeaseLost(Exception):
-    """Another harvest process holds the account now; stop working it."""
 
 
 @dataclass(frozen=True)
@@ -118,14 +115,9 @@ async def store_batch(pool: asyncpg.Pool, metrics: MetricsStore, account: Accoun
 
 
 def msg_key(record: HeaderRecord) -> bytes:
-    """One message, one key: its Message-ID, else what its headers say about it."""
-    if record.message_id:
-        basis = "id\0" + record.message_id
-    else:
-        sender = record.sender.address if record.sender else ""
-        basis = "\0".join(("hdr", sender, record.date.isoformat() if record.date else record.internal_date.isoformat(),
-                           record.subject, ",".join(a.address for a in record.to)))
-    return hashlib.sha256(basis.encode("utf-8", "surrogatepass")).digest()[:16]
+    """``metrics.keys.msg_key`` of a parsed message (the one definition both metric backends share)."""
+    return keys.msg_key(record.message_id, record.sender.address if record.sender else "",
+                        record.date or record.internal_date, record.subject, [a.address for a in record.to])
 
 
 def sent_at(r: HeaderRecord) -> tuple[datetime, bool]:

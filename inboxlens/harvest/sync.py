@@ -5,10 +5,15 @@ over; stored messages stay single by their msg_key), find the UIDs to fetch (the
 first sync goes back ``first_sync_days`` with UID SEARCH SINCE, later ones take
 UIDs above the checkpoint), fetch them in batches, and store each batch with its
 checkpoint in one transaction under the account's lease.
+
+``sync_account`` raises nothing but CancelledError: whatever fails (the vault, the IMAP
+server, PostgreSQL, the metrics store, a bug) is recorded on the account in words
+(``failures``, ``last_error``), the lease is given back and the account backs off.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from array import array
 from dataclasses import dataclass
@@ -18,27 +23,20 @@ from typing import Awaitable, Callable, Protocol, Sequence
 import asyncpg
 
 from inboxlens.config.vault import ProviderConfig
-from inboxlens.errors import MetricsUnavailable, ProviderRejected, ProviderUnavailable, ReauthRequired, VaultError
+from inboxlens.errors import (AuthenticationRefused, LeaseLost, MailError, MailServerError, MetricsUnavailable,
+                             ReauthRequired, VaultError)
 from inboxlens.metrics.model import AccountRef
 from inboxlens.metrics.postgres.store import PgMetricsStore
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.vault.client import VaultClient
 from inboxlens.harvest import store
-from inboxlens.harvest.headers.parse import HeaderRecord, parse_header_block, parse_internaldate
+from inboxlens.harvest.headers.parse import FIELDS, HeaderRecord, parse_header_block, parse_internaldate
 
 log = logging.getLogger("inboxlens.harvest")
 
-HEADER_FIELDS = ("MESSAGE-ID", "IN-REPLY-TO", "REFERENCES", "SUBJECT", "FROM", "TO", "CC", "DATE", "X-RECEIVED",
-                 "RECEIVED-SPF", "DKIM-SIGNATURE", "AUTHENTICATION-RESULTS", "LIST-ID", "LIST-UNSUBSCRIBE",
-                 "AUTO-SUBMITTED", "PRECEDENCE")
-
-
-class AuthenticationRefused(Exception):
-    """The IMAP server refused the XOAUTH2 login."""
-
-
-class MailServerError(Exception):
-    """The IMAP server failed or broke the connection; try again later."""
+HEADER_FIELDS = FIELDS  # fetch exactly what the parser reads (headers.parse says why X-Received is not)
+GIVE_BACK_SECONDS = 2.0  # how long an interrupted sync may take to give its lease back
+MAX_ERROR = 500  # characters of last_error
 
 
 @dataclass(frozen=True)
@@ -126,6 +124,7 @@ class AccountSync:
         self.settings = settings
         self.report = report
         self.progress = Progress()
+        self.where = f"{provider.imap_host}:{provider.imap_port}"
 
     async def run(self) -> int:
         """Sync every chosen mailbox; returns how many new messages were stored."""
@@ -175,16 +174,21 @@ class AccountSync:
         own = frozenset({self.account.address.lower()})
         for start in range(0, len(uids), self.settings.batch_size):
             batch = uids[start:start + self.settings.batch_size]
-            records = [self._parse(f) for f in await session.fetch_headers(batch, HEADER_FIELDS, gmail)]
+            records = [self._parse(f, mailbox) for f in await session.fetch_headers(batch, HEADER_FIELDS, gmail)]
             self.progress.stored += await store.store_batch(
                 self.pool, self.metrics, self.account, self.owner, self.settings.lease, mailbox, uidvalidity, batch[-1],
                 records, own)
             self.progress.done += len(batch)
             self.report(self.progress)
 
-    def _parse(self, fetched: Fetched) -> HeaderRecord:
+    def _parse(self, fetched: Fetched, mailbox: str) -> HeaderRecord:
+        try:
+            internal_date = parse_internaldate(fetched.internal_date)
+        except ValueError:  # the server, not a sender, wrote it: the server is broken
+            raise MailServerError(f"{self.where} sent an unreadable INTERNALDATE for UID {fetched.uid} "
+                                  f"in {mailbox!r}") from None
         return parse_header_block(
-            fetched.uid, parse_internaldate(fetched.internal_date), fetched.header,
+            fetched.uid, internal_date, fetched.header,
             trusted_authserv_ids=self.settings.trusted_authserv_ids, flags=fetched.flags,
             gm_msgid=fetched.gm_msgid, gm_thrid=fetched.gm_thrid, gm_labels=fetched.gm_labels)
 
@@ -193,36 +197,96 @@ async def sync_account(pool: asyncpg.Pool, vault: VaultClient, connect: Connect,
                        account: store.Account, owner: str, settings: SyncSettings, *,
                        interval: timedelta, report: Callable[[Progress], None] = lambda p: None,
                        metrics: MetricsStore | None = None) -> int:
-    """Run one account's sync and give its lease back with what happened (never raises for the world's faults)."""
+    """Run one account's sync and give its lease back with what happened; returns messages stored.
+
+    Raises only CancelledError (after giving the lease back), and an error of the database
+    while recording a failure (the lease then lapses by itself).
+    """
     sync = AccountSync(pool, vault, connect, provider, account, owner, settings, report, metrics)
     try:
         stored = await sync.run()
-    except ReauthRequired:
+        error = await _fold(sync) if settings.aggregate else None
+    except asyncio.CancelledError:
+        await _give_back(sync)
+        raise
+    except Exception as e:  # anything at all: recorded on the account, never lost in a task
+        await _failed(sync, interval, e)
+        return sync.progress.stored
+    if error is None:
+        await store.release(pool, account.id, owner, interval, first_sync_done=True)
+        log.info("account %d: %d new message(s)", account.id, stored)
+    else:  # the rows are kept and stored; the next sync folds them, and soon
+        await _back_off(sync, interval, error, first_sync_done=True)
+    return stored
+
+
+async def _fold(sync: AccountSync) -> str | None:
+    """Fold the new rows into rollups and insights; None, or why it failed."""
+    account = sync.account
+    try:
+        folded = await sync.metrics.aggregate(AccountRef(account.id, account.address.lower(), account.time_zone))
+    except Exception as e:  # the sync's rows are stored and stay; only the insights wait
+        return f"aggregation: {cause(sync, e)}"
+    log.info("account %d: %d message(s) folded into %d day(s)", account.id, folded.folded, len(folded.days))
+    return None
+
+
+async def _failed(sync: AccountSync, interval: timedelta, error: Exception) -> None:
+    pool, account, owner = sync.pool, sync.account, sync.owner
+    if isinstance(error, ReauthRequired):
         log.warning("account %d needs reconnecting; not retrying until it is", account.id)
         await store.set_account_status(pool, account.id, "reauth_required")
         await store.release(pool, account.id, owner, interval, error="reauth_required")
-        return 0
-    except AuthenticationRefused:
-        log.warning("account %d: the mail server refused a fresh token too; marking it", account.id)
+    elif isinstance(error, AuthenticationRefused):
+        log.warning("account %d: %s, with a fresh token too; marking it", account.id, error)
         await store.set_account_status(pool, account.id, "error")
         await store.release(pool, account.id, owner, interval, error="imap_auth_refused")
-        return 0
-    except store.LeaseLost:
+    elif isinstance(error, LeaseLost):
         log.warning("account %d: lease lost to another harvester; stopping", account.id)
-        return sync.progress.stored
-    except (ProviderUnavailable, ProviderRejected, VaultError, MailServerError, OSError) as e:
-        failures = await store.failures(pool, account.id) + 1
-        backoff = min(interval, timedelta(seconds=30 * 2 ** min(failures, 10)))
-        log.warning("account %d: %s; retrying in %s", account.id, type(e).__name__, backoff)
-        await store.release(pool, account.id, owner, backoff, error=type(e).__name__)
-        return sync.progress.stored
-    if settings.aggregate:
-        try:
-            folded = await sync.metrics.aggregate(AccountRef(account.id, account.address.lower(), account.time_zone))
-            log.info("account %d: %d message(s) folded into %d day(s)", account.id, folded.folded, len(folded.days))
-        except (OSError, asyncpg.PostgresError, MetricsUnavailable) as e:
-            # The rows stay; the next sync's aggregation takes them (the sweep only after 7 days).
-            log.error("account %d: aggregation failed (%s)", account.id, type(e).__name__)
-    await store.release(pool, account.id, owner, interval, first_sync_done=True)
-    log.info("account %d: %d new message(s)", account.id, stored)
-    return stored
+    else:
+        await _back_off(sync, interval, cause(sync, error))
+
+
+async def _back_off(sync: AccountSync, interval: timedelta, error: str, first_sync_done: bool = False) -> None:
+    """Record ``error`` and make the account due again after a backoff that doubles with each failure."""
+    failures = await store.failures(sync.pool, sync.account.id) + 1
+    backoff = min(interval, timedelta(seconds=30 * 2 ** min(failures, 10)))
+    log.warning("account %d: %s; retrying in %s", sync.account.id, error, backoff)
+    await store.release(sync.pool, sync.account.id, sync.owner, backoff, error=error[:MAX_ERROR],
+                        first_sync_done=first_sync_done)
+
+
+async def _give_back(sync: AccountSync) -> None:
+    """Harvest is stopping mid-sync: give the lease back (due at once, for whoever runs next), bounded."""
+    log.warning("account %d: interrupted by shutdown; giving its lease back", sync.account.id)
+    try:
+        await asyncio.wait_for(store.release(sync.pool, sync.account.id, sync.owner, timedelta(0),
+                                             error="interrupted: harvest stopped during the sync"),
+                               GIVE_BACK_SECONDS)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+        log.warning("account %d: lease not given back (%s); it lapses by itself", sync.account.id, type(e).__name__)
+
+
+def cause(sync: AccountSync, error: Exception) -> str:
+    """What went wrong, in words, for ``last_error`` and the log: who failed and how, no secret, no header."""
+    if isinstance(error, MailError):
+        return str(error)  # ours, naming host:port
+    if isinstance(error, VaultError):
+        return f"access token for {sync.where}: the vault said {error}"
+    if isinstance(error, (MetricsUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+        return words(error)
+    log.error("account %d: unexpected error", sync.account.id, exc_info=error)
+    return f"internal error ({type(error).__name__}) while syncing {sync.where}; see the harvest log"
+
+
+def words(error: BaseException) -> str:
+    """A failure of a store or a connection in words; the type alone for anything else."""
+    if isinstance(error, MetricsUnavailable):
+        return f"metrics store unavailable ({error})"
+    if isinstance(error, asyncpg.PostgresError):
+        return f"database error {error.sqlstate} ({type(error).__name__})"  # its text may quote data
+    if isinstance(error, asyncpg.InterfaceError):
+        return f"database client error ({type(error).__name__})"
+    if isinstance(error, OSError):
+        return f"connection failed ({error.strerror or type(error).__name__})"
+    return f"internal error ({type(error).__name__})"

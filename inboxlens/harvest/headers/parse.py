@@ -45,18 +45,21 @@ from functools import lru_cache
 
 from inboxlens.harvest.headers.authresults import AuthVerdicts, dkim_signers, skip_comment, verdicts
 
-__all__ = ["Address", "AuthVerdicts", "HeaderRecord", "is_automated", "parse_header_block", "parse_internaldate"]
+__all__ = ["FIELDS", "Address", "AuthVerdicts", "HeaderRecord", "is_automated", "parse_header_block", "parse_internaldate"]
 
 MAX_TEXT = 998  # RFC 5322's line limit, also applied to every decoded string
 MAX_ADDRESS = 320
 MAX_REFERENCES = 100  # the thread root and the 99 nearest ancestors
 UTC = timezone.utc
 
-_WANTED = frozenset({
-    b"message-id", b"in-reply-to", b"references", b"subject", b"from", b"to", b"cc", b"date",
-    b"received-spf", b"dkim-signature", b"authentication-results", b"list-id",
-    b"list-unsubscribe", b"auto-submitted", b"precedence",
-})
+# The header fields harvest fetches, all of which this module reads: one list, so the FETCH
+# asks for nothing the parser drops. X-Received is not among them: it is Gmail's internal
+# relay stamp (a server and a time), and no insight uses relay paths; the time the
+# mailbox received a message is INTERNALDATE, which every server gives. The fetch of
+# X-Received cost bytes on every message and was never parsed.
+FIELDS = ("MESSAGE-ID", "IN-REPLY-TO", "REFERENCES", "SUBJECT", "FROM", "TO", "CC", "DATE", "RECEIVED-SPF",
+          "DKIM-SIGNATURE", "AUTHENTICATION-RESULTS", "LIST-ID", "LIST-UNSUBSCRIBE", "AUTO-SUBMITTED", "PRECEDENCE")
+_WANTED = frozenset(f.lower().encode("ascii") for f in FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

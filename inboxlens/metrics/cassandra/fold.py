@@ -8,7 +8,6 @@ PostgreSQL backend stay in ``insights``; the meaning of every number is docs/ins
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -17,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from inboxlens.metrics.model import (CHECKS, AccountRef, AuthFlag, CheckCount, CorrespondentRollup, DayRollup, Direction, DomainAuth, Period, PeriodRollup, Quantiles, RawRow)
 from inboxlens.metrics.insights import unusual_failure
+from inboxlens.metrics.keys import message_id_key as message_key  # a parent is found by its Message-ID alone
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 RAW_TTL = timedelta(days=7)
@@ -48,11 +48,6 @@ def live_raw_buckets(now: datetime) -> list[int]:
     """Every bucket that can still hold an unexpired raw row, oldest first."""
     today = raw_bucket(now)
     return list(range(today - RAW_BUCKETS + 1, today + 1))
-
-
-def message_key(message_id: str) -> bytes:
-    """harvest's msg_key of a Message-ID, so a parent is found by its id alone."""
-    return hashlib.sha256(("id\0" + message_id).encode("utf-8", "surrogatepass")).digest()[:16]
 
 
 def month_start(day: date) -> date:

@@ -31,7 +31,9 @@ import asyncpg
 
 from inboxlens.metrics.insights import WorkingClock
 from inboxlens.metrics.model import (USUAL_MIN_CHECKED, USUAL_PASS_RATE, CorrespondentRollup, DayRollup, FoldResult, Period, PeriodRollup, Quantiles, WorkingHours)
-from inboxlens.metrics.store import DEFAULT_BATCH, AccountNotFound
+from inboxlens.errors import AccountNotFound
+from inboxlens.metrics.keys import message_id_key_sql
+from inboxlens.metrics.store import DEFAULT_BATCH
 
 __all__ = ["DEFAULT_BATCH", "AccountNotFound", "CorrespondentRollup", "DayRollup", "FoldResult", "Period",
            "PeriodRollup", "aggregate", "correspondents", "daily", "monthly", "weekly"]
@@ -45,7 +47,7 @@ ON CONFLICT (account_id) DO UPDATE SET runs = metrics_state.runs + 1
 """
 
 # $1 account, $2 batch size, $3 time zone, $4 the account's own address.
-# parent_keys: the hash harvest's msg_key uses for a Message-ID, of each In-Reply-To id (or
+# parent_keys: metrics.keys' msg_key of a Message-ID, of each In-Reply-To id (or
 # of the last References id): a reply's parents are message_index primary keys.
 _FOLD = r"""
 WITH taken AS (
@@ -62,7 +64,7 @@ WITH taken AS (
                                   ELSE t.to_addresses || t.cc_addresses END) WITH ORDINALITY AS u (a, n)
                  WHERE coalesce(u.a, '') <> '' AND lower(u.a) <> $4::text
                  GROUP BY lower(u.a) ORDER BY min(u.n)),
-           ARRAY(SELECT substring(sha256('\x696400'::bytea || convert_to(m, 'UTF8')) FOR 16)
+           ARRAY(SELECT """ + message_id_key_sql("m") + r"""
                  FROM unnest(CASE WHEN cardinality(t.in_reply_to) > 0 THEN t.in_reply_to
                                   ELSE t.refs[cardinality(t.refs):] END) AS m),
            t.gm_thread_id,
