@@ -1,13 +1,15 @@
 """The ``inboxlens`` command: serve, keys, migrate, doctor.
 
 Exit status: 0 done; 1 the operation failed (the message says why); 2 a usage
-error; 78 the configuration is wrong.
+error; 77 not permitted (another user's state: the message says who may); 78 the
+configuration is wrong.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import stat
@@ -16,12 +18,20 @@ from pathlib import Path
 from typing import Callable
 
 from inboxlens.config import loader as config_loader
-from inboxlens.vault import admin as keys
 from inboxlens.child import setup_logging
 from inboxlens.config.schema import Config
 from inboxlens.errors import ConfigError, InboxLensError, MetricsUnavailable
 
 EX_CONFIG = 78
+EX_NOPERM = 77
+REWRAP_BATCH = 100  # tokens per rewrap request; the vault's admin code loads only for 'keys'
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("inboxlens")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _key_id(text: str) -> int:
@@ -38,6 +48,7 @@ def _batch(text: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inboxlens", description="Self-hosted augmented inbox.")
+    p.add_argument("--version", action="version", version=f"inboxlens {_version()}")
     p.add_argument("--config", type=Path, help="TOML config file (default: $INBOXLENS_CONFIG, else built-in defaults)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("serve", help="run the service (supervisor, vault, web, harvest)")
@@ -54,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     ks.add_parser("status", help="tokens by state and the latest refresh failures and recoveries")
     ks.add_parser("rotate", help="add a new primary key")
     rw = ks.add_parser("rewrap", help="re-seal every token under the primary key (resumable)")
-    rw.add_argument("--batch", type=_batch, default=keys.REWRAP_BATCH, help="tokens per request (1-1000)")
+    rw.add_argument("--batch", type=_batch, default=REWRAP_BATCH, help="tokens per request (1-1000)")
     rv = ks.add_parser("revoke", help="destroy a key's private key once no token needs it")
     rv.add_argument("key_id", type=_key_id)
     return p
@@ -76,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("inboxlens: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # another user's state: say who may run it, not where Python was
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"inboxlens {args.command}: {e.strerror or e}{where}; run it as root, the user the service's "
+              "state belongs to", file=sys.stderr)
+        return EX_NOPERM if isinstance(e, PermissionError) else 1
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
@@ -84,6 +100,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 def _keys(config: Config, args: argparse.Namespace) -> int:
+    from inboxlens.vault import admin as keys
     if args.action == "init":
         return keys.init(config, args.if_missing)
     actions: dict[str, Callable[[keys.Admin], object]] = {
@@ -109,8 +126,8 @@ def _migrate(config: Config, args: argparse.Namespace) -> int:
         if not config.database.dsn:
             prepare_directories(config, plan)
         _, server = await open_database(config, plan)
-        if server is not None:
-            await asyncio.to_thread(server.stop)
+        if server is not None:  # a running service's server stays up: we only attached to it
+            await asyncio.to_thread(server.release)
         metrics = await migrate_metrics(config)
         if metrics:
             print(f"{metrics}: schema is up to date")

@@ -77,6 +77,22 @@ async def test_restart_keeps_data_and_start_is_idempotent(own_pg: EmbeddedPostgr
     assert await fetchval(dsn, "SELECT sum(x) FROM survivor") == 42
 
 
+def test_release_stops_only_a_server_this_object_started(own_pg: EmbeddedPostgres, pg_run_as: str | None,
+                                                        pg_superuser_map: tuple[str, ...]):
+    """`inboxlens migrate` beside a running service attaches to its server and must leave it up (issue 12.9)."""
+    own_pg.start()
+    pid = own_pg.pid
+    attached = EmbeddedPostgres(own_pg.data_dir, own_pg.socket_dir, run_as=pg_run_as, superuser_map=pg_superuser_map)
+    assert attached.start() == own_pg.dsn and not attached.started_here
+    attached.release()
+    assert own_pg.pid == pid
+    own_pg.stop()
+    assert attached.start() and attached.started_here  # now it launched the postmaster itself
+    attached.release()
+    assert not own_pg.is_running()
+    own_pg.start()
+
+
 async def test_start_after_the_postmaster_was_killed(own_pg: EmbeddedPostgres):
     own_pg.start()
     pid = own_pg.pid

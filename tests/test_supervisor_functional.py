@@ -230,3 +230,103 @@ def test_development_mode_runs_everything_as_the_caller_and_says_so(base: Path, 
     assert serve.returncode == 0, err
     assert "DEVELOPMENT MODE" in err and f"all run as uid {dev_user.pw_uid}" in err
     assert not children_of(serve.pid)
+
+
+# -- the embedded PostgreSQL: a child of the supervisor like the others (issue 12.9) --------------
+
+def postmaster(service: Service) -> int | None:
+    """The live postmaster of the service's embedded PostgreSQL, if any."""
+    try:
+        pid = int((service.base / "state" / "pg" / "postmaster.pid").read_text().split()[0])
+        return pid if (Path(f"/proc/{pid}/comm").read_text().strip() == "postgres") else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def database_answers(service: Service) -> bool:
+    import asyncio
+
+    import asyncpg
+
+    async def ask() -> bool:
+        db = await asyncpg.connect(f"postgresql://inboxlens-db@/postgres?host={service.base / 'run' / 'pg'}",
+                                   timeout=5)
+        try:
+            return bool(await db.fetchval("SELECT 1") == 1)
+        finally:
+            await db.close()
+    try:
+        return asyncio.run(ask())
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+
+
+def test_migrate_while_serving_leaves_the_database_running(service: Service):
+    assert service.cli("keys", "init").returncode == 0
+    service.start()
+    assert "READY=1" in service.notification()
+    before = postmaster(service)
+    assert before is not None
+
+    migrated = service.cli("migrate")
+    assert migrated.returncode == 0 and "up to date" in migrated.stdout, migrated.stderr
+    assert postmaster(service) == before, "migrate stopped the server the service uses"
+    assert database_answers(service) and service.health()[0] == 200
+
+    code, err = service.stop()
+    assert code == 0, err
+    assert postmaster(service) is None  # serve started it, so serve stops it
+
+
+def test_a_dead_postgres_is_restarted(service: Service):
+    assert service.cli("keys", "init").returncode == 0
+    service.start()
+    assert "READY=1" in service.notification()
+    killed = postmaster(service)
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not (postmaster(service) not in (None, killed) and database_answers(service)):
+        assert service.process.poll() is None and time.monotonic() < deadline, "PostgreSQL was not restarted"
+        time.sleep(0.05)
+    code, err = service.stop()
+    assert code == 0, err
+    assert f"PostgreSQL (pid {killed}) exited" in err and "PostgreSQL started again" in err, [l for l in err.splitlines() if "supervisor" in l or "PostgreSQL" in l]
+    assert postmaster(service) is None
+
+
+# -- each child confined however serve was started (issue 12.8) ----------------------------------
+
+PEEK = """
+import ctypes, sys
+pid = int(sys.argv[1])
+try:
+    open(f"/proc/{pid}/mem", "rb").close()
+    mem = "read"
+except PermissionError:
+    mem = "refused"
+libc = ctypes.CDLL(None, use_errno=True)
+attached = libc.ptrace(16, pid, None, None) == 0  # PTRACE_ATTACH
+if attached:
+    libc.ptrace(17, pid, None, None)  # PTRACE_DETACH
+print(mem, "attached" if attached else "refused")
+"""
+
+
+def test_children_are_confined_and_not_dumpable(service: Service):
+    assert service.cli("keys", "init").returncode == 0
+    service.start()
+    assert "READY=1" in service.notification()
+    children = {role_of(c): (pid, c) for pid, c in children_of(service.process.pid).items()}
+    for role in ("vault", "web", "harvest"):
+        pid, status = children[role]
+        assert status["NoNewPrivs"] == "1", role
+        assert int(status["CapBnd"], 16) == 0 and int(status["CapEff"], 16) == 0, role
+        assert int(status["CapPrm"], 16) == 0, role
+        assert os.stat(f"/proc/{pid}/mem").st_uid == 0, f"{role} is dumpable: /proc/{pid} belongs to its uid"
+        uid, gid = int(status["Uid"].split()[0]), int(status["Gid"].split()[0])
+        peek = subprocess.run([sys.executable, "-c", PEEK, str(pid)], user=uid, group=gid, extra_groups=[],
+                              cwd="/", env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+        assert peek.stdout.split() == ["refused", "refused"], (role, peek.stdout, peek.stderr)
+    code, err = service.stop()
+    assert code == 0, err

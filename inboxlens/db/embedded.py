@@ -141,6 +141,7 @@ class EmbeddedPostgres:
         _check_socket_dir_usable(self.socket_dir)
         self.log_file = self.data_dir / "postgresql.log"
         self.conf_dir = self.data_dir.with_name(self.data_dir.name + "-conf")
+        self._launched: int | None = None  # the postmaster pid our start() launched, if any
 
     @property
     def dsn(self) -> str:
@@ -167,9 +168,23 @@ class EmbeddedPostgres:
             if pid is None:
                 _clear_stale(self.data_dir, self.socket_dir)
                 self._pg_ctl_start(timeout)
+                self._launched = self.pid
             else:
                 self._check_reusable(pid, reload)
         return self.dsn
+
+    @property
+    def started_here(self) -> bool:
+        """Whether the running postmaster is one our start() launched, not one we attached to.
+
+        A command stops only a server it started, never one a running service uses.
+        """
+        return self._launched is not None and self._launched == self.pid
+
+    def release(self, timeout: float = 30.0) -> None:
+        """Stop the server if our start() launched it; leave one we attached to running."""
+        if self.started_here:
+            self.stop(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (pg_ctl stop -m fast), checked by watching the postmaster exit; idempotent."""

@@ -2,12 +2,13 @@
 
 Either way it is migrated before any child starts; in root mode with the embedded
 server each child logs in as its own role (peer authentication), with the rights
-``db.roles`` grants it and no more.
+``db.roles`` declares for it, table by table, and no more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import urllib.parse
 from typing import Any
 
@@ -15,7 +16,7 @@ import asyncpg
 
 from inboxlens import paths
 from inboxlens.config.schema import Config
-from inboxlens.db.roles import grant_child_roles
+from inboxlens.db.roles import apply_grants
 from inboxlens.errors import InboxLensError, StartFailed
 from inboxlens.supervisor.plan import USERS, Plan
 
@@ -34,10 +35,10 @@ async def open_database(config: Config, plan: Plan) -> tuple[str, Any]:
             dsn = await asyncio.to_thread(server.start)
         await migrate(dsn)
         if server is not None and not plan.dev:
-            await grant_child_roles(dsn, (USERS["web"], USERS["harvest"]))
+            await apply_grants(dsn, {"web": USERS["web"], "harvest": USERS["harvest"]})
     except (InboxLensError, OSError, asyncpg.PostgresError) as e:
         if server is not None:
-            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.release)
         raise StartFailed(f"PostgreSQL: {e}") from None
     return dsn, server
 
@@ -49,3 +50,24 @@ def dsn_for(name: str, dsn: str, plan: Plan, embedded: bool) -> str:
     parts = urllib.parse.urlsplit(dsn)
     netloc = urllib.parse.quote(USERS[name], safe="") + "@" + parts.netloc.rpartition("@")[2]
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+async def process_exit(pid: int) -> None:
+    """Return once process ``pid`` has exited: its pidfd turns readable then (any parent, any uid)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, _settle, exited)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

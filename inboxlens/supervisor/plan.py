@@ -21,7 +21,7 @@ from inboxlens import paths
 from inboxlens.config import build as config_build
 from inboxlens.config.schema import Config
 from inboxlens.errors import StartFailed
-from inboxlens.vault.keyset import read_credentials
+from inboxlens.vault.keyset import read_key_file
 
 USERS = {"vault": "inboxlens-vault", "web": "inboxlens-web", "harvest": "inboxlens-harvest", "db": "inboxlens-db"}
 
@@ -133,6 +133,19 @@ def _directory(path: Path, mode: int, owner: tuple[int, int] | None) -> None:
     os.chmod(path, mode)
 
 
+CREDENTIAL_PREFIX = "inboxlens-key-"
+
+
+def read_credentials(directory: Path | None) -> dict[int, bytes]:
+    """The vault's private keys passed as systemd credentials (only we, the unit's main process, can read them)."""
+    found: dict[int, bytes] = {}
+    for path in sorted(directory.glob(f"{CREDENTIAL_PREFIX}*")) if directory else []:
+        suffix = path.name[len(CREDENTIAL_PREFIX):]
+        if suffix.isdigit():
+            found[int(suffix)] = read_key_file(path, int(suffix))
+    return found
+
+
 def slice_for(name: str, config: Config, plan: Plan, database_dsn: str) -> dict[str, Any]:
     """Only the configuration a child needs (OpenSSH passes its children only their options)."""
     common = {"state_dir": str(config.state_dir), "runtime_dir": str(config.runtime_dir), "log_level": config.log_level}
@@ -148,7 +161,9 @@ def slice_for(name: str, config: Config, plan: Plan, database_dsn: str) -> dict[
                        # the code exchange needs the client secret; web never sees a private key
                        "providers": config_build.to_dict(config.providers)},
                # harvest needs IMAP hosts and trusted authserv-ids, never a client secret
+               # harvest drains its syncs within the supervisor's stop timeout (less a margin)
                "harvest": {"harvest": config_build.to_dict(config.harvest), **metrics,
+                           "supervisor": {"stop_timeout_seconds": config.supervisor.stop_timeout_seconds},
                            "providers": {n: {**config_build.to_dict(p), "client_secrets": []}
                                          for n, p in config.providers.items()}}}[name]
     return {"config": {**common, **section, "database": {"dsn": database_dsn}}}

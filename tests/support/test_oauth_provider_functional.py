@@ -487,10 +487,18 @@ async def test_no_token_or_secret_reaches_the_log(provider: OAuthProvider, http:
         assert secret not in ours
 
 
-async def test_runs_standalone_until_interrupted() -> None:
+def _inherit_sigint_ignored() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# "ignored": what a shell hands to a command it starts in the background (`make test &`, CI
+# scripts); the provider used to keep SIGINT ignored then, and outlived the test (issue 12.11).
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+async def test_runs_standalone_until_interrupted(inherited: str) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.support.oauth_provider", "--port", "0", cwd=REPO,
-        stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
+        preexec_fn=_inherit_sigint_ignored if inherited == "ignored" else None)
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
