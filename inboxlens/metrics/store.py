@@ -26,15 +26,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Protocol, Sequence
 
+from inboxlens.errors import AccountNotFound
 from inboxlens.metrics.model import (AccountRef, AuthFlag, Card, CorrespondentRollup, DayRollup, DomainAuth, FoldResult, Order, Pending, Period, PeriodRollup, RawRow, Relationship)
 
 __all__ = ["AccountNotFound", "MetricsStore"]
 
 DEFAULT_BATCH = 50_000  # raw rows per fold step: bounds lock time and memory, not correctness
-
-
-class AccountNotFound(LookupError):
-    """The caller named an account the store has nothing for (or that was deleted meanwhile)."""
 
 
 class MetricsStore(Protocol):
@@ -70,8 +67,20 @@ class MetricsStore(Protocol):
     async def awaiting(self, account_id: int, *, now: datetime) -> list[Pending]:
         """Your messages to people who have not answered, oldest first."""
 
+    async def owed_page(self, account_id: int, *, now: datetime, limit: int, offset: int = 0
+                        ) -> tuple[list[Pending], int]:
+        """A page of ``owed`` (limit rows from offset on) and how many there are in all."""
+
+    async def awaiting_page(self, account_id: int, *, now: datetime, limit: int, offset: int = 0
+                            ) -> tuple[list[Pending], int]:
+        """A page of ``awaiting`` and how many there are in all."""
+
     async def sender_domains(self, account_id: int) -> list[DomainAuth]:
         """Per sender domain, how often its messages passed DKIM, SPF and DMARC."""
+
+    async def sender_domains_page(self, account_id: int, *, limit: int, offset: int = 0
+                                  ) -> tuple[list[DomainAuth], int]:
+        """A page of ``sender_domains`` and how many there are in all."""
 
     async def auth_flags(self, account_id: int, *, limit: int = 100) -> list[AuthFlag]:
         """Messages that failed a check their domain usually passes, newest first."""

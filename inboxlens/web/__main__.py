@@ -12,14 +12,20 @@ Reads: the metrics store (``metrics.*``: PostgreSQL, or a Cassandra cluster) for
 Writes: PostgreSQL (users, mail accounts, sessions, API token hashes, audit events, harvest's
 next run for "sync now") as its own role; deletes a disconnected account's metrics;
 its cookie-signing key under ``<state_dir>/web`` (0600); log lines on stderr, never a token.
-Config keys: ``web.*`` (``cors_origins``, ``api_requests_per_minute``, ``api_burst`` for the API),
-``providers.*``, ``database.dsn``, ``metrics.*``, ``insights.*``, ``state_dir``, ``runtime_dir``.
+Config keys: ``web.*`` (``cors_origins``, ``api_requests_per_minute``, ``api_burst`` for the API;
+``anonymous_requests_per_minute``, ``anonymous_burst``, ``trusted_proxies`` for requests nobody is
+logged in for; ``shutdown_seconds``), ``providers.*``, ``database.dsn``, ``metrics.*``, ``insights.*``,
+``state_dir``, ``runtime_dir``.
+Stopping (SIGTERM, SIGINT, or the supervisor's pipe closing): stop accepting, let in-flight
+requests finish for ``web.shutdown_seconds``, cut off the rest; exit 0 when every request
+finished, ``EXIT_CUT_SHORT`` when some had to be cut off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
@@ -27,19 +33,24 @@ from aiohttp import web
 from inboxlens import child
 from inboxlens.config.schema import Config
 from inboxlens.config.loader import from_dict
-from inboxlens.errors import MetricsUnavailable
+from inboxlens.errors import MetricsUnavailable, StartError
 from inboxlens.metrics.factory import open_metrics
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.vault.client import VaultClient
+from inboxlens.web import accounts
 from inboxlens.web.app import make_app
+from inboxlens.web.limits import normal
 from inboxlens.web.oauth import Providers
 from inboxlens.web.sessions import SessionStore, load_key
 from inboxlens.web.api.ratelimit import RateLimiter
-from inboxlens.web.state import API_LIMITER, CORS_ORIGINS, DB, METRICS, PROVIDERS, SECURE_COOKIES, SESSIONS, VAULT
+from inboxlens.web.state import (ANONYMOUS_LIMITER, API_LIMITER, CORS_ORIGINS, DB, METRICS, PROVIDERS, SECURE_COOKIES,
+                                 SESSIONS, TRUSTED_PROXIES, VAULT)
 
 log = logging.getLogger("inboxlens.web")
 VAULT_TIMEOUT = 5.0
-SWEEP_SECONDS = 3600
+SWEEP_SECONDS = 300  # anonymous sessions expire after 10 minutes: sweep them soon after
+EXIT_CUT_SHORT = 75  # EX_TEMPFAIL: stopped, but some requests were cut off at the deadline
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def keep_session(connection: asyncpg.Connection) -> None:
@@ -60,7 +71,35 @@ async def main(channel: child.Channel) -> None:
         pool = await asyncpg.create_pool(config.database.dsn, min_size=1, max_size=10, command_timeout=15,
                                          reset=keep_session)
     except (OSError, asyncpg.PostgresError) as e:
-        raise child.StartError(f"cannot reach PostgreSQL ({type(e).__name__})") from None
+        raise StartError(f"cannot reach PostgreSQL ({type(e).__name__})") from None
+    app = await _app(config, pool)
+    drain = Drain()
+    app.middlewares.insert(0, drain.middleware)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.web.shutdown_seconds)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.web.host, config.web.port).start()
+    except OSError as e:
+        raise StartError(f"cannot listen on {config.web.host}:{config.web.port} ({e.strerror})") from None
+    log.info("listening on %s (providers: %s)", config.web.base_url, ", ".join(app[PROVIDERS].names()) or "none")
+    channel.ready()
+    chores = [asyncio.create_task(_sweep(app[SESSIONS])),
+              asyncio.create_task(_forget_addresses(pool, app[SESSIONS].address_key()))]
+    await _until_stopped(channel)
+    log.info("stopping: no new connections; %d request(s) in flight get %.0f s", drain.in_flight,
+             config.web.shutdown_seconds)
+    for chore in chores:
+        chore.cancel()
+    await runner.cleanup()  # stops listening, waits for in-flight requests up to shutdown_timeout, cancels the rest
+    await _close(app, pool)
+    if drain.cut_short:
+        log.warning("stopped; %d request(s) were cut off at the %.0f s deadline", drain.cut_short,
+                    config.web.shutdown_seconds)
+        raise SystemExit(EXIT_CUT_SHORT)
+    log.info("stopped; every request finished")
+
+
+async def _app(config: Config, pool: asyncpg.Pool) -> web.Application:
     app = make_app()
     app[VAULT] = VaultClient(config.vault_socket, timeout=VAULT_TIMEOUT)
     app[DB] = pool
@@ -70,22 +109,57 @@ async def main(channel: child.Channel) -> None:
     app[METRICS] = await _open_metrics(config, pool)
     app[CORS_ORIGINS] = frozenset(config.web.cors_origins)
     app[API_LIMITER] = RateLimiter(config.web.api_requests_per_minute, config.web.api_burst)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, config.web.host, config.web.port).start()
-    except OSError as e:
-        raise child.StartError(f"cannot listen on {config.web.host}:{config.web.port} ({e.strerror})") from None
-    log.info("listening on %s (providers: %s)", config.web.base_url, ", ".join(app[PROVIDERS].names()) or "none")
-    channel.ready()
-    sweeper = asyncio.create_task(_sweep(app[SESSIONS]))
-    async for _ in channel.messages():
-        pass  # web takes no control messages; the loop ends when the supervisor goes
-    sweeper.cancel()
-    await runner.cleanup()
+    app[ANONYMOUS_LIMITER] = RateLimiter(config.web.anonymous_requests_per_minute, config.web.anonymous_burst)
+    app[TRUSTED_PROXIES] = frozenset(filter(None, map(normal, config.web.trusted_proxies)))
+    return app
+
+
+async def _close(app: web.Application, pool: asyncpg.Pool) -> None:
     await app[METRICS].close()
     await app[VAULT].close()
+    await app[PROVIDERS].close()
     await pool.close()
+
+
+class Drain:
+    """Counts requests in flight, and those the shutdown deadline cut off."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.cut_short = 0
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.in_flight += 1
+        try:
+            return await handler(request)
+        except asyncio.CancelledError:
+            self.cut_short += 1
+            raise
+        finally:
+            self.in_flight -= 1
+
+
+async def _until_stopped(channel: child.Channel) -> None:
+    """Until a signal (child.py sets ``stopping``) or the supervisor's pipe closes."""
+    async def drain_messages() -> None:
+        async for _ in channel.messages():
+            pass  # web takes no control messages
+
+    reader = asyncio.create_task(drain_messages())
+    await channel.stopping.wait()
+    reader.cancel()
+
+
+async def _forget_addresses(pool: asyncpg.Pool, key: bytes) -> None:
+    """Audit events written before disconnects hashed addresses: hash those of gone mailboxes now."""
+    try:
+        done = await accounts.forget_disconnected_addresses(pool, key)
+    except (OSError, asyncpg.PostgresError) as e:
+        log.warning("could not hash old audit addresses (%s)", type(e).__name__)
+        return
+    if done:
+        log.info("audit events: hashed %d address(es) of disconnected mailboxes", done)
 
 
 async def _open_metrics(config: Config, pool: asyncpg.Pool) -> MetricsStore:
@@ -93,7 +167,7 @@ async def _open_metrics(config: Config, pool: asyncpg.Pool) -> MetricsStore:
     try:
         return await open_metrics(config, pool)
     except MetricsUnavailable as e:
-        raise child.StartError(f"cannot reach the metrics store ({e})") from None
+        raise StartError(f"cannot reach the metrics store ({e})") from None
 
 
 async def _sweep(store: SessionStore) -> None:

@@ -1,8 +1,17 @@
 """Users, mail accounts and the audit trail in PostgreSQL (web's side), and what the
-dashboard and the REST API both do to an account: its live status, sync now, disconnect."""
+dashboard and the REST API both do to an account: its live status, sync now, disconnect.
+
+A sign-in is identified by the provider and the ID token's subject, never by an e-mail
+address alone (two providers, or one provider over time, may assert the same address).
+A mailbox connected before subjects were kept gets its subject at its next sign-in
+through the same provider with the same address. Once a mailbox is disconnected, the
+audit trail keeps only a keyed hash (HMAC-SHA256) of its address.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -17,12 +26,38 @@ class AddressTaken(InboxLensError):
     """The mailbox is already attached to another InboxLens user."""
 
 
-async def user_for_login(pool: asyncpg.Pool, email: str) -> int | None:
-    """The user who signs in with this address: their own e-mail or one of their mailboxes."""
-    value = await pool.fetchval(
-        "SELECT id FROM users WHERE email = $1 UNION SELECT user_id FROM mail_accounts WHERE address = $1 LIMIT 1",
-        email)
+AUDIT_BATCH = 500
+
+
+async def user_for_login(pool: asyncpg.Pool, provider: str, subject: str, email: str) -> int | None:
+    """The user whose mailbox at this provider has this subject (filled in for a mailbox from before subjects)."""
+    async with pool.acquire() as conn, conn.transaction():
+        value = await conn.fetchval("SELECT user_id FROM mail_accounts WHERE provider = $1 AND subject = $2 "
+                                    "ORDER BY id LIMIT 1", provider, subject)
+        if value is None:
+            value = await conn.fetchval("UPDATE mail_accounts SET subject = $2 WHERE provider = $1 AND address = $3 "
+                                        "AND subject IS NULL RETURNING user_id", provider, subject, email)
     return int(value) if value is not None else None
+
+
+async def user_for_connect(conn: asyncpg.Connection, provider: str, subject: str, email: str) -> int:
+    """Whom a mailbox connected without a logged-in session belongs to (attach_account checks the rest).
+
+    Its provider identity's user; else the user that has this mailbox; else a new user. A
+    user row named after the address but holding other mailboxes is not handed to whoever
+    asserts that address: they must log in as that user first.
+    """
+    known = await conn.fetchval("SELECT user_id FROM mail_accounts WHERE provider = $1 AND subject = $2 "
+                                "ORDER BY id LIMIT 1", provider, subject) \
+        or await conn.fetchval("SELECT user_id FROM mail_accounts WHERE address = $1", email)
+    if known is not None:
+        return int(known)
+    holder = await conn.fetchrow("SELECT u.id, EXISTS (SELECT 1 FROM mail_accounts a WHERE a.user_id = u.id) AS busy "
+                                 "FROM users u WHERE u.email = $1", email)
+    if holder is not None and holder["busy"]:
+        raise AddressTaken(f"{email} is the name of an InboxLens user with other mailboxes; log in as that user "
+                           "first, then connect it.")
+    return await find_or_create_user(conn, email)
 
 
 async def find_or_create_user(conn: asyncpg.Connection, email: str) -> int:
@@ -32,18 +67,22 @@ async def find_or_create_user(conn: asyncpg.Connection, email: str) -> int:
     return int(user_id)
 
 
-async def attach_account(conn: asyncpg.Connection, user_id: int, address: str, provider: str, tz: str) -> tuple[int, bool]:
+async def attach_account(conn: asyncpg.Connection, user_id: int, address: str, provider: str, subject: str,
+                         tz: str) -> tuple[int, bool]:
     """The account row for this mailbox under this user, created if new; (id, created)."""
-    row = await conn.fetchrow("SELECT id, user_id FROM mail_accounts WHERE address = $1 FOR UPDATE", address)
+    row = await conn.fetchrow("SELECT id, user_id, provider, subject FROM mail_accounts WHERE address = $1 FOR UPDATE",
+                              address)
     if row is not None:
         if row["user_id"] != user_id:
             raise AddressTaken(f"{address} is already connected to another InboxLens user.")
-        await conn.execute("UPDATE mail_accounts SET provider = $2, status = 'active', connected_at = now() "
-                           "WHERE id = $1", row["id"], provider)
+        if row["provider"] == provider and row["subject"] not in (None, subject):
+            raise AddressTaken(f"{address} was connected by another account at this provider.")
+        await conn.execute("UPDATE mail_accounts SET provider = $2, subject = $3, status = 'active', "
+                           "connected_at = now() WHERE id = $1", row["id"], provider, subject)
         return int(row["id"]), False
     account_id = await conn.fetchval(
-        "INSERT INTO mail_accounts (user_id, address, provider, time_zone) VALUES ($1, $2, $3, $4) RETURNING id",
-        user_id, address, provider, tz)
+        "INSERT INTO mail_accounts (user_id, address, provider, subject, time_zone) VALUES ($1, $2, $3, $4, $5) "
+        "RETURNING id", user_id, address, provider, subject, tz)
     return int(account_id), True
 
 
@@ -100,16 +139,19 @@ async def request_sync(pool: asyncpg.Pool, account_id: int) -> Any:
 
 
 async def disconnect(pool: asyncpg.Pool, vault: VaultClient, metrics: MetricsStore, user_id: int,
-                     account: dict[str, Any]) -> tuple[str, dict[str, int]]:
+                     account: dict[str, Any], *, address_key: bytes) -> tuple[str, dict[str, int]]:
     """Revoke and forget the token, delete the account and its metrics; (revocation, deleted).
 
-    The vault goes first: if it cannot be reached (VaultError), nothing is deleted.
+    The vault goes first: if it cannot be reached (VaultError), nothing is deleted. The
+    audit trail keeps the address only as a keyed hash from then on (``address_key``).
     """
     account_id = int(account["id"])
     answer = await vault.forget(str(account_id), revoke=True)
     async with pool.acquire() as conn, conn.transaction():
         deleted = await delete_account(conn, user_id, account_id)
-        await audit(conn, "disconnect", user_id, account_id, address=account["address"],
+        hashed = address_hmac(address_key, str(account["address"]))
+        await conn.execute(_FORGET_ADDRESS, str(account["address"]), hashed, user_id)
+        await audit(conn, "disconnect", user_id, account_id, address_hmac=hashed,
                     revocation=answer["revocation"], deleted=deleted)
     await metrics.forget_account(account_id)
     return str(answer["revocation"]), deleted
@@ -120,6 +162,32 @@ async def delete_account(conn: asyncpg.Connection, user_id: int, account_id: int
     deleted = await conn.fetchval("DELETE FROM mail_accounts WHERE id = $1 AND user_id = $2 RETURNING id",
                                   account_id, user_id)
     return {"mail accounts": 1 if deleted is not None else 0}
+
+
+def address_hmac(key: bytes, address: str) -> str:
+    """What the audit trail keeps of a forgotten address: matchable by whoever holds the key, readable by no one."""
+    return hmac.new(key, address.lower().encode(), hashlib.sha256).hexdigest()
+
+
+# $1 the address, $2 its keyed hash, $3 the user (NULL: any; the index on user_id narrows it otherwise).
+_FORGET_ADDRESS = """
+UPDATE audit_events SET detail = (detail - 'address') || jsonb_build_object('address_hmac', $2::text)
+WHERE detail->>'address' = $1 AND ($3::bigint IS NULL OR user_id = $3)
+"""
+
+
+async def forget_disconnected_addresses(pool: asyncpg.Pool, address_key: bytes) -> int:
+    """Audit events naming a mailbox no longer connected (from before hashing): hash them; how many."""
+    done = 0
+    while True:
+        addresses = await pool.fetch(
+            "SELECT DISTINCT detail->>'address' AS address FROM audit_events e WHERE detail ? 'address' AND NOT EXISTS "
+            "(SELECT 1 FROM mail_accounts a WHERE a.address = e.detail->>'address') LIMIT $1", AUDIT_BATCH)
+        for row in addresses:
+            await pool.execute(_FORGET_ADDRESS, row["address"], address_hmac(address_key, row["address"]), None)
+        done += len(addresses)
+        if len(addresses) < AUDIT_BATCH:
+            return done
 
 
 async def audit(conn: asyncpg.Pool | asyncpg.Connection, kind: str, user_id: int | None,

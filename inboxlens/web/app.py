@@ -1,7 +1,9 @@
 """The web application: routes, and the middleware every request passes through.
 
-Order per request: security headers on every answer; the session from its cookie;
-for POST, the CSRF token; for account pages, a logged-in user. Bodies are capped.
+Order per request: security headers on every answer (and a styled page for an unknown
+path or method); the session from its cookie; the per-address limit for requests nobody
+is logged in for (``limits.py``); for POST, the CSRF token. Who may run a handler is
+said on the handler itself (``auth.py``: ``@requires_user``). Bodies are capped.
 The REST API is a sub-application at ``/api/v1`` (``api.py``) with middleware of its
 own: the form-CSRF guard here leaves it alone, and a bearer-token call loads no session.
 """
@@ -13,6 +15,8 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from inboxlens.errors import VaultError
+from inboxlens.web import health
+from inboxlens.web.limits import anonymous
 from inboxlens.web.pages import dashboard, render as pages, views
 from inboxlens.web.api.routes import PREFIX as API_PREFIX, make_api
 from inboxlens.web.sessions import COOKIE
@@ -29,7 +33,6 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-LOGIN_REQUIRED = ("/accounts/", "/reconnect/", "/logout", "/settings")
 
 
 @web.middleware
@@ -47,7 +50,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     if session is not None and session.changed:
         await store.save(session)
     if session is not None and session.new_cookie:
-        response.set_cookie(COOKIE, store.cookie_value(session), max_age=store.cookie_max_age(), path="/",
+        response.set_cookie(COOKIE, store.cookie_value(session), max_age=store.cookie_max_age(session), path="/",
                             httponly=True, samesite="Lax", secure=request.app[SECURE_COOKIES])
     elif request.get("clear_cookie"):
         response.del_cookie(COOKIE, path="/")
@@ -62,9 +65,6 @@ def _is_api(request: web.Request) -> bool:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if _is_api(request):
         return await handler(request)  # the API checks callers and CSRF itself (api.py)
-    session = current_session(request)
-    if request.path.startswith(LOGIN_REQUIRED) and (session is None or session.user_id is None):
-        return views.problem(401, "Please log in first.", request=request)
     if request.method == "POST":
         form = await request.post()
         if not views.csrf_ok(request, str(form.get("csrf_token", ""))):
@@ -78,8 +78,19 @@ async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
     except web.HTTPException as e:
-        response = e
+        response = _styled(request, e)
     response.headers.update(HEADERS)
+    return response
+
+
+def _styled(request: web.Request, e: web.HTTPException) -> web.StreamResponse:
+    """aiohttp's plain-text 404 and 405 for a page, as a page; the API answers its own JSON."""
+    if _is_api(request) or e.status not in (404, 405):
+        return e
+    message = "There is no page here." if e.status == 404 else "This page does not take that kind of request."
+    response = views.problem(e.status, message, request=request)
+    if "Allow" in e.headers:
+        response.headers["Allow"] = e.headers["Allow"]
     return response
 
 
@@ -101,9 +112,10 @@ async def static_js(request: web.Request) -> web.Response:
 
 
 def make_app() -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[headers, sessions, guard])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[headers, sessions, anonymous, guard])
     r = app.router
     r.add_get("/healthz", healthz)
+    r.add_get("/readyz", health.readyz)
     r.add_get("/static/app.css", static_css)
     r.add_get("/static/app.js", static_js)
     r.add_get("/", views.home)

@@ -4,6 +4,10 @@ The cookie is ``<random id>.<HMAC-SHA256 of it>``; the table keeps only the id's
 SHA-256. A session starts anonymous (it holds pending OAuth flows) and gets a new
 id when someone logs in (no session fixation). Every session has its own CSRF
 token, which state-changing forms must echo.
+
+An anonymous session lives only as long as a sign-in may take (``ANONYMOUS_LIFETIME``):
+anyone can make one with a GET, so it must not cost a row for the 14 days a
+logged-in session keeps. The sweep removes it soon after.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncpg
 COOKIE = "inboxlens_session"
 KEY_BYTES = 32
 MAX_COOKIE = 200
+ANONYMOUS_LIFETIME = timedelta(minutes=10)  # as long as a pending OAuth flow is honoured
 
 
 @dataclass
@@ -91,7 +96,7 @@ class SessionStore:
         session = Session(secrets.token_urlsafe(32), user_id, secrets.token_urlsafe(32), data or {}, new_cookie=True)
         await self.pool.execute(
             "INSERT INTO web_sessions (id_hash, user_id, csrf_token, data, expires_at) VALUES ($1, $2, $3, $4, $5)",
-            _hash(session.id), user_id, session.csrf, json.dumps(session.data), self._expiry())
+            _hash(session.id), user_id, session.csrf, json.dumps(session.data), self._expiry(user_id))
         return session
 
     async def save(self, session: Session) -> None:
@@ -112,11 +117,18 @@ class SessionStore:
         status = await self.pool.execute("DELETE FROM web_sessions WHERE expires_at <= now()")
         return int(str(status).split()[-1])
 
-    def _expiry(self) -> datetime:
-        return datetime.now(timezone.utc) + self.lifetime
+    def _expiry(self, user_id: int | None) -> datetime:
+        return datetime.now(timezone.utc) + self._lifetime(user_id)
 
-    def cookie_max_age(self) -> int:
-        return int(self.lifetime.total_seconds())
+    def _lifetime(self, user_id: int | None) -> timedelta:
+        return self.lifetime if user_id is not None else min(self.lifetime, ANONYMOUS_LIFETIME)
+
+    def cookie_max_age(self, session: Session) -> int:
+        return int(self._lifetime(session.user_id).total_seconds())
+
+    def address_key(self) -> bytes:
+        """The key audit events hash a forgotten mailbox address with (derived: never the cookie key itself)."""
+        return hmac.new(self.key, b"inboxlens audit address v1", hashlib.sha256).digest()
 
 
 def _hash(session_id: str) -> bytes:

@@ -21,6 +21,8 @@ SECURE_COOKIES = web.AppKey("secure_cookies", bool)
 METRICS = web.AppKey("metrics", MetricsStore)
 CORS_ORIGINS = web.AppKey("cors_origins", frozenset[str])
 API_LIMITER = web.AppKey("api_limiter", RateLimiter)
+ANONYMOUS_LIMITER = web.AppKey("anonymous_limiter", RateLimiter)  # per client address, nobody logged in
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", frozenset[str])
 
 
 @dataclass(frozen=True)

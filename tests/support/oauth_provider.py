@@ -10,6 +10,11 @@ Offline access follows the two providers we meet: Microsoft's ``offline_access``
 always yields a refresh token; Google's ``access_type=offline`` yields one on a user's first
 consent for a client, and afterwards only with ``prompt=consent``.
 
+``conforming=True`` behaves like panva's oidc-provider with its defaults: the ID token
+carries ``sub`` only and the e-mail claims come from userinfo (OpenID Connect Core 5.4),
+and ``offline_access`` yields a refresh token only with ``prompt=consent`` (Core 11).
+A user's ``email_verified`` (in ``users``) is what both the ID token and userinfo say.
+
 Tests break it on purpose through plain attributes: ``fail_mode`` (one of ``FAIL_MODES``;
 a typo raises ValueError), ``fail_count`` (apply ``fail_mode`` to the next N /token
 requests only) and ``delay`` (seconds before /token answers; a client that gives up cancels
@@ -32,6 +37,7 @@ import hmac
 import logging
 import re
 import secrets
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -48,7 +54,9 @@ DEFAULT_CLIENTS = {"inboxlens-test": ["test-secret"]}
 DEFAULT_LOGIN = "user@example.test"
 DENIED_LOGIN = "deny@example.test"
 DEFAULT_SCOPE = "openid email offline_access"
-FAIL_MODES = ("invalid_grant", "server_error", "unavailable", "no_refresh_token", "no_expires_in", "drop")
+# huge_access_token: a good answer (a refresh grant rotates and spends the token) whose access token is 100 KB.
+FAIL_MODES = ("invalid_grant", "server_error", "unavailable", "no_refresh_token", "no_expires_in", "drop",
+              "huge_access_token")
 MAX_REQUEST_BYTES = 64 * 1024
 CODE_TTL = 60
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -102,8 +110,9 @@ def _bad_client() -> _Refused:
 
 class OAuthProvider:
     def __init__(self, *, clients: dict[str, list[str]] | None = None,
-                 access_token_ttl: int = 3600, rotate_refresh_tokens: bool = True) -> None:
+                 access_token_ttl: int = 3600, rotate_refresh_tokens: bool = True, conforming: bool = False) -> None:
         self.clients = {k: list(v) for k, v in (clients or DEFAULT_CLIENTS).items()}
+        self.conforming = conforming
         self.access_token_ttl = access_token_ttl
         self.rotate_refresh_tokens = rotate_refresh_tokens
         self.url = ""
@@ -273,7 +282,9 @@ class OAuthProvider:
         user = self._user(grant.email)
         now = int(time.time())
         claims = {"iss": self.issuer, "sub": user["sub"], "aud": grant.client_id, "iat": now,
-                  "exp": now + self.access_token_ttl, "email": user["email"], "email_verified": True}
+                  "exp": now + self.access_token_ttl}
+        if not self.conforming:
+            claims.update(email=user["email"], email_verified=user["email_verified"])
         if nonce is not None:
             claims["nonce"] = nonce
         return jwt.encode({"alg": "RS256", "kid": self._key.kid}, claims, self._key)
@@ -308,7 +319,7 @@ class OAuthProvider:
         client_id, scope = query["client_id"], query.get("scope", "openid email")
         scopes, prompts = scope.split(), query.get("prompt", "").split()
         first_consent = (email, client_id) not in self._consented
-        offline = "offline_access" in scopes or (
+        offline = ("offline_access" in scopes and (not self.conforming or "consent" in prompts)) or (
             query.get("access_type") == "offline" and (first_consent or "consent" in prompts))
         self._consented.add((email, client_id))
         code = secrets.token_urlsafe(32)
@@ -371,6 +382,8 @@ class OAuthProvider:
             raise _Refused("unsupported_grant_type", "supported: authorization_code, refresh_token")
         if mode == "no_expires_in":
             del answer["expires_in"]
+        if mode == "huge_access_token":
+            answer["access_token"] = "x" * 100_000
         return answer
 
     def _code_grant(self, client_id: str, fields: dict[str, str], may_issue_refresh: bool) -> dict[str, Any]:
@@ -578,6 +591,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # "Until interrupted" must not depend on what we inherit: a shell starting us (or the pytest
+    # that spawns us) in the background hands down SIGINT ignored, and Python then keeps it so.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
         asyncio.run(_serve(args.host, args.port))
     except KeyboardInterrupt:

@@ -53,6 +53,14 @@ class WebProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    async def wait_for_log(self, text: str, timeout: float = 15.0) -> None:
+        """Until the log has this text (the process writes it when the event happened), or fail."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while text not in self.log():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"web never logged {text!r}:\n{self.log()[-2000:]}")
+            await asyncio.sleep(0.05)
+
 
 def make_web(tmp: Path, state_dir: Path, runtime_dir: Path, dsn: str, providers: dict[str, Any],
              web: dict[str, Any] | None = None) -> WebProcess:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from inboxlens.metrics.model import Pending
+from inboxlens.web.pages.render import CSS
 from inboxlens.web.pages.dashboard import PENDING_SHOWN, Insights, Mailbox, render
 
 NOW = datetime(2024, 7, 1, 12, 0, tzinfo=timezone.utc)
@@ -47,3 +49,26 @@ def test_long_owed_and_awaiting_lists_show_the_twenty_waiting_longest() -> None:
     assert len(shown) == PENDING_SHOWN + 3
     assert shown[0].endswith("p0@example.test") and shown[PENDING_SHOWN - 1].endswith(f"p{PENDING_SHOWN - 1}@example.test")
     assert text.count('<p class="more">… and 5 more, newer than these.</p>') == 1
+
+
+def test_before_the_first_sync_empty_lists_say_not_synced_yet() -> None:
+    empty = Insights([], [], [], [], [])
+    fresh = Mailbox(mailbox().account, ZoneInfo("Europe/Paris"), date(2024, 7, 1), empty)
+    synced = Mailbox(mailbox(last_sync_at=NOW).account, ZoneInfo("Europe/Paris"), date(2024, 7, 1), empty)
+    assert "Not synced yet" in render([fresh], NOW, 30, None) and "You owe nobody" not in render([fresh], NOW, 30, None)
+    assert "You owe nobody a reply" in render([synced], NOW, 30, None)
+
+
+def _luminance(hex_colour: str) -> float:
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (channel(int(hex_colour[i:i + 2], 16) / 255) for i in (1, 3, 5))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_header_links_meet_wcag_aa_contrast_on_the_navy_header() -> None:
+    background = re.search(r"header\{[^}]*background:(#[0-9a-f]{6})", CSS)
+    links = re.search(r"header a,header span\{color:(#[0-9a-f]{6})\}", CSS)
+    assert background and links, "the header's link colour must be set, not the browser's default blue"
+    light, dark = sorted((_luminance(links[1]), _luminance(background[1])), reverse=True)
+    assert (light + 0.05) / (dark + 0.05) >= 4.5

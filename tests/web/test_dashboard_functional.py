@@ -229,8 +229,9 @@ async def test_empty_states_read_well(stack: Stack) -> None:
         assert "No messages in this period." in found["Messages per day"]
         assert "No replies in this period." in found["Reply times"]
         assert "No correspondents yet." in found["Top correspondents"]
-        assert "You owe nobody a reply" in found["You owe a reply"]
-        assert "Nobody owes you a reply" in found["Waiting for a reply"]
+        # Before the first sync an empty list means nothing yet, not "nobody waits" (issue 13.7).
+        assert "Not synced yet" in found["You owe a reply"] and "You owe nobody" not in found["You owe a reply"]
+        assert "Not synced yet" in found["Waiting for a reply"]
 
         # Disconnected, the user is still logged in, with nothing to show.
         gone = await browser.post(f"/accounts/{alice}/disconnect", data={"csrf_token": csrf_of(text)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import sqlite3
 from urllib.parse import parse_qs, urlsplit
 
@@ -114,7 +115,11 @@ async def test_callback_without_refresh_token_writes_nothing(stack: Stack):
     async with stack.browser() as browser:
         response = await browser.get("/connect/test")
         text = await page(response)
-    assert response.status == 400 and "did not send a refresh token" in text and "connected apps" in text
+    assert response.status == 400 and "did not send a refresh token" in text
+    # The page names what was asked for and what to change, not a guess about connected apps.
+    assert 'asked for the scopes "openid email offline_access" with prompt=consent' in html.unescape(text)
+    assert "allow the refresh_token grant" in text and "connected apps" not in text
+    assert "refused: no refresh token came back" in stack.web.log()
     assert await account_rows(stack) == []
     assert not sqlite3.connect(stack.vault.vault_dir / "tokens.sqlite3").execute("SELECT * FROM tokens").fetchall()
 

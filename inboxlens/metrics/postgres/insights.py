@@ -89,6 +89,19 @@ SELECT domain, messages, dkim_checked, dkim_pass, spf_checked, spf_pass, dmarc_c
 FROM sender_domains WHERE account_id = $1 AND ($2::text IS NULL OR domain = $2) ORDER BY messages DESC, domain
 """
 
+# A page of _PENDING ($5 rows from $6 on) and how many there are in all, in one query.
+_PENDING_PAGE = f"""
+SELECT p.*, count(*) OVER () AS total FROM ({_PENDING}) p ORDER BY p.sent_at, p.msg_key LIMIT $5 OFFSET $6
+"""
+_PENDING_COUNT = f"SELECT count(*) FROM ({_PENDING}) p"
+
+# $1 account, $2 page size, $3 offset.
+_DOMAINS_PAGE = """
+SELECT domain, messages, dkim_checked, dkim_pass, spf_checked, spf_pass, dmarc_checked, dmarc_pass, last_seen,
+       count(*) OVER () AS total
+FROM sender_domains WHERE account_id = $1 ORDER BY messages DESC, domain LIMIT $2 OFFSET $3
+"""
+
 _FLAGS = """
 SELECT msg_key, domain, correspondent, sent_at, failed FROM auth_flags
 WHERE account_id = $1 AND ($3::text IS NULL OR correspondent = $3) ORDER BY sent_at DESC, msg_key LIMIT $2
@@ -164,12 +177,24 @@ class PgInsights:
     async def awaiting(self, account_id: int, *, now: datetime) -> list[Pending]:
         return await self._pending(account_id, now, "sent")
 
+    async def pending_page(self, account_id: int, direction: str, *, now: datetime, limit: int,
+                           offset: int) -> tuple[list[Pending], int]:
+        """A page of owed ('received') or awaiting ('sent') messages, oldest first, and the total."""
+        args = (account_id, now - self.settings.lookback, now - self._wait(direction), direction)
+        rows = await self.pool.fetch(_PENDING_PAGE, *args, limit, offset)
+        total = rows[0]["total"] if rows else (await self.pool.fetchval(_PENDING_COUNT, *args) if offset else 0)
+        return [_pending(r, now) for r in rows], int(total)
+
     async def sender_domains(self, account_id: int, domain: str | None = None, db: Db | None = None
                              ) -> list[DomainAuth]:
         rows = await (db or self.pool).fetch(_DOMAINS, account_id, domain)
-        return [DomainAuth(r["domain"], r["messages"], CheckCount(r["dkim_checked"], r["dkim_pass"]),
-                           CheckCount(r["spf_checked"], r["spf_pass"]), CheckCount(r["dmarc_checked"], r["dmarc_pass"]),
-                           r["last_seen"]) for r in rows]
+        return [_domain(r) for r in rows]
+
+    async def sender_domains_page(self, account_id: int, *, limit: int, offset: int) -> tuple[list[DomainAuth], int]:
+        rows = await self.pool.fetch(_DOMAINS_PAGE, account_id, limit, offset)
+        total = rows[0]["total"] if rows else (await self.pool.fetchval(
+            "SELECT count(*) FROM sender_domains WHERE account_id = $1", account_id) if offset else 0)
+        return [_domain(r) for r in rows], int(total)
 
     async def auth_flags(self, account_id: int, *, limit: int = 100, correspondent: str | None = None,
                          db: Db | None = None) -> list[AuthFlag]:
@@ -183,12 +208,25 @@ class PgInsights:
         return [_relationship(r, now) for r in rows]
 
     async def _pending(self, account_id: int, now: datetime, direction: str) -> list[Pending]:
-        wait = self.settings.owed_after if direction == "received" else self.settings.awaiting_after
-        rows = await self.pool.fetch(_PENDING, account_id, now - self.settings.lookback, now - wait, direction)
-        return [Pending(r["msg_key"].hex(), r["correspondent"], r["sent_at"], now - r["sent_at"]) for r in rows]
+        rows = await self.pool.fetch(_PENDING, account_id, now - self.settings.lookback, now - self._wait(direction),
+                                     direction)
+        return [_pending(r, now) for r in rows]
+
+    def _wait(self, direction: str) -> timedelta:
+        return self.settings.owed_after if direction == "received" else self.settings.awaiting_after
 
     async def _time_zone(self, account_id: int) -> str:
         return str(await self.pool.fetchval("SELECT time_zone FROM mail_accounts WHERE id = $1", account_id) or "UTC")
+
+
+def _pending(r: Any, now: datetime) -> Pending:
+    return Pending(r["msg_key"].hex(), r["correspondent"], r["sent_at"], now - r["sent_at"])
+
+
+def _domain(r: Any) -> DomainAuth:
+    return DomainAuth(r["domain"], r["messages"], CheckCount(r["dkim_checked"], r["dkim_pass"]),
+                      CheckCount(r["spf_checked"], r["spf_pass"]), CheckCount(r["dmarc_checked"], r["dmarc_pass"]),
+                      r["last_seen"])
 
 
 def _relationship(r: Any, now: datetime) -> Relationship:

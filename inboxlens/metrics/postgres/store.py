@@ -68,8 +68,20 @@ class PgMetricsStore:
     async def awaiting(self, account_id: int, *, now: datetime) -> list[Pending]:
         return await self._insights.awaiting(account_id, now=now)
 
+    async def owed_page(self, account_id: int, *, now: datetime, limit: int, offset: int = 0
+                        ) -> tuple[list[Pending], int]:
+        return await self._insights.pending_page(account_id, "received", now=now, limit=limit, offset=offset)
+
+    async def awaiting_page(self, account_id: int, *, now: datetime, limit: int, offset: int = 0
+                            ) -> tuple[list[Pending], int]:
+        return await self._insights.pending_page(account_id, "sent", now=now, limit=limit, offset=offset)
+
     async def sender_domains(self, account_id: int) -> list[DomainAuth]:
         return await self._insights.sender_domains(account_id)
+
+    async def sender_domains_page(self, account_id: int, *, limit: int, offset: int = 0
+                                  ) -> tuple[list[DomainAuth], int]:
+        return await self._insights.sender_domains_page(account_id, limit=limit, offset=offset)
 
     async def auth_flags(self, account_id: int, *, limit: int = 100) -> list[AuthFlag]:
         return await self._insights.auth_flags(account_id, limit=limit)

@@ -21,7 +21,9 @@ from inboxlens.metrics.model import Order, Period
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.web import accounts
 from inboxlens.web.api.errors import ApiError
-from inboxlens.web.state import CALLER, DB, METRICS, VAULT
+from inboxlens.web.auth import requires_api_caller
+from inboxlens.web.pages.views import parse_id
+from inboxlens.web.state import CALLER, DB, METRICS, SESSIONS, VAULT
 
 MAX_RANGE_DAYS: dict[str, int] = {"day": 366, "week": 5 * 366, "month": 10 * 366}
 DEFAULT_RANGE_DAYS: dict[str, int] = {"day": 29, "week": 7 * 12 - 1, "month": 365}
@@ -34,6 +36,7 @@ _ADDRESS = re.compile(r"[^\s\x00-\x1f\x7f]{1,320}")
 T = TypeVar("T")
 
 
+@requires_api_caller
 async def me(request: web.Request) -> web.Response:
     user_id = request[CALLER].user_id
     pool = request.config_dict[DB]
@@ -51,6 +54,7 @@ def _account(row: dict[str, Any]) -> dict[str, Any]:
     return {**{f: plain(row[f]) for f in fields}, "needs_reconnect": row["status"] == "reauth_required"}
 
 
+@requires_api_caller
 async def rollups(request: web.Request) -> web.Response:
     account = await _own_account(request)
     period: Period = _choice(request, "period", ("day", "week", "month"), "day")  # type: ignore[assignment]
@@ -60,6 +64,7 @@ async def rollups(request: web.Request) -> web.Response:
     return _json({"account_id": account["id"], "period": period, "from": first, "to": last, "rollups": found})
 
 
+@requires_api_caller
 async def correspondents(request: web.Request) -> web.Response:
     account = await _own_account(request)
     order: Order = _choice(request, "order", ("strength", "recency", "volume"), "strength")  # type: ignore[assignment]
@@ -71,6 +76,7 @@ async def correspondents(request: web.Request) -> web.Response:
                   "correspondents": found})
 
 
+@requires_api_caller
 async def card(request: web.Request) -> web.Response:
     account = await _own_account(request)
     address = request.match_info["address"].strip().lower()
@@ -82,10 +88,12 @@ async def card(request: web.Request) -> web.Response:
     return _json({"account_id": account["id"], "correspondent": address, "card": found})
 
 
+@requires_api_caller
 async def owed(request: web.Request) -> web.Response:
     return await _pending_page(request, "owed")
 
 
+@requires_api_caller
 async def awaiting(request: web.Request) -> web.Response:
     return await _pending_page(request, "awaiting")
 
@@ -96,23 +104,25 @@ async def _pending_page(request: web.Request, which: str) -> web.Response:
     limit = _int_param(request, "limit", 50, 1, MAX_LIMIT)
     offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
     store = _metrics(request)
-    read = store.owed if which == "owed" else store.awaiting
-    found = await _guard(read(int(account["id"]), now=_now()))
-    return _json({"account_id": account["id"], "limit": limit, "offset": offset, "total": len(found),
-                  which: found[offset:offset + limit]})
+    read = store.owed_page if which == "owed" else store.awaiting_page
+    found, total = await _guard(read(int(account["id"]), now=_now(), limit=limit, offset=offset))
+    return _json({"account_id": account["id"], "limit": limit, "offset": offset, "total": total, which: found})
 
 
+@requires_api_caller
 async def senders(request: web.Request) -> web.Response:
     """A page of sender domains (most messages first) and the MAX_LIMIT newest flags."""
     account = await _own_account(request)
     limit = _int_param(request, "limit", 50, 1, MAX_LIMIT)
     offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
-    domains = await _guard(_metrics(request).sender_domains(int(account["id"])))
+    domains, total = await _guard(_metrics(request).sender_domains_page(int(account["id"]), limit=limit,
+                                                                        offset=offset))
     flags = await _guard(_metrics(request).auth_flags(int(account["id"]), limit=MAX_LIMIT))
-    return _json({"account_id": account["id"], "limit": limit, "offset": offset, "domains_total": len(domains),
-                  "domains": domains[offset:offset + limit], "flags": flags})
+    return _json({"account_id": account["id"], "limit": limit, "offset": offset, "domains_total": total,
+                  "domains": domains, "flags": flags})
 
 
+@requires_api_caller
 async def sync(request: web.Request) -> web.Response:
     account = await _own_account(request)
     if account["status"] != "active":
@@ -121,11 +131,13 @@ async def sync(request: web.Request) -> web.Response:
     return _json({"account_id": account["id"], "next_sync_at": due}, status=202)
 
 
+@requires_api_caller
 async def disconnect(request: web.Request) -> web.Response:
     account, user_id = await _own_account(request), request[CALLER].user_id
     try:
         revocation, deleted = await accounts.disconnect(request.config_dict[DB], request.config_dict[VAULT],
-                                                        _metrics(request), user_id, account)
+                                                        _metrics(request), user_id, account,
+                                                        address_key=request.config_dict[SESSIONS].address_key())
     except VaultError:
         raise ApiError(503, "vault_unavailable", "The token vault did not answer; nothing was disconnected. "
                                                  "Try again in a moment.") from None
@@ -134,8 +146,7 @@ async def disconnect(request: web.Request) -> web.Response:
 
 
 async def _own_account(request: web.Request) -> dict[str, Any]:
-    text = request.match_info["account_id"]
-    account_id = int(text) if text.isdigit() and len(text) < 19 else None
+    account_id = parse_id(request.match_info["account_id"])
     account = await accounts.account_of(request.config_dict[DB], request[CALLER].user_id, account_id) \
         if account_id else None
     if account is None:

@@ -27,8 +27,9 @@ from inboxlens.errors import MetricsUnavailable
 from inboxlens.metrics.model import DayRollup, Pending, PeriodRollup, Relationship
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.web import accounts
+from inboxlens.web.auth import USER_ID, requires_user
 from inboxlens.web.pages import charts, views
-from inboxlens.web.state import DB, METRICS, VAULT, current_session
+from inboxlens.web.state import DB, METRICS, VAULT
 
 WINDOWS = (30, 90)  # days the volume chart can show; the last is the default and what is read
 REPLY_WEEKS = 13
@@ -40,6 +41,7 @@ ERRORS = {  # harvest's last_error codes, as a person would say them
 }
 OWED_NONE = "You owe nobody a reply: everyone who wrote recently has an answer."
 AWAITING_NONE = "Nobody owes you a reply: every recent message of yours was answered."
+NOT_SYNCED = "Not synced yet: this shows up after the first sync."  # an empty list says nothing before it
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,17 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/static/dashboard.css", static_css)
 
 
-async def show_all(request: web.Request) -> web.Response:
+@requires_user
+async def show_all(request: web.Request) -> web.StreamResponse:
     return await _show(request, None)
 
 
-async def show_one(request: web.Request) -> web.Response:
-    text = request.match_info["account_id"]
-    if not (text.isascii() and text.isdigit() and len(text) < 19):
+@requires_user
+async def show_one(request: web.Request) -> web.StreamResponse:
+    account_id = views.parse_id(request.match_info["account_id"])
+    if account_id is None:
         return views.problem(404, "No such mailbox.", request=request)
-    return await _show(request, int(text))
+    return await _show(request, account_id)
 
 
 async def static_css(request: web.Request) -> web.Response:
@@ -83,10 +87,8 @@ async def static_css(request: web.Request) -> web.Response:
 
 
 async def _show(request: web.Request, only: int | None) -> web.Response:
-    session = current_session(request)
-    if session is None or session.user_id is None:
-        return views.problem(401, "Please log in first.", request=request)
-    rows = await accounts.accounts_with_sync(request.app[DB], session.user_id)
+    """Only ever called from a handler under @requires_user: request[USER_ID] is set."""
+    rows = await accounts.accounts_with_sync(request.app[DB], request[USER_ID])
     if only is not None:
         rows = [r for r in rows if r["id"] == only]
         if not rows:
@@ -201,8 +203,13 @@ def _insights(box: Mailbox, window: int) -> str:
             f"{charts.volume_chart(shown, first, box.today)}<h3>Reply times</h3>"
             f"{charts.reply_chart(found.weeks, monday - timedelta(weeks=REPLY_WEEKS - 1), monday)}"
             f"<h3>Top correspondents</h3>{_top(found.top, box.zone)}"
-            f"<h3>You owe a reply</h3>{_pending(found.owed, box.zone, 'From', 'Received', OWED_NONE)}"
-            f"<h3>Waiting for a reply</h3>{_pending(found.awaiting, box.zone, 'To', 'Sent', AWAITING_NONE)}")
+            f"<h3>You owe a reply</h3>{_pending(found.owed, box.zone, 'From', 'Received', _none(box, OWED_NONE))}"
+            f"<h3>Waiting for a reply</h3>"
+            f"{_pending(found.awaiting, box.zone, 'To', 'Sent', _none(box, AWAITING_NONE))}")
+
+
+def _none(box: Mailbox, synced: str) -> str:
+    return synced if box.account["last_sync_at"] is not None else NOT_SYNCED
 
 
 

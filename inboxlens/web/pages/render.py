@@ -78,6 +78,9 @@ def disconnected(address: str, revocation: str, deleted: dict[str, int]) -> str:
             f"<ul>{items}<li>the stored refresh token (in the vault)</li></ul><p><a href=\"/\">Back</a></p>")
 
 
+EXTENSION_ID = "kedfbmhakcljommjfnkjpndeifbjneie"  # from the public key in extension/manifest.json
+
+
 def settings(listed: list[TokenInfo], csrf: str, created: tuple[str, str] | None) -> str:
     """API tokens: the list, revoke buttons, the form for a new one, and a new one's secret, once."""
     rows = "".join(_token_row(t, csrf) for t in listed) or '<tr><td colspan="4">No API token yet.</td></tr>'
@@ -85,6 +88,8 @@ def settings(listed: list[TokenInfo], csrf: str, created: tuple[str, str] | None
             "<p>The InboxLens browser extension (or any API client) sends one of these as "
             "<code>Authorization: Bearer ilk_…</code>. A token reads everything about your mailboxes: "
             "revoke it when a device is lost.</p>"
+            "<p>To let the InboxLens browser extension call this server, the configuration's <code>[web]</code> "
+            f'section needs: <code data-cors-line>cors_origins = ["chrome-extension://{EXTENSION_ID}"]</code></p>'
             "<table><thead><tr><th>Name</th><th>Created</th><th>Last used</th><th></th></tr></thead>"
             f"<tbody>{rows}</tbody></table>"
             f'<h2>New token</h2><form method="post" action="/settings/tokens">{csrf_field(csrf)}'
@@ -118,6 +123,7 @@ CSS = """
 body{font:16px/1.5 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 header{display:flex;justify-content:space-between;align-items:center;padding:.6rem 1.5rem;background:#1d2330;color:#fff}
 header a.brand{color:#fff;font-weight:700;text-decoration:none}
+header a,header span{color:#ffffff}
 main{max-width:58rem;margin:2rem auto;padding:0 1.5rem}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{text-align:left;padding:.5rem;border-bottom:1px solid #dde1e7}

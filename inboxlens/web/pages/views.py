@@ -20,6 +20,7 @@ from aiohttp import web
 
 from inboxlens.errors import VaultError
 from inboxlens.web import accounts, tokens
+from inboxlens.web.auth import USER_ID, requires_user
 from inboxlens.web.pages import render as pages
 from inboxlens.web.oauth import FlowError, Grant, new_secret
 from inboxlens.web.state import DB, METRICS, PROVIDERS, SESSIONS, VAULT, current_session, ensure_session
@@ -82,11 +83,10 @@ async def start_login(request: web.Request) -> web.Response:
     return await _start(request, "login", mailbox=False)
 
 
-async def start_reconnect(request: web.Request) -> web.Response:
-    session = current_session(request)
-    account_id = _int(request.match_info["account_id"])
-    account = await accounts.account_of(request.app[DB], session.user_id, account_id) \
-        if session and session.user_id and account_id else None
+@requires_user
+async def start_reconnect(request: web.Request) -> web.StreamResponse:
+    account_id = parse_id(request.match_info["account_id"])
+    account = await accounts.account_of(request.app[DB], request[USER_ID], account_id) if account_id else None
     if account is None:
         return problem(404, "No such mailbox.", request=request)
     return await _start(request, "reconnect", mailbox=True, provider=account["provider"], account=account)
@@ -122,35 +122,46 @@ async def callback(request: web.Request) -> web.Response:
     if session is not None and flow is not None:
         session.changed = True
     if flow is None or flow["provider"] != name or flow["created"] < time.time() - FLOW_SECONDS:
+        _refused(name, "unknown, expired or reused state")
         return problem(400, "This sign-in link is not valid here, has expired, or was already used.",
                        "Start again from the InboxLens page, in the same browser.", request)
     if "error" in request.query:
         return _provider_error(request, name, request.query["error"])
     code = request.query.get("code", "")
     if not code or len(code) > 2048:
+        _refused(name, "no authorization code")
         return problem(400, "The provider sent no authorization code.", "Start again.", request)
     try:
         grant = await request.app[PROVIDERS].exchange(name, code, flow["verifier"], flow["nonce"])
     except FlowError as e:
-        return problem(502, str(e), request=request)
+        _refused(name, e.reason)
+        return problem(e.status, str(e), request=request)
     if flow["purpose"] == "login":
         return await _finish_login(request, grant, flow)
     return await finish_connect(request, name, grant, flow)
 
 
+def _refused(provider: str, reason: str) -> None:
+    """Every refused callback leaves a line saying why (a reason code: no token, code or claim value)."""
+    log.warning("sign-in callback from %s refused: %s", provider, reason)
+
+
 def _provider_error(request: web.Request, name: str, error: str) -> web.Response:
     label = request.app[PROVIDERS].label(name)
+    code = error if re.fullmatch(r"[a-z_]{1,40}", error) else "unknown"
+    _refused(name, f"the provider answered error={code}")
     if error == "access_denied":
         return problem(403, f"You did not allow InboxLens access at {label}, so nothing was connected.",
                        "If that was a mistake, start again and choose Allow.", request)
-    code = error if re.fullmatch(r"[a-z_]{1,40}", error) else "unknown"
     return problem(502, f"{label} reported an error ({code}); nothing was connected.", "Please try again.", request)
 
 
 async def _finish_login(request: web.Request, grant: Grant, flow: dict[str, Any]) -> web.Response:
-    user_id = await accounts.user_for_login(request.app[DB], grant.email)
+    user_id = await accounts.user_for_login(request.app[DB], flow["provider"], grant.subject, grant.email)
     if user_id is None:
-        return problem(403, f"There is no InboxLens user for {grant.email}.",
+        _refused(flow["provider"], "no user has this provider identity")
+        return problem(403, f"There is no InboxLens user for {grant.email} at "
+                            f"{request.app[PROVIDERS].label(flow['provider'])}.",
                        "Connect a mailbox first: that creates your user.", request)
     await _log_in(request, user_id)
     await accounts.audit(request.app[DB], "login", user_id, None, address=grant.email)
@@ -158,21 +169,21 @@ async def _finish_login(request: web.Request, grant: Grant, flow: dict[str, Any]
 
 
 async def finish_connect(request: web.Request, provider: str, grant: Grant, flow: dict[str, Any]) -> web.Response:
-    label = request.app[PROVIDERS].label(provider)
     if grant.refresh_token is None:
-        return problem(400, f"{label} did not send a refresh token, so InboxLens could not keep access.",
-                       f"This happens when access was granted before. Remove InboxLens from your {label} "
-                       "account's connected apps, then connect again.", request)
+        _refused(provider, "no refresh token came back")
+        return problem(400, *no_refresh_token(request, provider), request)
     session = current_session(request)
     user_id = session.user_id if session else None
     if flow["purpose"] == "reconnect":
         account = await accounts.account_of(request.app[DB], user_id or 0, int(flow["account"]))
         if account is None or account["address"] != grant.email:
+            _refused(provider, "reconnect signed in as another mailbox")
             return problem(400, f"You signed in as {grant.email}, which is not the mailbox being reconnected.",
                            "Start again and choose the right account at the provider.", request)
     try:
-        user_id, account_id, created = await _store(request, provider, grant, flow, user_id)
+        user_id, account_id, created = await _store(request, provider, grant, grant.refresh_token, flow, user_id)
     except accounts.AddressTaken as e:
+        _refused(provider, "the address belongs to another user or provider identity")
         return problem(409, str(e), "Log in as that user, or disconnect the mailbox there first.", request)
     except VaultError:
         log.error("the vault did not store the token for %s", grant.email)
@@ -183,17 +194,36 @@ async def finish_connect(request: web.Request, provider: str, grant: Grant, flow
     return redirect(flow["next"])
 
 
-async def _store(request: web.Request, provider: str, grant: Grant, flow: dict[str, Any],
+def no_refresh_token(request: web.Request, provider: str) -> tuple[str, str]:
+    """Why no refresh token came back, and what to change: the page's message and hint."""
+    providers = request.app[PROVIDERS]
+    label, scopes = providers.label(provider), providers.scopes(provider, mailbox=True)
+    params = providers.authorize_params(provider, mailbox=True)
+    asked = f"InboxLens asked for the scopes \"{' '.join(scopes) or '(none)'}\""
+    message = f"{label} did not send a refresh token, so InboxLens could not keep access. {asked}" + \
+        (" with prompt=consent." if params.get("prompt") == "consent" else ".")
+    if "offline_access" not in scopes and params.get("access_type") != "offline":
+        return message, (f"Offline access was not asked for: the administrator should add \"offline_access\" to "
+                         f"providers.{provider}.scopes (or the provider's own offline parameter to authorize_params).")
+    if params.get("prompt") != "consent":
+        return message, (f"This happens when access was granted before. Remove InboxLens from your {label} "
+                         "account's connected apps and connect again, or the administrator adds "
+                         f"prompt = \"consent\" to providers.{provider}.authorize_params.")
+    return message, (f"{label} refused offline access to this client: the administrator should allow the "
+                     f"refresh_token grant (offline access) for client {providers.configs[provider].client_id} at {label}.")
+
+
+async def _store(request: web.Request, provider: str, grant: Grant, refresh_token: str, flow: dict[str, Any],
                  user_id: int | None) -> tuple[int, int, bool]:
     """Account row and sealed token together: the row commits only after the vault stored the token."""
-    assert grant.refresh_token is not None
     vault = request.app[VAULT]
     pool: asyncpg.Pool = request.app[DB]
     async with pool.acquire() as conn, conn.transaction():
-        user_id = user_id or await accounts.find_or_create_user(conn, grant.email)
-        account_id, created = await accounts.attach_account(conn, user_id, grant.email, provider, flow["tz"])
+        user_id = user_id or await accounts.user_for_connect(conn, provider, grant.subject, grant.email)
+        account_id, created = await accounts.attach_account(conn, user_id, grant.email, provider, grant.subject,
+                                                            flow["tz"])
         key = await vault.public_key()  # fetched each time: a rotated key is picked up at once
-        await vault.set(str(account_id), provider, key.seal(str(account_id), provider, grant.refresh_token))
+        await vault.set(str(account_id), provider, key.seal(str(account_id), provider, refresh_token))
         await accounts.audit(conn, "connect" if created else "reconnect", user_id, account_id,
                              address=grant.email, provider=provider, key_id=key.key_id)
     return user_id, account_id, created
@@ -208,7 +238,8 @@ async def _log_in(request: web.Request, user_id: int) -> None:
     request["session"] = fresh
 
 
-async def logout(request: web.Request) -> web.Response:
+@requires_user
+async def logout(request: web.Request) -> web.StreamResponse:
     session = current_session(request)
     if session is not None:
         await request.app[SESSIONS].delete(session)
@@ -217,28 +248,29 @@ async def logout(request: web.Request) -> web.Response:
     return redirect("/")
 
 
-async def change_time_zone(request: web.Request) -> web.Response:
-    session, account_id = current_session(request), _int(request.match_info["account_id"])
+@requires_user
+async def change_time_zone(request: web.Request) -> web.StreamResponse:
+    account_id = parse_id(request.match_info["account_id"])
     form = await request.post()
     tz = time_zone(str(form.get("time_zone", "")))
     if tz is None:
         return problem(400, "That is not a time zone InboxLens knows.", "Use an IANA name such as Europe/Paris.",
                        request)
-    assert session is not None and session.user_id is not None
-    if not account_id or not await accounts.set_time_zone(request.app[DB], session.user_id, account_id, tz):
+    if not account_id or not await accounts.set_time_zone(request.app[DB], request[USER_ID], account_id, tz):
         return problem(404, "No such mailbox.", request=request)
     return redirect("/")
 
 
-async def disconnect(request: web.Request) -> web.Response:
-    session, account_id = current_session(request), _int(request.match_info["account_id"])
-    assert session is not None and session.user_id is not None
-    account = await accounts.account_of(request.app[DB], session.user_id, account_id) if account_id else None
+@requires_user
+async def disconnect(request: web.Request) -> web.StreamResponse:
+    user_id, account_id = request[USER_ID], parse_id(request.match_info["account_id"])
+    account = await accounts.account_of(request.app[DB], user_id, account_id) if account_id else None
     if account is None:
         return problem(404, "No such mailbox.", request=request)
     try:
         revocation, deleted = await accounts.disconnect(request.app[DB], request.app[VAULT], request.app[METRICS],
-                                                        session.user_id, account)
+                                                        user_id, account,
+                                                        address_key=request.app[SESSIONS].address_key())
     except VaultError:
         return problem(503, "InboxLens could not reach its token vault; nothing was disconnected.",
                        "Please try again in a moment.", request)
@@ -246,45 +278,48 @@ async def disconnect(request: web.Request) -> web.Response:
                 request=request)
 
 
-async def settings(request: web.Request) -> web.Response:
+@requires_user
+async def settings(request: web.Request) -> web.StreamResponse:
     return await _settings_page(request)
 
 
 async def _settings_page(request: web.Request, created: tuple[str, str] | None = None,
                          status: int = 200) -> web.Response:
+    """Only ever called from a handler under @requires_user: request[USER_ID] is set."""
     session = current_session(request)
-    assert session is not None and session.user_id is not None
-    listed = await tokens.tokens_of(request.app[DB], session.user_id)
-    return html("Settings", pages.settings(listed, session.csrf, created), status, request=request)
+    listed = await tokens.tokens_of(request.app[DB], request[USER_ID])
+    return html("Settings", pages.settings(listed, session.csrf if session else "", created), status,
+                request=request)
 
 
-async def create_token(request: web.Request) -> web.Response:
-    session = current_session(request)
-    assert session is not None and session.user_id is not None
+@requires_user
+async def create_token(request: web.Request) -> web.StreamResponse:
+    user_id = request[USER_ID]
     name = tokens.clean_name(str((await request.post()).get("name", "")))
     if name is None:
         return problem(400, f"A token needs a name of 1 to {tokens.MAX_NAME} characters.",
                        "Name it after where it is used, such as \"Chrome at work\".", request)
-    made = await tokens.create(request.app[DB], session.user_id, name)
+    made = await tokens.create(request.app[DB], user_id, name)
     if made is None:
         return problem(400, f"You already have {tokens.MAX_PER_USER} API tokens.", "Revoke one first.", request)
     info, secret = made
-    await accounts.audit(request.app[DB], "api_token_created", session.user_id, None, token_id=info.id, name=name)
+    await accounts.audit(request.app[DB], "api_token_created", user_id, None, token_id=info.id, name=name)
     return await _settings_page(request, (name, secret), 201)
 
 
-async def revoke_token(request: web.Request) -> web.Response:
-    session, token_id = current_session(request), _int(request.match_info["token_id"])
-    assert session is not None and session.user_id is not None
-    name = await tokens.revoke(request.app[DB], session.user_id, token_id) if token_id else None
+@requires_user
+async def revoke_token(request: web.Request) -> web.StreamResponse:
+    user_id, token_id = request[USER_ID], parse_id(request.match_info["token_id"])
+    name = await tokens.revoke(request.app[DB], user_id, token_id) if token_id else None
     if name is None:
         return problem(404, "No such API token.", request=request)
-    await accounts.audit(request.app[DB], "api_token_revoked", session.user_id, None, token_id=token_id, name=name)
+    await accounts.audit(request.app[DB], "api_token_revoked", user_id, None, token_id=token_id, name=name)
     return redirect("/settings")
 
 
-def _int(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) < 19 else None
+def parse_id(text: str) -> int | None:
+    """A row id from a URL: ASCII digits only ('١' is a digit to str.isdigit, and int() reads it as 1)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
 
 
 def csrf_ok(request: web.Request, token: str) -> bool:
