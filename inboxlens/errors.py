@@ -4,8 +4,16 @@
     ├── ConfigError             the operator's mistake: a bad key, value or path in config
     ├── KeysetError             the key files: missing, unreadable, wrong mode, unknown key id
     ├── SealedTokenError        a sealed token cannot be opened (one opaque message, on purpose)
+    ├── StartFailed             the service cannot start
+    │   └── StartError              a child cannot start with what it was given (exit 78, not retried)
+    ├── DrainExpired            a stopping child's in-flight work outlived its drain deadline
     ├── PgError                 the embedded or configured PostgreSQL cannot be used
-    ├── MetricsUnavailable      the metrics store (Cassandra) cannot be reached or timed out
+    ├── MetricsUnavailable      the world's fault: the metrics store cannot be reached or timed out
+    ├── AccountNotFound         the caller's mistake: it named an account the metrics store does not have
+    ├── LeaseLost               the world's doing: another harvest process holds the account's lease now
+    ├── MailError               talking to an IMAP server
+    │   ├── MailServerError         the world's fault: unreachable, failed, broke the protocol or a limit
+    │   └── AuthenticationRefused   the server refused our XOAUTH2 login (the token, or the account)
     └── VaultError              talking to the vault
         ├── VaultUnavailable    the world's fault: no socket, connection lost, timed out
         ├── ProtocolError       a frame broke the protocol (either side)
@@ -48,12 +56,40 @@ class StartFailed(InboxLensError):
     """The service cannot start; the message says why."""
 
 
+class StartError(StartFailed):
+    """A child cannot start with what it was given; the message says why, without secrets."""
+
+
+class DrainExpired(InboxLensError):
+    """A stopping child's in-flight work did not finish within its drain deadline."""
+
+
 class PgError(InboxLensError):
     """PostgreSQL (embedded or configured) could not be started, reached or migrated."""
 
 
 class MetricsUnavailable(InboxLensError):
     """The world's fault: the metrics store's cluster is unreachable, overloaded or timed out."""
+
+
+class AccountNotFound(InboxLensError, LookupError):
+    """The caller named an account the metrics store has nothing for (or that was deleted meanwhile)."""
+
+
+class LeaseLost(InboxLensError):
+    """Another harvest process holds the account now; stop working it."""
+
+
+class MailError(InboxLensError):
+    """Talking to an IMAP server failed; the message names the server (host:port) and the cause."""
+
+
+class MailServerError(MailError):
+    """The world's fault: the IMAP server is unreachable, failed, or broke the protocol or a limit; try later."""
+
+
+class AuthenticationRefused(MailError):
+    """The IMAP server refused the XOAUTH2 login."""
 
 
 class VaultError(InboxLensError):

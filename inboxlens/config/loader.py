@@ -9,6 +9,7 @@ environment, is an error naming it; so is a value of the wrong type or out of ra
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from datetime import time
@@ -84,21 +85,39 @@ def validate(config: Config) -> None:
     """Checks that need more than one field, or a range; each names its key and what it allows."""
     check_vault(config.vault, config.vault_socket)
     check_providers(config.providers)
+    for name, provider in config.providers.items():
+        if provider.imap_tls not in ("tls", "plain"):
+            raise ConfigError(f"providers.{name}.imap_tls: must be 'tls' or 'plain' (plain: loopback only)")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level: must be DEBUG, INFO, WARNING or ERROR, not {config.log_level!r}")
     _check_web(config.web)
     _check_harvest(config.harvest)
     _check_metrics(config.metrics)
     _check_insights(config.insights)
+    _check_stop(config)
+
+
+def _check_stop(config: Config) -> None:
+    """The supervisor kills a child that outlasts its stop timeout: each child's drain must end first."""
+    stop = config.supervisor.stop_timeout_seconds
+    for key, drain in (("vault.shutdown_seconds", config.vault.shutdown_seconds),
+                       ("web.shutdown_seconds", config.web.shutdown_seconds)):
+        if drain >= stop:
+            raise ConfigError(f"{key}: must be less than supervisor.stop_timeout_seconds ({stop:g}), not {drain:g}")
 
 
 def in_range(key: str, value: float, low: float, high: float | None = None, *, above: bool = False) -> None:
     """``key`` must lie in [low, high] (or above ``low`` when ``above``); the message says so."""
     too_low = value <= low if above else value < low
     if too_low or (high is not None and value > high):
-        allowed = (f"greater than {low:g}" if above else f"at least {low:g}") if high is None else \
-            f"from {low:g} to {high:g}"
-        raise ConfigError(f"{key}: must be {allowed}, not {value:g}")
+        allowed = (f"greater than {_num(low)}" if above else f"at least {_num(low)}") if high is None else \
+            f"from {_num(low)} to {_num(high)}"
+        raise ConfigError(f"{key}: must be {allowed}, not {_num(value)}")
+
+
+def _num(value: float) -> str:
+    """Whole numbers in full (byte counts read 8388608, not 8.38861e+06)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _check_web(web: WebConfig) -> None:
@@ -112,6 +131,14 @@ def _check_web(web: WebConfig) -> None:
                               "or https://host (no wildcard, no path)")
     in_range("web.api_requests_per_minute", web.api_requests_per_minute, 1, 100_000)
     in_range("web.api_burst", web.api_burst, 1, 10_000)
+    in_range("web.anonymous_requests_per_minute", web.anonymous_requests_per_minute, 1, 100_000)
+    in_range("web.anonymous_burst", web.anonymous_burst, 1, 10_000)
+    in_range("web.shutdown_seconds", web.shutdown_seconds, 0, 300, above=True)
+    for proxy in web.trusted_proxies:
+        try:
+            ipaddress.ip_address(proxy)
+        except ValueError:
+            raise ConfigError(f"web.trusted_proxies: {proxy!r} is not an IP address") from None
 
 
 def _check_harvest(h: HarvestConfig) -> None:
@@ -122,6 +149,9 @@ def _check_harvest(h: HarvestConfig) -> None:
     in_range("harvest.max_connections", h.max_connections, 1)
     in_range("harvest.max_connections_per_host", h.max_connections_per_host, 1)
     in_range("harvest.lease_seconds", h.lease_seconds, 30)
+    in_range("harvest.max_literal_bytes", h.max_literal_bytes, 1024, 64 << 20)
+    in_range("harvest.max_line_bytes", h.max_line_bytes, 1024, 256 << 20)
+    in_range("harvest.max_response_bytes", h.max_response_bytes, max(h.max_literal_bytes, h.max_line_bytes), 1 << 30)
 
 
 def _check_metrics(metrics: MetricsConfig) -> None:

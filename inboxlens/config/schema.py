@@ -50,6 +50,14 @@ class WebConfig:
     cors_origins: tuple[str, ...] = ()
     api_requests_per_minute: int = 600  # per API token (or session): the steady rate ...
     api_burst: int = 60  # ... and how many may come at once before 429
+    # Requests without a logged-in session or API token, per client address (starting a
+    # sign-in costs a row and a redirect): the steady rate, and how many at once before 429.
+    anonymous_requests_per_minute: int = 60
+    anonymous_burst: int = 30
+    # Reverse proxies whose X-Forwarded-For names the client (IP addresses); others' is ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    # On SIGTERM: stop accepting, give in-flight requests this long, then cut them off.
+    shutdown_seconds: float = 8.0
 
     @property
     def base_url(self) -> str:
@@ -65,6 +73,10 @@ class HarvestConfig:
     max_connections: int = 8  # IMAP connections at once, all accounts
     max_connections_per_host: int = 4  # per IMAP host (Gmail allows ~15 per account; stay well below)
     lease_seconds: int = 300  # an account's lease; renewed with every stored batch
+    # Caps on what one IMAP server may make harvest hold; over one, the connection is dropped.
+    max_literal_bytes: int = 256 * 1024  # one message's header fields (a few KiB in real mail)
+    max_line_bytes: int = 8 * 1024 * 1024  # one response line: a SEARCH answer of ~1M UIDs fits
+    max_response_bytes: int = 64 * 1024 * 1024  # one command's whole answer: batch_size x max_literal_bytes
 
 
 @dataclass(frozen=True)
@@ -113,7 +125,8 @@ class SupervisorConfig:
     restart_backoff_max_seconds: float = 30.0
     # A child that ran this long before dying is restarted with the initial backoff.
     stable_after_seconds: float = 60.0
-    stop_timeout_seconds: float = 10.0
+    # Longer than every child's own drain (vault.shutdown_seconds, web.shutdown_seconds; harvest takes this less 5 s).
+    stop_timeout_seconds: float = 15.0
     vault_start_timeout_seconds: float = 15.0
 
 
