@@ -30,6 +30,52 @@ from inboxlens.db.embedded import EmbeddedPostgres
 TEST_PG_USER = "inboxlens-test-pg"
 
 
+# =============================================================================================
+# Apache Cassandra: a real node for the Cassandra cases of tests/metrics.
+#
+# INBOXLENS_TEST_CASSANDRA=host[:port][,host...] names a cluster (.ci/run starts one). When it
+# is unset and the run includes tests/metrics, one node is started here on 127.0.0.1 and free
+# ports (tests/support/cassandra_node.py: Cassandra from Maven Central on the JDK), and stopped
+# at the end. Where it cannot start: in CI that is a failure; elsewhere those cases skip.
+# =============================================================================================
+def _runs_metrics(args: list[str]) -> bool:
+    metrics = (Path(__file__).parent / "metrics").resolve()
+    paths = [Path(a.split("::")[0]).resolve() for a in args] or [Path(__file__).parent.resolve()]
+    return any(metrics == p or metrics in p.parents or p in metrics.parents for p in paths)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("INBOXLENS_TEST_CASSANDRA") or not _runs_metrics(list(config.args)):
+        return
+    from tests.support.cassandra_node import CassandraNode, NodeError
+    from tests.support.pg_tcp import free_port
+
+    node = CassandraNode(tempfile.mkdtemp(prefix="inboxlens-cassandra-"), port=free_port(), storage_port=free_port())
+    try:
+        node.start()
+        node.wait_ready()
+    except NodeError as e:
+        node.stop()
+        shutil.rmtree(node.directory, ignore_errors=True)
+        if os.environ.get("CI"):
+            raise pytest.UsageError(f"CI needs a Cassandra node for tests/metrics and none started: {e}") from None
+        print(f"\nno Cassandra node for tests/metrics ({e}); its cluster cases will skip")
+        return
+    os.environ["INBOXLENS_TEST_CASSANDRA"] = node.contact_point
+    config.stash[_CASSANDRA] = node
+
+
+_CASSANDRA = pytest.StashKey["Any"]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    node = config.stash.get(_CASSANDRA, None)
+    if node is not None:
+        node.stop()
+        shutil.rmtree(node.directory, ignore_errors=True)
+        os.environ.pop("INBOXLENS_TEST_CASSANDRA", None)
+
+
 @pytest.fixture(scope="session")
 def pg_run_as() -> str | None:
     """The OS user embedded test servers run as: a dedicated one as root, else ourselves (None)."""

@@ -285,7 +285,8 @@ class FakeSession:
         self.db = db
 
     def prepare(self, cql: str) -> Statement:
-        return Statement(self.db, cql)
+        # The store names tables in full (keyspace.table); the fake has one keyspace.
+        return Statement(self.db, re.sub(r"\b(FROM|INTO|UPDATE) \w+\.(\w+)", r"\1 \2", cql))
 
     def execute_async(self, bound: Bound, timeout: float) -> Future:
         return Future(lambda: bound.prepared.run(bound.values), bound.fetch_size)
@@ -306,5 +307,5 @@ def fake_session(db: FakeDb, limit: int = 16) -> CqlSession:
 async def fake_store(db: FakeDb, settings: InsightSettings, now: datetime) -> CassandraMetricsStore:
     """The whole Cassandra store over the fake driver, statements prepared, its clock at ``now``."""
     store = CassandraMetricsStore(fake_session(db), settings, clock=lambda: now)
-    await store._cql.prepare(STATEMENTS)
+    await store._cql.prepare(STATEMENTS, "inboxlens")
     return store

@@ -207,7 +207,7 @@ async def test_gather_bounded_raises_the_first_error_and_stops() -> None:
 async def test_rows_come_page_by_page_from_the_driver_thread() -> None:
     db = FakeDb()
     cql = fake_session(db)
-    await cql.prepare(STATEMENTS)
+    await cql.prepare(STATEMENTS, "inboxlens")
     days = [date(2020, 1, 1) + timedelta(days=n) for n in range(2500)]  # three pages of FETCH_SIZE
     await cql.each("put_day", [(1, d) for d in days])
     assert [r["day"] for r in await cql.rows("days", 1)] == days
@@ -218,7 +218,7 @@ async def test_rows_come_page_by_page_from_the_driver_thread() -> None:
 async def test_a_failed_statement_names_itself() -> None:
     db = FakeDb()
     cql = fake_session(db)
-    await cql.prepare(STATEMENTS)
+    await cql.prepare(STATEMENTS, "inboxlens")
     db.fail_at = 1
     with pytest.raises(CassandraUnavailable, match="put_day: ConnectionError"):
         await cql.run("put_day", 1, date(2024, 1, 1))
@@ -246,7 +246,7 @@ async def test_connect_errors_never_carry_the_password(monkeypatch: pytest.Monke
 
 async def prepared(db: FakeDb, now: datetime = NOW) -> CassandraMetricsStore:
     s = store(db, now)
-    await s._cql.prepare(STATEMENTS)
+    await s._cql.prepare(STATEMENTS, "inboxlens")
     return s
 
 
@@ -437,5 +437,5 @@ async def test_cluster_migrate_twice_is_harmless() -> None:
     from inboxlens.metrics.cassandra.store import migrate_cassandra
     from .cassandra_support import cluster_config
     async with cassandra_store(CLUSTER, InsightSettings()) as s:
-        await migrate_cassandra(cluster_config(CLUSTER, s._cql.session.keyspace))
+        await migrate_cassandra(cluster_config(CLUSTER, s._cql.keyspace))
         assert await s.sender_domains(7) == []

@@ -144,6 +144,7 @@ class CqlSession:
     timeout: float
     statements: dict[str, Any]
     limit: asyncio.Semaphore
+    keyspace: str = ""  # the one its statements name (set by prepare)
 
     async def rows(self, name: str, *params: Any, limit: int | None = None) -> list[Row]:
         """The rows the statement selects (up to limit), page by page; the partitions read are bounded."""
@@ -173,14 +174,28 @@ class CqlSession:
         await gather_bounded(params, lambda p: self.run(name, *p))
 
     async def ddl(self, cql: str) -> None:
-        future = self.session.execute_async(cql, timeout=max(self.timeout, SCHEMA_TIMEOUT_SECONDS))
-        async for _ in Pages(future, asyncio.get_running_loop(), cql.split("(")[0].strip()):
-            pass
+        """A schema change, answered only once every live node agrees on the schema.
 
-    async def prepare(self, statements: Mapping[str, str]) -> None:
+        Otherwise the next statement, prepared on another coordinator, could find no table.
+        """
+        what = cql.split("(")[0].strip()
+        future = self.session.execute_async(cql, timeout=max(self.timeout, SCHEMA_TIMEOUT_SECONDS))
+        async for _ in Pages(future, asyncio.get_running_loop(), what):
+            pass
+        if getattr(future, "is_schema_agreed", True) is False:
+            raise CassandraUnavailable(f"{what}: the cluster's nodes did not agree on the schema within "
+                                       f"{SCHEMA_TIMEOUT_SECONDS:g} s; run 'inboxlens migrate' again once all are up")
+
+    async def prepare(self, statements: Mapping[str, str], keyspace: str) -> None:
+        """Prepare each statement with its tables named in full (``keyspace.table``).
+
+        The session has no current keyspace: ``USE`` with prepared statements is ambiguous,
+        and Cassandra 5 warns about it on every connect.
+        """
         loop = asyncio.get_running_loop()
+        self.keyspace = keyspace
         for name, cql in statements.items():
-            prepared = await loop.run_in_executor(None, self.session.prepare, cql)
+            prepared = await loop.run_in_executor(None, self.session.prepare, qualify(cql, keyspace))
             prepared.is_idempotent = True
             self.statements[name] = prepared
 
@@ -201,6 +216,14 @@ async def connect(config: MetricsConfig, keyspace: str | None) -> CqlSession:
     return CqlSession(cluster, session, config.cassandra_timeout_seconds, {}, asyncio.Semaphore(MAX_IN_FLIGHT))
 
 
+_TABLE_AFTER = re.compile(r"\b(FROM|INTO|UPDATE)\s+(\w+)\b")
+
+
+def qualify(cql: str, keyspace: str) -> str:
+    """``SELECT ... FROM t`` → ``SELECT ... FROM keyspace.t`` (likewise INTO and UPDATE)."""
+    return _TABLE_AFTER.sub(lambda m: f"{m[1]} {keyspace_name(keyspace)}.{m[2]}", cql)
+
+
 def scrub(text: str, secret: str) -> str:
     return text.replace(secret, "<hidden>") if secret else text
 
@@ -210,6 +233,7 @@ def _cluster(config: MetricsConfig) -> Any:
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+    from cassandra import ProtocolVersion
     from cassandra.query import dict_factory
 
     balancing = TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=config.cassandra_local_dc or None))
@@ -219,4 +243,7 @@ def _cluster(config: MetricsConfig) -> Any:
             if config.cassandra_username else None)
     return Cluster(contact_points=contact_points(config.cassandra_hosts), auth_provider=auth,
                    execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+                   # v5 is what Cassandra 4.0 and later speak: no downgrade dance on every connect
+                   protocol_version=ProtocolVersion.V5,
+                   max_schema_agreement_wait=int(SCHEMA_TIMEOUT_SECONDS),
                    connect_timeout=config.cassandra_timeout_seconds)

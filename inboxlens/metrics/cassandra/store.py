@@ -197,6 +197,22 @@ class CassandraMetricsStore:
                          key=lambda e: (e.sent_us, e.msg_key))
         return [Pending(e.msg_key.hex(), who or e.correspondents[0], e.sent_at, now - e.sent_at) for e in waiting]
 
+    # Cassandra cannot count or skip rows server-side here: the pages are cut from the whole list.
+    async def owed_page(self, account_id: int, *, now: datetime, limit: int, offset: int = 0
+                        ) -> tuple[list[Pending], int]:
+        found = await self.owed(account_id, now=now)
+        return found[offset:offset + limit], len(found)
+
+    async def awaiting_page(self, account_id: int, *, now: datetime, limit: int, offset: int = 0
+                            ) -> tuple[list[Pending], int]:
+        found = await self.awaiting(account_id, now=now)
+        return found[offset:offset + limit], len(found)
+
+    async def sender_domains_page(self, account_id: int, *, limit: int, offset: int = 0
+                                  ) -> tuple[list[DomainAuth], int]:
+        found = await self.sender_domains(account_id)
+        return found[offset:offset + limit], len(found)
+
     # -- sender authenticity --------------------------------------------------------------------
 
     async def sender_domains(self, account_id: int) -> list[DomainAuth]:
@@ -308,9 +324,9 @@ class _Walk:
 
 async def open_cassandra(config: MetricsConfig, settings: InsightSettings) -> CassandraMetricsStore:
     """Connect to the configured keyspace and prepare every statement (run migrate first)."""
-    cql = await connect(config, config.cassandra_keyspace)
+    cql = await connect(config, None)
     try:
-        await cql.prepare(STATEMENTS)
+        await cql.prepare(STATEMENTS, config.cassandra_keyspace)
     except Exception as e:
         await cql.close()
         raise CassandraUnavailable(f"cannot prepare the metrics statements in keyspace "
