@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.installed-run-$(HASH)
 TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 PIP := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on
 
-.PHONY: run test test-fast bench typecheck lint clean install
+.PHONY: run test test-fast test-extension extension bench typecheck lint clean install
 
 $(BIN)/python:
 	@echo "==> creating $(VENV) with $(PYTHON)"
@@ -34,8 +34,16 @@ run: $(RUN_STAMP)
 	$(BIN)/inboxlens keys init --if-missing
 	$(BIN)/inboxlens serve
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) test-extension
 	$(BIN)/python -m pytest
+
+# The browser extension's logic, with Node's own test runner (no npm install).
+test-extension:
+	node --test extension/test/
+
+# A zip of extension/ for the Chrome Web Store or an enterprise policy (reproducible: sorted, fixed times).
+extension:
+	python3 extension/build.py
 
 test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -m "not slow"

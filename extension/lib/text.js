@@ -1,0 +1,112 @@
+// What the extension says, in words, from a card (the JSON of GET .../correspondents/{address}):
+// the badge beside a sender, the compose line, the side panel's suggestions. Pure functions.
+
+export const BUCKETS = ["< 1 h", "1–4 h", "4–24 h", "1–3 days", "3–7 days", "> 7 days"];
+
+/** Seconds as a rough, readable duration: "~40 min", "~2 h", "~3 days". */
+export function duration(seconds) {
+  if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds < 0) return "";
+  if (seconds < 3600) return `~${Math.max(1, Math.round(seconds / 60))} min`;
+  if (seconds < 48 * 3600) return `~${Math.round(seconds / 3600)} h`;
+  return `~${Math.round(seconds / 86400)} days`;
+}
+
+/** The badge's words for a card lookup ({state, card}), kept short. */
+export function badgeText(result) {
+  if (!result) return "…";
+  if (result.state === "not_found") return "no history";
+  if (result.state !== "ok") return STATE_WORDS[result.state] ?? "unavailable";
+  const card = result.card;
+  const parts = [];
+  const theirs = card.replies.theirs.median;
+  parts.push(theirs === null ? `${card.relationship.received + card.relationship.sent} msgs`
+    : `replies in ${duration(theirs)}`);
+  if (card.owed_total > 0) parts.push(`you owe ${card.owed_total}`);
+  return parts.join(" · ");
+}
+
+const STATE_WORDS = {
+  not_configured: "set up InboxLens",
+  unauthorized: "token revoked",
+  unreachable: "server unreachable",
+  rate_limited: "busy, retrying",
+  unavailable: "server busy",
+  needs_reconnect: "reconnect mailbox",
+};
+
+/** Whether a card flags this address: a message from it failed a check its domain usually passes. */
+export function flagged(result) {
+  if (!result || result.state !== "ok") return false;
+  const who = String(result.address ?? "").toLowerCase();
+  return result.card.flags.some((f) => String(f.correspondent).toLowerCase() === who);
+}
+
+/** One line per compose recipient. */
+export function composeLine(address, result) {
+  if (!result) return `${address}: …`;
+  if (result.state === "not_found") return `${address}: no history with this address`;
+  if (result.state !== "ok") return `${address}: ${STATE_WORDS[result.state] ?? "unavailable"}`;
+  const theirs = result.card.replies.theirs;
+  if (theirs.median === null) return `${address}: has not answered you yet`;
+  return `${address}: usually answers within ${duration(theirs.median)}`;
+}
+
+/** The 3-hour window of the day with most of their mail, if it holds at least 40% of it. */
+export function busiestHours(hours) {
+  if (!Array.isArray(hours) || hours.length !== 24) return null;
+  const total = hours.reduce((a, b) => a + b, 0);
+  if (total < 3) return null;
+  let best = 0;
+  let start = 0;
+  for (let h = 0; h < 24; h += 1) {
+    const sum = hours[h] + hours[(h + 1) % 24] + hours[(h + 2) % 24];
+    if (sum > best) [best, start] = [sum, h];
+  }
+  return best / total >= 0.4 ? { start, end: (start + 3) % 24, share: best / total } : null;
+}
+
+const hh = (h) => `${String(h).padStart(2, "0")}:00`;
+
+function days(seconds) {
+  const d = Math.round(seconds / 86400);
+  return d === 1 ? "1 day" : `${d} days`;
+}
+
+/** Suggestions in words; timeZone is the mailbox's (the card's hours are in it). */
+export function suggestions(card, timeZone) {
+  const out = [];
+  const window = busiestHours(card.relationship.hours);
+  if (window) {
+    out.push(`They usually write between ${hh(window.start)} and ${hh(window.end)} (${timeZone}): `
+      + `${Math.round(window.share * 100)}% of their mail.`);
+  }
+  const yours = card.replies.yours.median;
+  const oldest = card.owed[0];
+  if (oldest && yours !== null && oldest.waiting > yours) {
+    out.push(`You usually answer them within ${duration(yours)}; this has waited ${days(oldest.waiting)}.`);
+  } else if (oldest) {
+    out.push(`Their message has waited ${duration(oldest.waiting)} for your answer.`);
+  }
+  if (card.replies.theirs.median !== null && card.awaiting[0]) {
+    out.push(`They usually answer within ${duration(card.replies.theirs.median)}; `
+      + `your message has waited ${duration(card.awaiting[0].waiting)}.`);
+  }
+  for (const flag of card.flags.slice(0, 3)) {
+    out.push(`A message from ${flag.correspondent} (${flag.sent_at.slice(0, 10)}) failed `
+      + `${flag.failed.map((c) => c.toUpperCase()).join(" and ")}, unlike ${flag.domain}'s usual mail.`);
+  }
+  return out;
+}
+
+/** "12 of 12 passed (100%)" for a domain's check count. */
+export function checkText(count) {
+  if (!count || count.checked === 0) return "no verdicts";
+  return `${count.passed} of ${count.checked} passed (${Math.round((100 * count.passed) / count.checked)}%)`;
+}
+
+/** A link to the message in the mail app, where the app has one we can build from what we know. */
+export function searchLink(site, address) {
+  if (site === "gmail") return `https://mail.google.com/mail/u/0/#search/${encodeURIComponent(`from:${address}`)}`;
+  if (site === "outlook") return null;
+  return null;
+}

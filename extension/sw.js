@@ -1,0 +1,221 @@
+// InboxLens service worker: the one privileged place. It alone reads the API token (from
+// chrome.storage.local), makes every request to the InboxLens server, caches cards for a
+// short TTL, keeps the toolbar badge (owed replies) fresh with the alarms API, and opens the
+// side panel. Content scripts and extension pages talk to it with messages of a fixed shape,
+// checked on arrival (lib/messages.js); anything else is dropped. Nothing is sent anywhere
+// but the server the user configured.
+
+import {
+  CARD_TTL_MS, Gate, ME_TTL_MS, TtlCache, apiUrl, cardPath, classify, isGlobal, nextRefreshMinutes, parseServer,
+  pickAccount, toolbarBadge,
+} from "./lib/api.js";
+import { check } from "./lib/messages.js";
+
+const ALARM = "refresh-owed";
+const cards = new TtlCache(CARD_TTL_MS);
+const inflight = new Map();
+const gate = new Gate();
+let me = { at: 0, value: null, base: "" };
+
+async function config() {
+  const { server, token } = await chrome.storage.local.get(["server", "token"]);
+  return typeof server === "string" && typeof token === "string" ? { server, token } : null;
+}
+
+async function setStatus(state, extra = {}) {
+  const { status } = await chrome.storage.session.get("status");
+  if (status && status.state === state && JSON.stringify(status.extra) === JSON.stringify(extra)) return;
+  await chrome.storage.session.set({ status: { state, extra, at: Date.now() } });
+}
+
+/** One GET to the API: the verdict (lib/api.js classify) and the JSON body. Never logs the token. */
+async function get(cfg, path) {
+  const paused = gate.paused();
+  if (paused > 0) return { verdict: { state: "rate_limited", retryAfterMs: paused }, body: null };
+  return gate.run(async () => {
+    let response;
+    try {
+      response = await fetch(apiUrl(cfg.server, path), {
+        headers: { Authorization: `Bearer ${cfg.token}`, Accept: "application/json" },
+        credentials: "omit", cache: "no-store", redirect: "error",
+      });
+    } catch {
+      return { verdict: { state: "unreachable" }, body: null };
+    }
+    const body = await response.json().catch(() => null);
+    const verdict = classify(response.status, body, response.headers.get("Retry-After"));
+    if (verdict.state === "rate_limited") gate.pause(verdict.retryAfterMs);
+    return { verdict, body };
+  });
+}
+
+async function note(verdict) {
+  if (verdict.state === "unauthorized") {
+    cards.clear();
+    me = { at: 0, value: null, base: "" };
+  }
+  if (isGlobal(verdict.state)) await setStatus(verdict.state, verdict.retryAfterMs ? { retryAfterMs: verdict.retryAfterMs } : {});
+}
+
+async function whoAmI(cfg, fresh = false) {
+  if (!fresh && me.value && me.base === cfg.server && Date.now() - me.at < ME_TTL_MS) return { verdict: { state: "ok" }, body: me.value };
+  const answer = await get(cfg, "/me");
+  if (answer.verdict.state === "ok") me = { at: Date.now(), value: answer.body, base: cfg.server };
+  else await note(answer.verdict);
+  return answer;
+}
+
+async function accountFor(cfg, hint) {
+  const answer = await whoAmI(cfg);
+  if (answer.verdict.state !== "ok") return { verdict: answer.verdict };
+  const account = pickAccount(answer.body.accounts, hint);
+  if (!account) return { verdict: { state: "no_account" } };
+  if (account.needs_reconnect) await setStatus("needs_reconnect", { address: account.address });
+  else await setStatus("ok");
+  return { verdict: { state: "ok" }, account };
+}
+
+async function cardFor(cfg, account, address) {
+  const key = `${account.id}|${address}`;
+  const cached = cards.get(key);
+  if (cached) return cached;
+  if (!inflight.has(key)) {
+    inflight.set(key, (async () => {
+      const { verdict, body } = await get(cfg, cardPath(account.id, address));
+      const result = { state: verdict.state, address, time_zone: account.time_zone,
+                       card: verdict.state === "ok" ? body.card : null };
+      if (verdict.state === "ok" || verdict.state === "not_found") cards.set(key, result);
+      else await note(verdict);
+      return result;
+    })().finally(() => inflight.delete(key)));
+  }
+  return inflight.get(key);
+}
+
+async function lookUp(addresses, hint) {
+  const cfg = await config();
+  const fail = (state) => Object.fromEntries(addresses.map((a) => [a, { state, address: a, card: null }]));
+  if (!cfg) {
+    await setStatus("not_configured");
+    return fail("not_configured");
+  }
+  const { verdict, account } = await accountFor(cfg, hint);
+  if (verdict.state !== "ok") return fail(verdict.state);
+  const results = await Promise.all(addresses.map((a) => cardFor(cfg, account, a)));
+  return Object.fromEntries(results.map((r) => [r.address, r]));
+}
+
+async function panelView() {
+  const cfg = await config();
+  const { status, selection } = await chrome.storage.session.get(["status", "selection"]);
+  const view = { configured: cfg !== null, server: cfg ? cfg.server : null, status: status ?? null,
+                 selection: selection ?? null, result: null, account: null };
+  if (!cfg) return { ...view, status: { state: "not_configured", extra: {} } };
+  if (selection) {
+    view.result = (await lookUp([selection.address], selection.account))[selection.address];
+    const { account } = await accountFor(cfg, selection.account);
+    if (account) view.account = { address: account.address, time_zone: account.time_zone,
+                                  needs_reconnect: account.needs_reconnect };
+  }
+  view.status = (await chrome.storage.session.get("status")).status ?? null;
+  return view;
+}
+
+async function testConnection() {
+  const cfg = await config();
+  if (!cfg) return { state: "not_configured" };
+  const { verdict, body } = await whoAmI(cfg, true);
+  if (verdict.state !== "ok") return { state: verdict.state };
+  await setStatus("ok");
+  return { state: "ok", user: body.user.email,
+           accounts: body.accounts.map((a) => ({ address: a.address, provider: a.provider, status: a.status,
+                                                 needs_reconnect: a.needs_reconnect })) };
+}
+
+async function configure(server, token) {
+  const parsed = parseServer(server);
+  if (!parsed.ok) return { ok: false, reason: parsed.reason };
+  await chrome.storage.local.set({ server: parsed.base, token });
+  cards.clear();
+  me = { at: 0, value: null, base: "" };
+  await chrome.storage.session.remove(["status", "failures"]);
+  refreshToolbar();
+  return { ok: true, server: parsed.base };
+}
+
+async function forget() {
+  await chrome.storage.local.remove(["server", "token"]);
+  cards.clear();
+  me = { at: 0, value: null, base: "" };
+  await setStatus("not_configured");
+  await chrome.action.setBadgeText({ text: "" });
+  return { ok: true };
+}
+
+// ---- the toolbar badge: owed replies over all mailboxes, every 15 minutes, backing off on errors ----
+
+async function owedTotal(cfg) {
+  const answer = await whoAmI(cfg, true);
+  if (answer.verdict.state !== "ok") return { state: answer.verdict.state };
+  let total = 0;
+  for (const account of answer.body.accounts) {
+    const { verdict, body } = await get(cfg, `/accounts/${account.id}/owed?limit=1`);
+    if (verdict.state !== "ok") return { state: verdict.state };
+    total += body.total;
+  }
+  return { state: "ok", total };
+}
+
+async function refreshToolbar() {
+  const cfg = await config();
+  const { state, total } = cfg ? await owedTotal(cfg) : { state: "not_configured" };
+  const badge = toolbarBadge(total ?? 0, state);
+  await chrome.action.setBadgeText({ text: badge.text });
+  await chrome.action.setBadgeBackgroundColor({ color: badge.color });
+  const { failures = 0 } = await chrome.storage.session.get("failures");
+  const next = state === "ok" || state === "not_configured" ? 0 : failures + 1;
+  await chrome.storage.session.set({ failures: next });
+  await chrome.alarms.create(ALARM, { delayInMinutes: nextRefreshMinutes(next) });
+}
+
+// ---- messages ----
+
+const HANDLERS = {
+  cards: (m) => lookUp(m.addresses, m.account),
+  open: async (m, sender) => {
+    await chrome.storage.session.set({ selection: { address: m.address, account: m.account,
+                                                    site: siteOf(sender.url), at: Date.now() } });
+    return { ok: true };
+  },
+  configure: (m) => configure(m.server, m.token),
+  test: () => testConnection(),
+  panel: () => panelView(),
+  forget: () => forget(),
+  refresh: async () => { await refreshToolbar(); return { ok: true }; },
+};
+
+function siteOf(url) {
+  return new URL(url).hostname === "mail.google.com" ? "gmail" : "outlook";
+}
+
+chrome.runtime.onMessage.addListener((message, sender, reply) => {
+  const checked = check(message, sender, chrome.runtime.id);
+  if (checked === null) return false; // dropped: not ours, not from a mail page, or the wrong shape
+  if (checked.message.type === "open") {
+    // Called at once, while the click's user gesture still counts.
+    chrome.sidePanel.open({ tabId: sender.tab.id }).catch(() => {});
+  }
+  HANDLERS[checked.message.type](checked.message, sender).then(reply, () => reply({ state: "error" }));
+  return true;
+});
+
+chrome.alarms.onAlarm.addListener((alarm) => {
+  if (alarm.name === ALARM) refreshToolbar();
+});
+
+chrome.runtime.onInstalled.addListener(() => {
+  chrome.sidePanel.setPanelBehavior({ openPanelOnActionClick: true }).catch(() => {});
+  refreshToolbar();
+});
+
+chrome.runtime.onStartup.addListener(() => refreshToolbar());
