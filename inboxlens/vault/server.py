@@ -231,7 +231,9 @@ class Vault:
             await asyncio.wait(list(self._refreshing.values()))
 
     async def _refresh_locked(self, account_id: str) -> tuple[str, float]:
-        async with self._lock(account_id):
+        # One refresh per account in this process, then across every vault sharing the store
+        # (a replayed refresh token kills the grant); the record is read only after both.
+        async with self._lock(account_id), self.store.refresh_lock(account_id):
             return self._fresh(account_id) or await self._refresh(account_id)
 
     async def _refresh(self, account_id: str) -> tuple[str, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from inboxlens.paths import TOKEN_DB
@@ -60,6 +61,9 @@ class TokenStore(Protocol):
     async def add_event(self, account_id: str, kind: str, detail: str) -> None: ...
 
     async def events(self, limit: int) -> list[dict[str, Any]]: ...
+
+    def refresh_lock(self, account_id: str) -> AbstractAsyncContextManager[None]:
+        """Held while the account's refresh token is read, refreshed and its successor stored."""
 
     async def close(self) -> None: ...
 

@@ -7,8 +7,9 @@ schema. Same interface and tests as the SQLite store.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any
+from typing import Any, AsyncIterator
 
 import asyncpg
 
@@ -40,8 +41,9 @@ _E = f"{SCHEMA}.events"
 
 
 class PgTokenStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
+        self._dsn = dsn
 
     @classmethod
     async def open(cls, dsn: str) -> "PgTokenStore":
@@ -51,7 +53,7 @@ class PgTokenStore:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(7243001)")
                 await conn.execute(_DDL)
-        return cls(pool)
+        return cls(pool, dsn)
 
     async def put(self, account_id: str, provider: str, key_id: int, sealed: bytes, event: str = "") -> None:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -113,6 +115,21 @@ class PgTokenStore:
     async def events(self, limit: int) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(f"SELECT at, account_id, kind, detail FROM {_E} ORDER BY id DESC LIMIT $1", limit)
         return [dict(r) for r in rows]
+
+    @contextlib.asynccontextmanager
+    async def refresh_lock(self, account_id: str) -> AsyncIterator[None]:
+        """An advisory lock per account across every vault on this database.
+
+        On a connection of its own, not the pool's: held for a whole refresh, it must not
+        starve the reads and writes the refresh makes. Ending the session releases it, so a
+        vault that dies never leaves it held.
+        """
+        conn = await asyncpg.connect(self._dsn, command_timeout=120)
+        try:
+            await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 7243002))", account_id)
+            yield
+        finally:
+            await conn.close()
 
     async def close(self) -> None:
         await self._pool.close()

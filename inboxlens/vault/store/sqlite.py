@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Callable, TypeVar
 
 from inboxlens.vault.store import MAX_EVENTS, TokenRecord
@@ -135,6 +137,9 @@ class SqliteTokenStore:
         rows = await self._run(lambda: self._exec("SELECT at, account_id, kind, detail FROM events "
                                                   "ORDER BY id DESC LIMIT ?", limit).fetchall())
         return [{"at": at, "account_id": a, "kind": k, "detail": d} for at, a, k, d in rows]
+
+    def refresh_lock(self, account_id: str) -> AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()  # one vault per file: the keyset lock sees to that
 
     async def close(self) -> None:
         if self._db is not None:
