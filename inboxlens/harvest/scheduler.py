@@ -27,7 +27,7 @@ from inboxlens.metrics.postgres.store import PgMetricsStore
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.vault.client import VaultClient
 from inboxlens.harvest import store
-from inboxlens.harvest.sync import Connect, Progress, SyncSettings, sync_account, words
+from inboxlens.harvest.sync import Connect, Progress, SyncSettings, sync_account, traceback_without_message, words
 
 log = logging.getLogger("inboxlens.harvest")
 SWEEP_EVERY = 3600.0
@@ -116,7 +116,8 @@ class Scheduler:
         try:
             await step()
         except Exception as e:  # PostgreSQL or the metrics store away, or a bug: harvest goes on
-            log.error("%s failed (%s); trying again", what, words(e), exc_info=_unexpected(e))
+            log.error("%s failed (%s); trying again%s", what, words(e),
+                      f": {traceback_without_message(e)}" if _unexpected(e) else "")
 
     async def _sweep(self) -> None:
         deleted = await self.metrics.sweep()

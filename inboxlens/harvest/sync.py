@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from array import array
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -275,8 +276,15 @@ def cause(sync: AccountSync, error: Exception) -> str:
         return f"access token for {sync.where}: the vault said {error}"
     if isinstance(error, (MetricsUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
         return words(error)
-    log.error("account %d: unexpected error", sync.account.id, exc_info=error)
+    log.error("account %d: unexpected error %s", sync.account.id, traceback_without_message(error))
     return f"internal error ({type(error).__name__}) while syncing {sync.where}; see the harvest log"
+
+
+def traceback_without_message(error: BaseException) -> str:
+    """Where it failed, without what the exception says: harvest holds access tokens and header
+    data, and an unexpected exception's text (aioimaplib's, say) may quote either."""
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    return f"{type(error).__name__}\nTraceback (most recent call last; the message is left out):\n{frames}"
 
 
 def words(error: BaseException) -> str:
