@@ -11,8 +11,6 @@ import argparse
 import asyncio
 import importlib.metadata
 import logging
-import os
-import stat
 import sys
 from pathlib import Path
 from typing import Callable
@@ -142,21 +140,8 @@ def _migrate(config: Config, args: argparse.Namespace) -> int:
 
 
 def _doctor(config: Config, args: argparse.Namespace) -> int:
-    problems = []
-    vault_dir = config.vault_dir
-    if not (vault_dir / "keyset.json").exists():
-        problems.append(f"no keyset in {vault_dir}: run 'inboxlens keys init'")
-    elif stat.S_IMODE(vault_dir.stat().st_mode) & 0o077:
-        problems.append(f"{vault_dir} is open to group/others (mode {stat.S_IMODE(vault_dir.stat().st_mode):o}); it must be 0700")
-    for secret in sorted(vault_dir.glob("key-*.secret")) if vault_dir.exists() else []:
-        if stat.S_IMODE(secret.stat().st_mode) != 0o400:
-            problems.append(f"{secret} has mode {stat.S_IMODE(secret.stat().st_mode):o}; it must be 0400")
-    print(f"config: ok (state {config.state_dir}, runtime {config.runtime_dir})")
-    print(f"mode: {'root (separate uids)' if os.geteuid() == 0 else 'development (one uid)'}")
-    print(f"vault socket: {'present' if config.vault_socket.exists() else 'absent (service stopped?)'}")
-    for problem in problems:
-        print(f"problem: {problem}")
-    return 1 if problems else 0
+    from inboxlens import doctor
+    return doctor.run(config)
 
 
 def _harvest(config: Config, args: argparse.Namespace) -> int:
