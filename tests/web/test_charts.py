@@ -92,6 +92,26 @@ def test_reply_chart_shows_weekly_medians_as_durations() -> None:
     assert root.findtext(f"{SVG}desc") == "You replied 6 times and were replied to 3 times in 5 weeks."
 
 
+def test_one_long_outlier_keeps_the_other_weeks_readable_and_is_labelled() -> None:
+    mondays = [date(2024, 2, 26) + timedelta(weeks=n) for n in range(6)]
+    medians = [3600, 2 * 3600, 1800, 6.4 * 86400, 5400, 2700]  # one 6.4-day week among hours
+    root = parse(charts.reply_chart([week(m, v, None) for m, v in zip(mondays, medians)], mondays[0], mondays[-1]))
+    drawn = bars(root, "yours")
+    assert [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "tick"] == ["0 s", "1 h", "2 h"]
+    assert drawn["week of 2024-02-26"][1] == pytest.approx(charts.PLOT_H / 2, abs=0.01)  # 1 h of a 2 h scale
+    assert drawn["week of 2024-03-18"] == (6.4 * 86400, charts.PLOT_H)  # the outlier: to the top ...
+    labels = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "outlier"]
+    assert labels == ["6 d 9 h"]  # ... and its value written on it
+
+
+def test_without_a_real_outlier_the_scale_covers_every_bar() -> None:
+    mondays = [date(2024, 2, 26) + timedelta(weeks=n) for n in range(4)]
+    root = parse(charts.reply_chart([week(m, v, None) for m, v in zip(mondays, [3600, 7200, 5400, 4 * 3600])],
+                                    mondays[0], mondays[-1]))
+    assert max(h for _, h in bars(root, "yours").values()) == pytest.approx(charts.PLOT_H)
+    assert not [t for t in root.iter(f"{SVG}text") if t.get("class") == "outlier"]
+
+
 def test_reply_chart_without_replies() -> None:
     root = parse(charts.reply_chart([week(date(2024, 3, 4), None, None)], date(2024, 3, 4), date(2024, 3, 4)))
     assert bars(root, "bar") == {}

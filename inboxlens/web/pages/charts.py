@@ -28,6 +28,8 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 # Tops of the reply-time axis, in seconds: each half is a round duration too.
 DURATION_TOPS = (60, 600, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 12 * 3600, 86400, 2 * 86400, 4 * 86400,
                  8 * 86400, 14 * 86400, 28 * 86400, 56 * 86400)
+OUTLIER_RATIO = 4.0  # a bar this many times the next one is an outlier ...
+MIN_BARS_FOR_OUTLIERS = 4  # ... when there are enough bars for "the rest" to mean something
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,18 @@ def count_axis(peak: float) -> Axis:
     return Axis(top, (0, half, top) if half == int(half) else (0, top), count)
 
 
+def readable_peak(values: Sequence[float | None]) -> float:
+    """The largest value, unless a few outliers dwarf the rest: then the largest of the rest.
+
+    A bar more than OUTLIER_RATIO times the next is left out of the scale (drawn to the top
+    and labelled with its value), so one six-day median does not flatten every other week.
+    """
+    drawn = sorted(v for v in values if v)
+    while len(drawn) >= MIN_BARS_FOR_OUTLIERS and drawn[-1] > OUTLIER_RATIO * drawn[-2]:
+        drawn.pop()
+    return drawn[-1] if drawn else 0.0
+
+
 def duration_axis(peak: float) -> Axis:
     top = next((t for t in DURATION_TOPS if t >= peak), DURATION_TOPS[-1])
     while top < peak:
@@ -110,7 +124,7 @@ def reply_chart(weeks: Sequence[PeriodRollup], first: date, last: date) -> str:
     summary = f"You replied {count(mine)} times and were replied to {count(their)} times in {len(mondays)} weeks."
     return bar_chart(title, summary, [Slot(f"week of {m.isoformat()}", _short(m)) for m in mondays],
                      [Series("yours", "Your replies", yours), Series("theirs", "Their replies", theirs)],
-                     duration_axis(max([v or 0 for v in yours + theirs], default=0)), "No replies in this period.")
+                     duration_axis(readable_peak(yours + theirs)), "No replies in this period.")
 
 
 def bar_chart(title: str, summary: str, slots: Sequence[Slot], series: Sequence[Series], axis: Axis,
@@ -131,9 +145,14 @@ def _bar(i: int, j: int, slot: Slot, series: Series, axis: Axis, per_slot: int, 
     x = LEFT + PLOT_W / slots * (i + 0.1) + j * width
     height = min(value, axis.top) / axis.top * PLOT_H
     tip = f"{slot.name}: {series.label.lower()} {axis.fmt(value)}"
-    return (f'<rect class="bar {series.key}" x="{_n(x)}" y="{_n(TOP + PLOT_H - height)}" width="{_n(width)}" '
+    rect = (f'<rect class="bar {series.key}" x="{_n(x)}" y="{_n(TOP + PLOT_H - height)}" width="{_n(width)}" '
             f'height="{_n(height)}" fill="{COLOURS[series.key]}" data-slot="{escape(slot.name)}" '
             f'data-value="{_n(value)}"><title>{escape(tip)}</title></rect>')
+    if value <= axis.top:
+        return rect
+    # Off the scale: drawn to the top, its value written on it.
+    return rect + (f'<text class="outlier" x="{_n(x + width / 2)}" y="{_n(TOP + 10)}" text-anchor="middle" '
+                   f'fill="#ffffff" font-size="10">{escape(axis.fmt(value))}</text>')
 
 
 def _grid(axis: Axis) -> str:
