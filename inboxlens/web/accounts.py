@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
@@ -146,15 +147,23 @@ async def disconnect(pool: asyncpg.Pool, vault: VaultClient, metrics: MetricsSto
     audit trail keeps the address only as a keyed hash from then on (``address_key``).
     """
     account_id = int(account["id"])
+    held = await holdings(metrics, account_id)
     answer = await vault.forget(str(account_id), revoke=True)
     async with pool.acquire() as conn, conn.transaction():
-        deleted = await delete_account(conn, user_id, account_id)
+        deleted = {**await delete_account(conn, user_id, account_id), **held}
         hashed = address_hmac(address_key, str(account["address"]))
         await conn.execute(_FORGET_ADDRESS, str(account["address"]), hashed, user_id)
         await audit(conn, "disconnect", user_id, account_id, address_hmac=hashed,
                     revocation=answer["revocation"], deleted=deleted)
     await metrics.forget_account(account_id)
     return str(answer["revocation"]), deleted
+
+
+async def holdings(metrics: MetricsStore, account_id: int) -> dict[str, int]:
+    """What InboxLens learned from a mailbox, counted: shown before Disconnect and after it."""
+    months = await metrics.monthly(account_id, date(1970, 1, 1), date.today() + timedelta(days=31))
+    _, domains = await metrics.sender_domains_page(account_id, limit=1)
+    return {"messages": sum(m.received + m.sent for m in months), "sender domains": domains}
 
 
 async def delete_account(conn: asyncpg.Connection, user_id: int, account_id: int) -> dict[str, int]:

@@ -125,6 +125,7 @@ def make_app() -> web.Application:
     r.add_get("/oauth/{provider}/callback", views.callback)
     r.add_post("/logout", views.logout)
     r.add_post("/accounts/{account_id}/time-zone", views.change_time_zone)
+    r.add_get("/accounts/{account_id}/disconnect", views.confirm_disconnect)
     r.add_post("/accounts/{account_id}/disconnect", views.disconnect)
     r.add_get("/settings", views.settings)
     r.add_post("/settings/tokens", views.create_token)

@@ -143,7 +143,8 @@ async def test_disconnect_through_the_api_is_the_pages_disconnect(stack: Stack):
     async with stack.browser() as client:
         response, body = await api(client, "DELETE", f"/accounts/{account}", token)
         assert response.status == 200
-        assert (body["address"], body["revocation"], body["deleted"]) == (ALICE, "revoked", {"mail accounts": 1})
+        assert (body["address"], body["revocation"]) == (ALICE, "revoked")
+        assert body["deleted"]["mail accounts"] == 1 and body["deleted"]["messages"] > 0
         gone, _ = await api(client, "GET", f"/accounts/{account}/owed", token)
         assert gone.status == 404
     db = await stack.db()

@@ -260,11 +260,14 @@ async def test_disconnect_revokes_forgets_and_purges(stack: Stack):
         harvest = await stack.as_harvest()
         access = await harvest.get(str(row["id"]))
         await harvest.close()
-        response = await browser.post(f"/accounts/{row['id']}/disconnect", data={"csrf_token": csrf_of(text)})
+        asked = await page(await browser.get(f"/accounts/{row['id']}/disconnect"))  # asks first, changes nothing
+        assert f"Disconnect <strong>{ALICE}</strong>?" in asked and "0 messages' metadata" in asked
+        assert len(await account_rows(stack)) == 1 and stack.oauth.is_active(access.token)
+        response = await browser.post(f"/accounts/{row['id']}/disconnect", data={"csrf_token": csrf_of(asked)})
         result = await page(response)
     assert response.status == 200
     assert f"{ALICE} is disconnected" in result and "revoked at your provider" in result
-    assert "1 mail accounts" in result
+    assert "the mailbox and its sync state" in result and "0 messages' metadata and 0 sender domains" in result
     assert not stack.oauth.is_active(access.token)
     assert await account_rows(stack) == []
     assert not sqlite3.connect(stack.vault.vault_dir / "tokens.sqlite3").execute("SELECT * FROM tokens").fetchall()

@@ -59,11 +59,28 @@ def _account_row(account: dict[str, Any], csrf: str) -> str:
     tz = (f'<form method="post" action="/accounts/{account_id}/time-zone" class="inline">{csrf_field(csrf)}'
           f'<input name="time_zone" value="{escape(account["time_zone"])}" size="18" aria-label="time zone">'
           '<button type="submit">Save</button></form>')
-    disconnect = (f'<form method="post" action="/accounts/{account_id}/disconnect" class="inline">{csrf_field(csrf)}'
-                  '<button type="submit" class="danger">Disconnect</button></form>')
+    disconnect = f'<a class="button danger" href="/accounts/{account_id}/disconnect">Disconnect…</a>'
     return (f'<tr data-account="{account_id}"><td>{escape(account["address"])}</td>'
             f"<td>{escape(account.get('provider_label') or account['provider'])}</td><td>{tz}</td><td>{status}</td>"
             f"<td>{disconnect}</td></tr>")
+
+
+def confirm_disconnect(account_id: int, address: str, provider: str, held: dict[str, int], csrf: str) -> str:
+    """What Disconnect will do, before it does it: nothing happens until the button is pressed."""
+    return (f"<p>Disconnect <strong>{escape(address)}</strong>?</p><ul>"
+            f"<li>InboxLens's access is revoked at {escape(provider)} and its stored refresh token deleted;</li>"
+            f"<li>what InboxLens learned from this mailbox is deleted: {_held(held)}, with the daily, weekly and "
+            "monthly rollups and the insights built on them.</li></ul><p>This cannot be undone; you can connect "
+            "the mailbox again later, and InboxLens will read it afresh.</p>"
+            f'<form method="post" action="/accounts/{account_id}/disconnect">{csrf_field(csrf)}'
+            '<button type="submit" class="danger">Disconnect and delete</button> <a href="/">Cancel</a></form>')
+
+
+def _held(counts: dict[str, int]) -> str:
+    """ "1,234 messages' metadata and 56 sender domains" """
+    messages, domains = counts.get("messages", 0), counts.get("sender domains", 0)
+    return (f"{messages:,} message{'' if messages == 1 else 's'}' metadata and "
+            f"{domains:,} sender domain{'' if domains == 1 else 's'}")
 
 
 def disconnected(address: str, revocation: str, deleted: dict[str, int]) -> str:
@@ -73,9 +90,10 @@ def disconnected(address: str, revocation: str, deleted: dict[str, int]) -> str:
             "failed": "Revoking access at your provider failed: remove InboxLens in your account's security "
                       "settings to be sure.",
             "no_token": "No stored token was left to revoke."}.get(revocation, "")
-    items = "".join(f"<li>{n} {escape(kind)}</li>" for kind, n in deleted.items())
+    mailbox = "the mailbox and its sync state" if deleted.get("mail accounts") else "no mailbox row (already gone)"
     return (f"<p>{escape(address)} is disconnected. {escape(said)}</p><p>Deleted:</p>"
-            f"<ul>{items}<li>the stored refresh token (in the vault)</li></ul><p><a href=\"/\">Back</a></p>")
+            f"<ul><li>{mailbox}</li><li>{_held(deleted)}, with their rollups and insights</li>"
+            "<li>the stored refresh token (in the vault)</li></ul><p><a href=\"/\">Back</a></p>")
 
 
 EXTENSION_ID = "kedfbmhakcljommjfnkjpndeifbjneie"  # from the public key in extension/manifest.json
@@ -129,7 +147,7 @@ table{border-collapse:collapse;width:100%;background:#fff}
 th,td{text-align:left;padding:.5rem;border-bottom:1px solid #dde1e7}
 .button,button{display:inline-block;padding:.35rem .8rem;border:1px solid #3b5bdb;border-radius:4px;
  background:#3b5bdb;color:#fff;text-decoration:none;cursor:pointer;font:inherit}
-button.danger{background:#c92a2a;border-color:#c92a2a}
+.danger{background:#c92a2a;border-color:#c92a2a}
 form.inline{display:inline}
 ul.actions{list-style:none;padding:0;display:flex;gap:.8rem}
 input{font:inherit;padding:.3rem .4rem;margin-right:.4rem}

@@ -262,6 +262,19 @@ async def change_time_zone(request: web.Request) -> web.StreamResponse:
 
 
 @requires_user
+async def confirm_disconnect(request: web.Request) -> web.StreamResponse:
+    user_id, account_id = request[USER_ID], parse_id(request.match_info["account_id"])
+    account = await accounts.account_of(request.app[DB], user_id, account_id) if account_id else None
+    session = current_session(request)
+    if account is None or session is None:
+        return problem(404, "No such mailbox.", request=request)
+    held = await accounts.holdings(request.app[METRICS], int(account["id"]))
+    provider = request.app[PROVIDERS].label(str(account["provider"]))
+    return html("Disconnect", pages.confirm_disconnect(int(account["id"]), str(account["address"]), provider, held,
+                                                       session.csrf), request=request)
+
+
+@requires_user
 async def disconnect(request: web.Request) -> web.StreamResponse:
     user_id, account_id = request[USER_ID], parse_id(request.match_info["account_id"])
     account = await accounts.account_of(request.app[DB], user_id, account_id) if account_id else None
