@@ -31,7 +31,7 @@ def test_a_metrics_store_that_does_not_answer_still_shows_the_sync_state() -> No
 def test_a_missing_token_offers_reconnect_and_errors_are_escaped() -> None:
     text = render([mailbox(status="missing token", failures=3, last_error="<Oops&Co>")], NOW, 90, 7)
     assert '<a class="button" data-tz href="/reconnect/7">Reconnect</a>' in text
-    assert "failed 3 time(s) in a row: a temporary problem (&lt;Oops&amp;Co&gt;)" in text
+    assert "failed 3 time(s) in a row: &lt;Oops&amp;Co&gt;; InboxLens tries again by itself" in text
     assert '<a href="/dashboard">All mailboxes</a>' in text
 
 
@@ -72,3 +72,11 @@ def test_header_links_meet_wcag_aa_contrast_on_the_navy_header() -> None:
     assert background and links, "the header's link colour must be set, not the browser's default blue"
     light, dark = sorted((_luminance(links[1]), _luminance(background[1])), reverse=True)
     assert (light + 0.05) / (dark + 0.05) >= 4.5
+
+
+def test_a_mailbox_page_names_its_address_once_and_the_overview_heads_each_section() -> None:
+    own = render([mailbox()], NOW, 30, 7)  # the page's title (h1) names it already
+    assert "<h2>" not in own and own.count("me@example.test") == 0
+    overview = render([mailbox(), mailbox(id=8, address="you@example.test")], NOW, 30, None)
+    assert overview.count('<h2><a href="/dashboard/7">me@example.test</a></h2>') == 1
+    assert '<h2><a href="/dashboard/8">you@example.test</a></h2>' in overview

@@ -142,7 +142,7 @@ def render(boxes: list[Mailbox], now: datetime, window: int, only: int | None) -
                 '<a href="/">Connect one</a> and its numbers appear here after the first sync.</p>')
     back = '<p><a href="/dashboard">All mailboxes</a></p>' if only is not None else ""
     return head + back + _windows(window, only) + _jump(boxes) + "".join(
-        _section(b, now, window) for b in boxes)
+        _section(b, now, window, heading=only is None) for b in boxes)
 
 
 def _windows(window: int, only: int | None) -> str:
@@ -160,10 +160,11 @@ def _jump(boxes: list[Mailbox]) -> str:
     return f'<nav aria-label="mailboxes"><ul class="jump">{links}</ul></nav>'
 
 
-def _section(box: Mailbox, now: datetime, window: int) -> str:
+def _section(box: Mailbox, now: datetime, window: int, *, heading: bool = True) -> str:
+    """One mailbox; on its own page the page's title names it already, so no second heading."""
     account_id = int(box.account["id"])
-    heading = f'<h2><a href="/dashboard/{account_id}">{escape(box.account["address"])}</a></h2>'
-    return (f'<section class="mailbox" id="account-{account_id}" data-account="{account_id}">{heading}'
+    title = f'<h2><a href="/dashboard/{account_id}">{escape(box.account["address"])}</a></h2>' if heading else ""
+    return (f'<section class="mailbox" id="account-{account_id}" data-account="{account_id}">{title}'
             f"{_sync(box, now)}{_insights(box, window)}</section>")
 
 
@@ -172,8 +173,10 @@ def _sync(box: Mailbox, now: datetime) -> str:
     rows = [("Status", _status(box)), ("Last sync", escape(_last_sync(a["last_sync_at"], box.zone, now))),
             ("Messages seen", escape(charts.count(a["messages_seen"])))]
     if a["failures"] and a["last_error"]:
-        said = ERRORS.get(str(a["last_error"]), f"a temporary problem ({a['last_error']})")
-        rows.append(("Last attempt", escape(f"failed {a['failures']} time(s) in a row: {said}")))
+        # harvest records the rest in words already: which server, and what went wrong
+        said = ERRORS.get(str(a["last_error"]), str(a["last_error"]))
+        rows.append(("Last attempt", escape(f"failed {a['failures']} time(s) in a row: {said}; "
+                                            "InboxLens tries again by itself")))
     items = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
     return f'<dl class="sync">{items}</dl>'
 
@@ -226,7 +229,7 @@ def _top(top: list[Relationship], zone: zoneinfo.ZoneInfo) -> str:
         f'<tr data-correspondent="{escape(r.correspondent)}"><td>{escape(r.correspondent)}</td>'
         f'<td class="strength"><meter min="0" max="100" value="{r.strength:.1f}"></meter> {round(r.strength)}</td>'
         f"<td>{r.last_30}</td><td>{r.received} / {r.sent}</td><td>{round(r.reciprocity * 100)} %</td>"
-        f"<td>{escape(_local(r.last_contact, zone))}</td></tr>" for r in top)
+        f'<td class="when">{escape(_local(r.last_contact, zone))}</td></tr>' for r in top)
     return ('<table class="top"><thead><tr><th>Correspondent</th><th>Strength</th><th>Last 30 days</th>'
             "<th>Received / sent</th><th>Reciprocity</th><th>Last contact</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>")
@@ -261,7 +264,7 @@ dl.sync dt{font-weight:600}
 dl.sync dd{margin:0}
 svg.chart{display:block;width:100%;height:auto;max-width:720px}
 svg.chart rect.bar:hover{opacity:.75}
-table.top td.strength{white-space:nowrap}
+table.top td.strength,table.top td.when{white-space:nowrap}
 table.top meter{width:4rem;vertical-align:middle}
 .empty-state{color:#4a5263;font-style:italic}
 """
