@@ -80,3 +80,12 @@ def test_a_mailbox_page_names_its_address_once_and_the_overview_heads_each_secti
     overview = render([mailbox(), mailbox(id=8, address="you@example.test")], NOW, 30, None)
     assert overview.count('<h2><a href="/dashboard/7">me@example.test</a></h2>') == 1
     assert '<h2><a href="/dashboard/8">you@example.test</a></h2>' in overview
+
+
+def test_with_no_provider_the_home_page_says_how_to_add_one() -> None:
+    from inboxlens.web.pages.render import welcome
+    text = welcome([], "https://inbox.example.test")
+    assert "<code>https://inbox.example.test/oauth/google/callback</code>" in text
+    assert "docs/providers.md" in text and "inboxlens doctor" in text
+    assert "/connect/" not in text
+    assert '<a class="button" data-tz href="/connect/corp">Connect Corp</a>' in welcome([("corp", "Corp")], "")

@@ -28,11 +28,18 @@ def csrf_field(token: str) -> str:
     return f'<input type="hidden" name="csrf_token" value="{escape(token)}">'
 
 
-def welcome(providers: Iterable[tuple[str, str]]) -> str:
+def welcome(providers: Iterable[tuple[str, str]], base_url: str = "") -> str:
     items = list(providers)
     if not items:
-        return "<p>No mail provider is configured yet. Add a client id and secret under " \
-               "<code>[providers.&lt;name&gt;]</code> in the configuration and restart.</p>"
+        example = f"{base_url}/oauth/google/callback"
+        return ("<p>No mail provider is configured yet.</p><ol>"
+                "<li>Register InboxLens with your provider as a web application, with the redirect URI "
+                f"<code>{escape(base_url)}/oauth/&lt;name&gt;/callback</code> (for Google: "
+                f"<code>{escape(example)}</code>). <code>docs/providers.md</code> in your copy of InboxLens "
+                "walks through Google, Microsoft and any OpenID Connect provider.</li>"
+                "<li>Put its client id and secret under <code>[providers.&lt;name&gt;]</code> in the "
+                "configuration, and restart.</li>"
+                "<li>Run <code>inboxlens doctor</code> to check the set-up.</li></ol>")
     connect = "".join(f'<li><a class="button" data-tz href="/connect/{quote(n)}">Connect {escape(label)}</a></li>'
                       for n, label in items)
     login = "".join(f'<li><a href="/login/{quote(n)}">Log in with {escape(label)}</a></li>' for n, label in items)

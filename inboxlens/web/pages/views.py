@@ -66,7 +66,7 @@ async def home(request: web.Request) -> web.Response:
     providers = [(n, request.app[PROVIDERS].label(n)) for n in request.app[PROVIDERS].names()]
     session = current_session(request)
     if session is None or session.user_id is None:
-        return html("Welcome", pages.welcome(providers), request=request)
+        return html("Welcome", pages.welcome(providers, request.app[PROVIDERS].base_url), request=request)
     rows = await accounts.accounts_of(request.app[DB], session.user_id)
     known = request.app[PROVIDERS].configs
     for row in rows:
