@@ -89,3 +89,9 @@ def test_with_no_provider_the_home_page_says_how_to_add_one() -> None:
     assert "docs/providers.md" in text and "inboxlens doctor" in text
     assert "/connect/" not in text
     assert '<a class="button" data-tz href="/connect/corp">Connect Corp</a>' in welcome([("corp", "Corp")], "")
+
+
+def test_sender_checks_that_are_off_are_said_with_how_to_turn_them_on() -> None:
+    off = render([mailbox(provider="corp", authenticity_off=True)], NOW, 30, None)
+    assert "<dt>Sender checks</dt>" in off and "providers.corp.trusted_authserv_ids" in off
+    assert "Sender checks" not in render([mailbox(provider="google", authenticity_off=False)], NOW, 30, None)

@@ -29,7 +29,7 @@ from inboxlens.metrics.store import MetricsStore
 from inboxlens.web import accounts
 from inboxlens.web.auth import USER_ID, requires_user
 from inboxlens.web.pages import charts, views
-from inboxlens.web.state import DB, METRICS, VAULT
+from inboxlens.web.state import DB, METRICS, PROVIDERS, VAULT
 
 WINDOWS = (30, 90)  # days the volume chart can show; the last is the default and what is read
 REPLY_WEEKS = 13
@@ -94,6 +94,10 @@ async def _show(request: web.Request, only: int | None) -> web.Response:
         if not rows:
             return views.problem(404, "No such mailbox.", request=request)
     now, window = datetime.now(timezone.utc), _window(request)
+    configs = request.app[PROVIDERS].configs
+    for row in rows:  # only the provider's own mail server's verdicts count: none are trusted, none count
+        known = configs.get(str(row["provider"]))
+        row["authenticity_off"] = known is not None and not known.trusted_authserv_ids
     boxes = [await _mailbox(request, row, now) for row in rows]
     body = render(boxes, now, window, only)
     return views.html(boxes[0].account["address"] if only is not None else "Dashboard", body, request=request)
@@ -177,6 +181,13 @@ def _sync(box: Mailbox, now: datetime) -> str:
         said = ERRORS.get(str(a["last_error"]), str(a["last_error"]))
         rows.append(("Last attempt", escape(f"failed {a['failures']} time(s) in a row: {said}; "
                                             "InboxLens tries again by itself")))
+    if a.get("authenticity_off"):
+        rows.append(("Sender checks", escape(
+            "off: no mail server's Authentication-Results are trusted for this provider, so DKIM, SPF and "
+            f"DMARC verdicts are never counted. Your administrator sets providers.{a['provider']}."
+            "trusted_authserv_ids to your mail server's name (the first word of the Authentication-Results "
+            "header in mail you received); only your own server's verdicts count, since anyone can write "
+            "that header.")))
     items = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
     return f'<dl class="sync">{items}</dl>'
 
