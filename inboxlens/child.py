@@ -65,9 +65,24 @@ class Channel:
         os.write(1, b"ready\n")
 
 
-def setup_logging(name: str, level: str = "INFO") -> None:
+class JsonLines(logging.Formatter):
+    """One JSON object per line (``log_format = "json"``), for log shippers."""
+
+    def __init__(self, process: str) -> None:
+        super().__init__()
+        self.process = process
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "process": self.process,
+                "pid": record.process, "level": record.levelname, "logger": record.name,
+                "message": record.getMessage()}
+        return json.dumps({**line, "error": self.formatException(record.exc_info)} if record.exc_info else line)
+
+
+def setup_logging(name: str, level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{name}[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonLines(name) if fmt == "json" else
+                         logging.Formatter(f"{name}[%(process)d] %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -140,7 +155,8 @@ async def _run(name: str, main: ChildMain) -> None:
         raise StartError("no configuration slice on stdin (children are started by 'inboxlens serve')") from None
     if not isinstance(config, dict):
         raise StartError("the configuration slice is not a JSON object")
-    setup_logging(name, str(config.get("config", {}).get("log_level", "INFO")))
+    settings = config.get("config", {})
+    setup_logging(name, str(settings.get("log_level", "INFO")), str(settings.get("log_format", "text")))
     channel = Channel(reader, config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, channel.stopping.set)

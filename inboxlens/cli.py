@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("inboxlens")
     try:
         config = config_loader.load(args.config)
-        logging.getLogger().setLevel(config.log_level.upper())
+        setup_logging("inboxlens", config.log_level, config.log_format)
         return COMMANDS[args.command](config, args)
     except ConfigError as e:
         print(f"inboxlens: configuration error: {e}", file=sys.stderr)

@@ -90,6 +90,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"providers.{name}.imap_tls: must be 'tls' or 'plain' (plain: loopback only)")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level: must be DEBUG, INFO, WARNING or ERROR, not {config.log_level!r}")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError(f"log_format: must be 'text' or 'json', not {config.log_format!r}")
     _check_web(config.web)
     _check_harvest(config.harvest)
     _check_metrics(config.metrics)

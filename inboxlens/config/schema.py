@@ -135,6 +135,7 @@ class Config:
     state_dir: Path = Path()
     runtime_dir: Path = Path()
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one JSON object per line
     database: DatabaseConfig = DatabaseConfig()
     vault: VaultConfig = VaultConfig()
     web: WebConfig = WebConfig()

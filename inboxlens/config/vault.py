@@ -88,6 +88,7 @@ class VaultSlice:
     state_dir: Path = Path()
     runtime_dir: Path = Path()
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one JSON object per line
     vault: VaultConfig = VaultConfig()
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
 

@@ -148,7 +148,8 @@ def read_credentials(directory: Path | None) -> dict[int, bytes]:
 
 def slice_for(name: str, config: Config, plan: Plan, database_dsn: str) -> dict[str, Any]:
     """Only the configuration a child needs (OpenSSH passes its children only their options)."""
-    common = {"state_dir": str(config.state_dir), "runtime_dir": str(config.runtime_dir), "log_level": config.log_level}
+    common = {"state_dir": str(config.state_dir), "runtime_dir": str(config.runtime_dir), "log_level": config.log_level,
+              "log_format": config.log_format}
     if name == "vault":
         credentials = read_credentials(Path(os.environ["CREDENTIALS_DIRECTORY"])
                                        if os.environ.get("CREDENTIALS_DIRECTORY") else None)
