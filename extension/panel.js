@@ -71,7 +71,7 @@ function when(iso) {
 
 function replyRows(replies) {
   const row = (label, r) => [label, r.median === null ? "no replies yet" : `median ${duration(r.median)}`
-    + ` · ${r.count} replies · ${Math.round((r.within_hour ?? 0) * 100)}% within an hour`];
+    + ` · ${r.count === 1 ? "1 reply" : `${r.count} replies`} · ${Math.round((r.within_hour ?? 0) * 100)}% within an hour`];
   return pairs([row("They answer you", replies.theirs), row("You answer them", replies.yours),
                 row("They, in working hours", replies.theirs_business),
                 row("You, in working hours", replies.yours_business)]);

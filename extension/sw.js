@@ -54,7 +54,13 @@ async function note(verdict) {
     cards.clear();
     me = { at: 0, value: null, base: "" };
   }
-  if (isGlobal(verdict.state)) await setStatus(verdict.state, verdict.retryAfterMs ? { retryAfterMs: verdict.retryAfterMs } : {});
+  if (isGlobal(verdict.state)) {
+    await setStatus(verdict.state, verdict.retryAfterMs ? { retryAfterMs: verdict.retryAfterMs } : {});
+    // The toolbar says so at once, not at the next refresh (up to 15 minutes later).
+    const badge = toolbarBadge(0, verdict.state);
+    await chrome.action.setBadgeText({ text: badge.text });
+    await chrome.action.setBadgeBackgroundColor({ color: badge.color });
+  }
 }
 
 async function whoAmI(cfg, fresh = false) {
@@ -101,7 +107,11 @@ async function lookUp(addresses, hint) {
   }
   const { verdict, account } = await accountFor(cfg, hint);
   if (verdict.state !== "ok") return fail(verdict.state);
-  const results = await Promise.all(addresses.map((a) => cardFor(cfg, account, a)));
+  // The mailbox's own address (Outlook's page does not name it, so the content script cannot leave
+  // it out) is never asked about: it is "you".
+  const own = String(account.address).toLowerCase();
+  const results = await Promise.all(addresses.map((a) => (a.toLowerCase() === own
+    ? { state: "own", address: a, card: null } : cardFor(cfg, account, a))));
   return Object.fromEntries(results.map((r) => [r.address, r]));
 }
 

@@ -11,6 +11,11 @@ export function duration(seconds) {
   return `~${Math.round(seconds / 86400)} days`;
 }
 
+/** "1 msg", "2 msgs". */
+export function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
 /** The badge's words for a card lookup ({state, card}), kept short. */
 export function badgeText(result) {
   if (!result) return "…";
@@ -19,13 +24,14 @@ export function badgeText(result) {
   const card = result.card;
   const parts = [];
   const theirs = card.replies.theirs.median;
-  parts.push(theirs === null ? `${card.relationship.received + card.relationship.sent} msgs`
+  parts.push(theirs === null ? plural(card.relationship.received + card.relationship.sent, "msg")
     : `replies in ${duration(theirs)}`);
   if (card.owed_total > 0) parts.push(`you owe ${card.owed_total}`);
   return parts.join(" · ");
 }
 
 const STATE_WORDS = {
+  own: "you",
   not_configured: "set up InboxLens",
   unauthorized: "token revoked",
   unreachable: "server unreachable",

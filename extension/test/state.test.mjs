@@ -133,6 +133,10 @@ test("words: durations, the badge, the compose line", () => {
   assert.equal(badgeText({ state: "not_found" }), "no history");
   assert.equal(badgeText({ state: "unauthorized" }), "token revoked");
   assert.equal(badgeText(null), "…");
+  assert.equal(badgeText({ state: "own" }), "you");
+  const unanswered = card({ owed_total: 0, relationship: { ...card().relationship, received: 0, sent: 1 },
+                            replies: { ...card().replies, theirs: { ...card().replies.theirs, median: null } } });
+  assert.equal(badgeText({ state: "ok", card: unanswered }), "1 msg");
   assert.equal(composeLine("bob@friends.test", { state: "ok", card: card() }), "bob@friends.test: usually answers within ~10 h");
   assert.equal(composeLine("x@y.z", { state: "not_found" }), "x@y.z: no history with this address");
 });
