@@ -291,6 +291,13 @@ async def badges(page: Page) -> list[dict[str, Any]]:
     return found
 
 
+async def compose_lines(page: Page) -> list[str]:
+    """The lines the extension wrote under a compose window, from its closed shadow root."""
+    document = (await page.send("DOM.getDocument", {"depth": -1, "pierce": True}))["root"]
+    return [_text(li) for node in _walk(document) if _attrs(node).get("data-inboxlens") == "compose"
+            for root in node.get("shadowRoots", []) for li in _walk(root) if li.get("localName") == "li"]
+
+
 def elements_named(document: dict[str, Any], name: str) -> int:
     return sum(1 for n in _walk(document) if n.get("localName") == name)
 
@@ -389,6 +396,10 @@ async def test_the_extension_in_gmail_against_the_server(stack: Stack, tmp_path:
             assert all(b["mode"] == "closed" for b in shown), shown
             for b in shown:
                 assert (b["text"], b["warn"]) == expected[b["email"].lower()], b
+            # The open compose window: one line per recipient, in the card's words (Bob answers in ~8 days).
+            lines = await until(lambda: compose_lines(gmail), "the compose window's lines")
+            bob_wait = re.search(r"~\S+ \S+", expected[BOB][0] or "")
+            assert bob_wait is not None and lines == [f"{BOB}: usually answers within {bob_wait.group(0)}"], lines
             await gmail.send("Page.bringToFront")  # a background tab draws no frame to capture
             await gmail.screenshot(SCREENSHOTS / "extension-gmail.png")
 
