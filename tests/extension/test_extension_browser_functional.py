@@ -32,13 +32,11 @@ import dataclasses
 import math
 import os
 import re
-import signal
 import ssl
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,16 +48,7 @@ from aiohttp import web
 
 from tests.web.conftest import Stack, account_id, api, connect, csrf_of, new_token, raw
 from tests.web.conftest import page as page_text
-from tests.web.test_browser_functional import (
-    CHROMIUM,
-    STEP,
-    DevTools,
-    Page,
-    _devtools_url,
-    _drain,
-    _require_chromium,
-    open_tab,
-)
+from tests.web.test_browser_functional import STEP, DevTools, Page, chromium, open_tab
 from tests.web.test_browser_functional import pytestmark as browser_marks
 from tests.web.test_dashboard_functional import fold
 
@@ -170,43 +159,11 @@ async def mail_site(directory: Path) -> AsyncIterator[int]:
         await runner.cleanup()
 
 
-@asynccontextmanager
-async def chromium_with_extension(port: int) -> AsyncIterator[DevTools]:
-    """Headless chromium, fresh profile, the unpacked extension loaded, mail.google.com mapped to `port`."""
-    _require_chromium()
-    with tempfile.TemporaryDirectory(prefix="inboxlens-extension-", ignore_cleanup_errors=True) as home:
-        flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-default-browser-check", "--disable-dev-shm-usage", "--window-size=1200,800",
-                 f"--user-data-dir={home}/profile", f"--load-extension={EXTENSION}",
-                 f"--host-resolver-rules=MAP mail.google.com 127.0.0.1:{port}, MAP outlook.office.com 127.0.0.1:{port}", "--ignore-certificate-errors",
-                 "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"]
-        process = await asyncio.create_subprocess_exec(
-            str(CHROMIUM), *flags, "about:blank", stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            env={"PATH": "/usr/bin:/bin", "HOME": home, "TZ": "UTC", "LANG": "C.UTF-8"}, start_new_session=True)
-        assert process.stderr is not None
-        lines: list[str] = []
-        drain: asyncio.Task[None] | None = None
-        try:
-            url = await asyncio.wait_for(_devtools_url(process.stderr, lines), STEP)
-            drain = asyncio.create_task(_drain(process.stderr, lines))
-            async with aiohttp.ClientSession() as http, \
-                    http.ws_connect(url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5)) as ws:
-                cdp = DevTools(ws)
-                try:
-                    yield cdp
-                finally:
-                    await cdp.close()
-        except BaseException:
-            print("chromium's stderr, last lines:\n" + "".join(lines[-30:]), file=sys.stderr)
-            raise
-        finally:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await asyncio.wait_for(process.wait(), STEP)
-            if drain is not None:
-                await asyncio.wait_for(drain, STEP)
+def chromium_with_extension(port: int) -> AbstractAsyncContextManager[DevTools]:
+    """Headless chromium, fresh profile, the unpacked extension loaded, the mail hosts mapped to `port`."""
+    return chromium("UTC", f"--load-extension={EXTENSION}", "--ignore-certificate-errors",
+                    f"--host-resolver-rules=MAP mail.google.com 127.0.0.1:{port}, MAP outlook.office.com 127.0.0.1:{port}",
+                    "--remote-debugging-address=127.0.0.1", headless="--headless=new")
 
 
 async def service_worker(cdp: DevTools) -> Page:

@@ -224,9 +224,18 @@ class World:
     # -- harvest
 
     def kill_mid_sync(self, account: int, pid_of: Callable[[], int | None]) -> tuple[float, int]:
+        """Once the sync of ``account`` is under way (``when_under_way``), SIGKILL what ``pid_of``
+        names; returns when, and how many rows were stored by then."""
+        def kill() -> float:
+            pid = pid_of()
+            assert pid is not None
+            return self.kill(pid)
+        return self.when_under_way(account, kill)
+
+    def when_under_way(self, account: int, act: Callable[[], float]) -> tuple[float, int]:
         """Wait until the service's harvest has stored KILL_AT raw rows of ``account`` (its sync is
-        under way, in batches of BATCH), then SIGKILL what ``pid_of`` names; returns when and how
-        many rows were stored by then."""
+        under way, in batches of BATCH), then ``act`` (which says when it acted); returns that time
+        and how many rows were stored by then."""
         async def watch() -> tuple[float, int]:
             db = await asyncpg.connect(self.dsn, timeout=5)
             try:
@@ -235,10 +244,7 @@ class World:
                                                    account)) < KILL_AT:
                     assert time.monotonic() < deadline, "the service's harvest never started the sync"
                     await asyncio.sleep(0.002)
-                pid = pid_of()
-                assert pid is not None
-                killed = self.kill(pid)
-                return killed, int(stored)
+                return act(), int(stored)
             finally:
                 await db.close()
         return self.loop.run(watch(), 90)
@@ -427,20 +433,11 @@ def imap_drop_mid_fetch(world: World) -> float:
 
 
 def _drop_when_under_way(world: World, account: int, address: str) -> tuple[float, int]:
-    async def watch() -> tuple[float, int]:
-        db = await asyncpg.connect(world.dsn, timeout=5)
-        try:
-            deadline = time.monotonic() + 60
-            while (stored := await db.fetchval("SELECT count(*) FROM raw_headers WHERE account_id = $1",
-                                               account)) < KILL_AT:
-                assert time.monotonic() < deadline, "the service's harvest never started the sync"
-                await asyncio.sleep(0.002)
-            at = time.monotonic()
-            assert await world.dovecot.kill_connections(address) >= 1  # SIGKILL to its imap processes
-            return at, int(stored)
-        finally:
-            await db.close()
-    return world.loop.run(watch(), 90)
+    def drop() -> float:
+        at = time.monotonic()
+        assert world.dovecot.kick(address) >= 1  # SIGKILL to its imap processes
+        return at
+    return world.when_under_way(account, drop)
 
 
 def provider(mode: str) -> Callable[[World], float]:

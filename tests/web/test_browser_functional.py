@@ -239,16 +239,17 @@ async def _drain(stream: asyncio.StreamReader, lines: list[str]) -> None:
 
 
 @asynccontextmanager
-async def chromium(time_zone: str) -> AsyncIterator[DevTools]:
+async def chromium(time_zone: str, *extra: str, headless: str = "--headless") -> AsyncIterator[DevTools]:
     """A headless chromium with a fresh profile, as root, killed (its whole process group) at the end.
 
-    On a failure the tail of its stderr goes to ours, for pytest to show.
+    ``extra`` flags follow ours (an extension to load, host mappings); ``--headless=new`` is the
+    mode that loads extensions. On a failure the tail of its stderr goes to ours, for pytest to show.
     """
     _require_chromium()
     with tempfile.TemporaryDirectory(prefix="inboxlens-chromium-", ignore_cleanup_errors=True) as home:
         env = {"PATH": "/usr/bin:/bin", "HOME": home, "TZ": time_zone, "LANG": "C.UTF-8"}
         process = await asyncio.create_subprocess_exec(
-            str(CHROMIUM), *FLAGS, f"--user-data-dir={home}/profile", "about:blank",
+            str(CHROMIUM), headless, *FLAGS[1:], f"--user-data-dir={home}/profile", *extra, "about:blank",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             env=env, start_new_session=True)
         assert process.stderr is not None
