@@ -1,20 +1,14 @@
 """The skeleton every child process runs in (Postfix's shared server skeleton).
 
-The supervisor starts a child with three descriptors and nothing else:
+The supervisor starts a child with three descriptors: stdin, a pipe whose first line
+is the child's configuration slice (JSON) and later lines control messages (the
+vault's PID registrations), its end meaning the supervisor is gone; stdout, where
+the child writes ``ready`` when it serves and nothing else; stderr, the log.
 
-- stdin: a pipe. Its first line is the child's configuration slice (JSON); later
-  lines are control messages (the vault's PID registrations). End of file means
-  the supervisor is gone, and the child exits.
-- stdout: a pipe. The child writes ``ready`` when it serves, and nothing else.
-- stderr: the log, one line per event, inherited from the supervisor (journald).
-
-A child's ``main`` only declares what it does with its slice; this module reads
-the slice, sets up logging and signals, reports readiness, and stops cleanly.
-
-Stopping is one idiom for every child: SIGTERM (or the pipe's end) sets
-``channel.stopping``; the child stops accepting, lets in-flight work finish within
-a deadline (``drain``), and ``run`` exits 0 when it did, 75 when the deadline
-passed (``DrainExpired``), 78 when the child could not start (``StartError``).
+SIGTERM (or the end of stdin) sets ``channel.stopping``; the child stops accepting and
+lets in-flight work finish within a deadline (``drain``). ``run`` exits 0, or 75 when
+that deadline passed (``DrainExpired``), or 78 when the child could not start
+(``StartError``; the supervisor does not retry it).
 """
 
 from __future__ import annotations
@@ -27,14 +21,14 @@ import os
 import resource
 import signal
 import sys
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from inboxlens.errors import DrainExpired, StartError
 
 MAX_SLICE_BYTES = 1 << 20
-EX_TEMPFAIL = 75  # stopped, but in-flight work was cut off at the drain deadline
-EX_CONFIG = 78  # the supervisor does not retry a child that fails like this at start
+EX_TEMPFAIL, EX_CONFIG = 75, 78
 ChildMain = Callable[["Channel"], Awaitable[None]]
+log = logging.getLogger("inboxlens")
 
 
 class Channel:
@@ -45,20 +39,20 @@ class Channel:
         self.config = config
         self.stopping = asyncio.Event()
 
-    async def messages(self) -> Any:
+    async def messages(self) -> AsyncIterator[Any]:
         """Control messages until the supervisor closes the pipe; then ``stopping`` is set."""
         while True:
             try:
                 line = await self.reader.readline()
             except ValueError:  # a line over the limit: the supervisor never sends one
-                logging.getLogger("inboxlens").error("oversized control line; stopping")
+                log.error("oversized control line; stopping")
                 break
             if not line:
                 break
             try:
                 yield json.loads(line)
             except ValueError:
-                logging.getLogger("inboxlens").error("malformed control line ignored")
+                log.error("malformed control line ignored")
         self.stopping.set()
 
     def ready(self) -> None:
@@ -86,11 +80,10 @@ def setup_logging(name: str, level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx(2) logs full request URLs at INFO; keep the third-party chatter down.
-    for name in ("httpx", "httpcore", "httpx2", "httpcore2"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # aioimaplib logs every line it sends at DEBUG, the base64 XOAUTH2 string (a bearer token) included.
-    logging.getLogger("aioimaplib").setLevel(logging.WARNING)
+    # httpx(2) logs full request URLs at INFO; aioimaplib logs every line it sends at DEBUG,
+    # the base64 XOAUTH2 string (a bearer token) included.
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "aioimaplib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def make_undumpable() -> None:
@@ -106,7 +99,7 @@ def run(name: str, main: ChildMain) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     setup_logging(name)
     try:
-        make_undumpable()  # no ptrace or /proc/<pid>/mem from our own uid; exec reset the flag (issue 12.8)
+        make_undumpable()  # issue 12.8
         asyncio.run(_run(name, main))
     except StartError as e:
         logging.getLogger(name).error("cannot start: %s", e)
@@ -128,16 +121,11 @@ async def drain(server: asyncio.AbstractServer, seconds: float, *work: Awaitable
     await asyncio.sleep(0)
     server.close()
     cut_idle()
-    pending = [closed, *(asyncio.ensure_future(w) for w in work)]
-    done, late = await asyncio.wait(pending, timeout=seconds)
+    done, late = await asyncio.wait([closed, *(asyncio.ensure_future(w) for w in work)], timeout=seconds)
     for task in late:
         task.cancel()
     if late:
         raise DrainExpired(f"{len(late)} piece(s) of work were still running after {seconds:g} s")
-    _raise_first(done)
-
-
-def _raise_first(done: Iterable[asyncio.Future[Any]]) -> None:
     for task in done:
         error = None if task.cancelled() else task.exception()
         if error is not None:
@@ -148,9 +136,8 @@ async def _run(name: str, main: ChildMain) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_SLICE_BYTES)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0))
-    line = await reader.readline()
     try:
-        config = json.loads(line)
+        config = json.loads(await reader.readline())
     except ValueError:
         raise StartError("no configuration slice on stdin (children are started by 'inboxlens serve')") from None
     if not isinstance(config, dict):

@@ -18,7 +18,8 @@ from typing import Callable
 from inboxlens.config import loader as config_loader
 from inboxlens.child import setup_logging
 from inboxlens.config.schema import Config
-from inboxlens.errors import ConfigError, InboxLensError, MetricsUnavailable
+from inboxlens.errors import ConfigError, InboxLensError
+from inboxlens.service_errors import MetricsUnavailable
 
 EX_CONFIG = 78
 EX_NOPERM = 77

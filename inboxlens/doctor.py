@@ -171,8 +171,8 @@ async def _metrics(config: Config) -> Check:
         return Check(OK, "metrics", "in PostgreSQL, beside the accounts")
     import logging
 
-    from inboxlens.errors import MetricsUnavailable
     from inboxlens.metrics.cassandra.session import connect
+    from inboxlens.service_errors import MetricsUnavailable
     logging.getLogger("cassandra").setLevel(logging.CRITICAL)  # our one line says it
     try:
         session = await asyncio.wait_for(connect(config.metrics, None), TIMEOUT * 3)

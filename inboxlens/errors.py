@@ -7,15 +7,15 @@
     ├── StartFailed             the service cannot start
     │   └── StartError              a child cannot start with what it was given (exit 78, not retried)
     ├── DrainExpired            a stopping child's in-flight work outlived its drain deadline
-    ├── PgError                 the embedded or configured PostgreSQL cannot be used
-    ├── MetricsUnavailable      the world's fault: the metrics store cannot be reached or timed out
-    ├── AccountNotFound         the caller's mistake: it named an account the metrics store does not have
-    ├── LeaseLost               the world's doing: another harvest process holds the account's lease now
-    ├── MailError               talking to an IMAP server
-    │   ├── MailServerError         the world's fault: unreachable, failed, broke the protocol or a limit
-    │   └── AuthenticationRefused   the server refused our XOAUTH2 login (the token, or the account)
+    ├── PgError *               the embedded or configured PostgreSQL cannot be used
+    ├── MetricsUnavailable *    the world's fault: the metrics store cannot be reached or timed out
+    ├── AccountNotFound *       the caller's mistake: it named an account the metrics store does not have
+    ├── LeaseLost *             the world's doing: another harvest process holds the account's lease now
+    ├── MailError *             talking to an IMAP server
+    │   ├── MailServerError *       the world's fault: unreachable, failed, broke the protocol or a limit
+    │   └── AuthenticationRefused * the server refused our XOAUTH2 login (the token, or the account)
     └── VaultError              talking to the vault
-        ├── VaultUnavailable    the world's fault: no socket, connection lost, timed out
+        ├── VaultUnavailable *  the world's fault: no socket, connection lost, timed out
         ├── ProtocolError       a frame broke the protocol (either side)
         └── VaultRefused        the vault answered with an error code (``.code``)
             ├── NotPermitted        the caller's uid/pid may not run that operation
@@ -27,6 +27,7 @@
             ├── CannotOpen          the sealed token cannot be opened (opaque)
             └── Conflict            the operation conflicts with state (e.g. revoking a key in use)
 
+``*``: in ``inboxlens.service_errors``, which the vault, raising none of them, never loads.
 Messages never carry a token, key or secret.
 """
 
@@ -64,40 +65,8 @@ class DrainExpired(InboxLensError):
     """A stopping child's in-flight work did not finish within its drain deadline."""
 
 
-class PgError(InboxLensError):
-    """PostgreSQL (embedded or configured) could not be started, reached or migrated."""
-
-
-class MetricsUnavailable(InboxLensError):
-    """The world's fault: the metrics store's cluster is unreachable, overloaded or timed out."""
-
-
-class AccountNotFound(InboxLensError, LookupError):
-    """The caller named an account the metrics store has nothing for (or that was deleted meanwhile)."""
-
-
-class LeaseLost(InboxLensError):
-    """Another harvest process holds the account now; stop working it."""
-
-
-class MailError(InboxLensError):
-    """Talking to an IMAP server failed; the message names the server (host:port) and the cause."""
-
-
-class MailServerError(MailError):
-    """The world's fault: the IMAP server is unreachable, failed, or broke the protocol or a limit; try later."""
-
-
-class AuthenticationRefused(MailError):
-    """The IMAP server refused the XOAUTH2 login."""
-
-
 class VaultError(InboxLensError):
     """Talking to the vault failed."""
-
-
-class VaultUnavailable(VaultError):
-    """The vault could not be reached or did not answer in time."""
 
 
 class ProtocolError(VaultError):
@@ -144,10 +113,3 @@ class CannotOpen(VaultRefused):
 
 class Conflict(VaultRefused):
     code = "conflict"
-
-
-VAULT_ERRORS: dict[str, type[VaultRefused]] = {
-    cls.code: cls
-    for cls in (NotPermitted, BadRequest, UnknownAccount, ReauthRequired,
-                ProviderUnavailable, ProviderRejected, CannotOpen, Conflict)
-}

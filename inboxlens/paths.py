@@ -1,30 +1,12 @@
-"""Every path the processes share, built in one place.
-
-State (kept across restarts) and runtime (sockets, gone at reboot) directories
-default to ``/var/lib/inboxlens`` and ``/run/inboxlens`` for root, and to folders
-under the user's home for anyone else. Everything below them is named here.
+"""Every path the processes share below the state directory (kept across restarts) and the
+runtime directory (sockets, gone at reboot); the loader picks those two (``config.loader``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Mapping
 
 TOKEN_DB = "tokens.sqlite3"
-
-
-def default_dirs(uid: int | None = None, environ: Mapping[str, str] | None = None) -> tuple[Path, Path]:
-    """System paths for root; for anyone else, folders under the user's home."""
-    uid = os.getuid() if uid is None else uid
-    env = os.environ if environ is None else environ
-    if uid == 0:
-        return Path("/var/lib/inboxlens"), Path("/run/inboxlens")
-    home = Path(env.get("HOME") or Path.home())
-    state = Path(env.get("XDG_STATE_HOME") or home / ".local" / "state") / "inboxlens"
-    runtime_base = env.get("XDG_RUNTIME_DIR")
-    runtime = Path(runtime_base) / "inboxlens" if runtime_base else state / "run"
-    return state, runtime
 
 
 def vault_dir(state_dir: Path) -> Path:

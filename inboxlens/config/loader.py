@@ -8,17 +8,20 @@ environment, is an error naming it; so is a value of the wrong type or out of ra
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import ipaddress
+import json
 import os
 import tomllib
+import typing
 from datetime import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from inboxlens import paths
-from inboxlens.config.build import EnvValue, build
-from inboxlens.config.schema import WEEKDAYS, Config, HarvestConfig, InsightsConfig, MetricsConfig, WebConfig
+from inboxlens.config.build import build, kind, to_dict
+from inboxlens.config.schema import (DEFAULT_PROVIDERS, WEEKDAYS, Config, HarvestConfig, InsightsConfig, MetricsConfig,
+                                     WebConfig)
 from inboxlens.config.vault import check_providers, check_vault
 from inboxlens.errors import ConfigError
 
@@ -34,8 +37,8 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     path = path or (Path(env["INBOXLENS_CONFIG"]) if env.get("INBOXLENS_CONFIG") else None)
     raw: dict[str, Any] = _read_toml(path) if path else {}
     _apply_environment(raw, env)
-    config: Config = build(Config, raw)
-    state, runtime = paths.default_dirs(environ=env)
+    config: Config = build(Config, _with_default_providers(raw))
+    state, runtime = _default_dirs(env)
     config = dataclasses.replace(
         config,
         state_dir=(config.state_dir if config.state_dir != Path() else state).absolute(),
@@ -45,11 +48,32 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     return config
 
 
+def _default_dirs(env: Mapping[str, str]) -> tuple[Path, Path]:
+    """State and runtime directories: system paths for root; for anyone else, folders under the home."""
+    if os.getuid() == 0:
+        return Path("/var/lib/inboxlens"), Path("/run/inboxlens")
+    home = Path(env.get("HOME") or Path.home())
+    state = Path(env.get("XDG_STATE_HOME") or home / ".local" / "state") / "inboxlens"
+    runtime = env.get("XDG_RUNTIME_DIR")
+    return state, Path(runtime) / "inboxlens" if runtime else state / "run"
+
+
 def from_dict(raw: Mapping[str, Any]) -> Config:
     """A Config from plain data (the slice a child receives from the supervisor), checked like a file's."""
-    config: Config = build(Config, dict(raw))
+    config: Config = build(Config, _with_default_providers(dict(raw)))
     validate(config)
     return config
+
+
+def _with_default_providers(raw: dict[str, Any]) -> dict[str, Any]:
+    """The built-in providers, each overlaid with the keys the file or environment sets for it."""
+    given = raw.get("providers")
+    if not isinstance(given, dict):
+        return raw  # none given (the defaults apply), or not a table (build says so)
+    merged = {name: to_dict(p) for name, p in DEFAULT_PROVIDERS.items()}
+    for name, sub in given.items():
+        merged[name] = {**merged[name], **sub} if name in merged and isinstance(sub, dict) else sub
+    return {**raw, "providers": merged}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -78,7 +102,33 @@ def _apply_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"environment variable {name}: {part!r} is not a section")
-        target[parts[-1]] = EnvValue(value, name)
+        target[parts[-1]] = _from_environment(value, name, parts)
+
+
+def _from_environment(text: str, variable: str, parts: list[str]) -> Any:
+    """A variable's text as the type of the key it names; an unknown key stays text, for build to name."""
+    hint: Any = Config
+    for part in parts:
+        if dataclasses.is_dataclass(hint):
+            hint = typing.get_type_hints(hint).get(part, str)
+        elif typing.get_origin(hint) in (collections.abc.Mapping, dict):
+            hint = typing.get_args(hint)[1]
+        else:
+            hint = str  # a key below a plain value: build names the mistake
+    key = ".".join(parts)
+    try:
+        if hint in (int, float):
+            return hint(text)
+        if hint is bool:
+            return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}[text.lower()]
+        if typing.get_origin(hint) is tuple:
+            return json.loads(text) if text.startswith("[") else [p for p in text.split(",") if p]
+    except (ValueError, KeyError):
+        raise ConfigError(f"{variable} (config key {key}): cannot read {kind(text)} as "
+                          f"{getattr(hint, '__name__', hint)}") from None
+    if dataclasses.is_dataclass(hint) or typing.get_origin(hint) in (collections.abc.Mapping, dict):
+        raise ConfigError(f"{variable}: {key} is a section; set one of its keys")
+    return text
 
 
 def validate(config: Config) -> None:

@@ -1,9 +1,7 @@
 """The vault's configuration slice: its own section and the providers' token endpoints.
 
-The vault parses this slice and nothing else, with ``build``; this module imports
-nothing of ours above ``errors`` and ``paths``, so the vault's import closure stays
-small (a test measures it). The supervisor checked the whole configuration already;
-the vault checks its slice again, since it trusts no one's word for its own bounds.
+The vault parses this slice and nothing else; it checks the slice again although the
+supervisor checked the whole configuration, trusting no one's word for its own bounds.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ MAX_SOCKET_PATH = 107  # sun_path is 108 bytes including the NUL
 
 @dataclass(frozen=True)
 class ProviderConfig:
-    """An OAuth 2.0 provider the vault refreshes tokens against."""
+    """An OAuth 2.0 provider: the vault refreshes tokens against it, web signs in with it, harvest reads mail."""
 
     token_url: str = ""
     client_id: str = ""
@@ -49,7 +47,8 @@ class ProviderConfig:
     trusted_authserv_ids: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never show secrets, even in a traceback's locals
-        return f"ProviderConfig(token_url={self.token_url!r}, client_id={self.client_id!r}, client_secrets=<{len(self.client_secrets)} hidden>)"
+        return (f"ProviderConfig(token_url={self.token_url!r}, client_id={self.client_id!r}, "
+                f"client_secrets=<{len(self.client_secrets)} hidden>)")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 
-from inboxlens.errors import PgError
+from inboxlens.service_errors import PgError
 
 __all__ = ["POSTGRES_BIN", "EmbeddedPostgres", "PgError", "PostgresBinariesMissing",
            "postgres_bin", "stop_stale"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
-from inboxlens.errors import PgError
+from inboxlens.service_errors import PgError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x696E626F786C656E  # b"inboxlen": one fixed advisory-lock key for migrate()

@@ -25,7 +25,7 @@ from typing import Literal
 
 import asyncpg
 
-from inboxlens.errors import PgError
+from inboxlens.service_errors import PgError
 
 Role = Literal["web", "harvest"]
 ROLES: tuple[Role, ...] = ("web", "harvest")

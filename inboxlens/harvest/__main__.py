@@ -29,7 +29,8 @@ import asyncpg
 from inboxlens import child
 from inboxlens.config.schema import Config
 from inboxlens.config.loader import from_dict
-from inboxlens.errors import DrainExpired, MetricsUnavailable, StartError
+from inboxlens.errors import DrainExpired, StartError
+from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.metrics.factory import open_metrics
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.vault.client import VaultClient

@@ -42,8 +42,8 @@ from aioimaplib.aioimaplib import (CRLF, SELECTED, Command, FetchCommand, IMAP4C
 
 from inboxlens.config.schema import HarvestConfig
 from inboxlens.config.vault import ProviderConfig
-from inboxlens.errors import AuthenticationRefused, MailServerError
 from inboxlens.harvest.sync import Fetched, Mailbox
+from inboxlens.service_errors import AuthenticationRefused, MailServerError
 
 TIMEOUT = 60.0
 LOGOUT_TIMEOUT = 2.0  # a goodbye: short, so a stopping harvest is not held up by a silent server

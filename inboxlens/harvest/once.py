@@ -19,11 +19,12 @@ from typing import Callable
 import asyncpg
 
 from inboxlens.config.schema import Config
-from inboxlens.errors import InboxLensError, MetricsUnavailable
+from inboxlens.errors import InboxLensError
 from inboxlens.harvest.__main__ import scheduler
 from inboxlens.harvest.sync import Progress
 from inboxlens.paths import pg_socket_dir
 from inboxlens.progress import ProgressBar
+from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.supervisor.plan import SHARED_GROUP, USERS
 from inboxlens.vault.client import VaultClient
 from inboxlens.metrics.factory import open_metrics

@@ -16,11 +16,11 @@ from typing import Iterable, Sequence
 
 import asyncpg
 
-from inboxlens.errors import LeaseLost
 from inboxlens.metrics import keys
 from inboxlens.metrics.model import RawRow
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.harvest.headers.parse import Address, HeaderRecord, is_automated
+from inboxlens.service_errors import LeaseLost
 
 EARLIEST_DATE = datetime(1970, 1, 1, tzinfo=timezone.utc)  # a Date before this is not believed ...
 DATE_AHEAD = timedelta(days=1)  # ... nor one this far after the server received the message

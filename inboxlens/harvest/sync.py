@@ -24,11 +24,11 @@ from typing import Awaitable, Callable, Protocol, Sequence
 import asyncpg
 
 from inboxlens.config.vault import ProviderConfig
-from inboxlens.errors import (AuthenticationRefused, LeaseLost, MailError, MailServerError, MetricsUnavailable,
-                             ReauthRequired, VaultError)
+from inboxlens.errors import ReauthRequired, VaultError
 from inboxlens.metrics.model import AccountRef
 from inboxlens.metrics.postgres.store import PgMetricsStore
 from inboxlens.metrics.store import MetricsStore
+from inboxlens.service_errors import AuthenticationRefused, LeaseLost, MailError, MailServerError, MetricsUnavailable
 from inboxlens.vault.client import VaultClient
 from inboxlens.harvest import store
 from inboxlens.harvest.headers.parse import FIELDS, HeaderRecord, parse_header_block, parse_internaldate

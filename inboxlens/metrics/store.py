@@ -26,8 +26,8 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Protocol, Sequence
 
-from inboxlens.errors import AccountNotFound
 from inboxlens.metrics.model import (AccountRef, AuthFlag, Card, CorrespondentRollup, DayRollup, DomainAuth, FoldResult, Order, Pending, Period, PeriodRollup, RawRow, Relationship)
+from inboxlens.service_errors import AccountNotFound
 
 __all__ = ["AccountNotFound", "MetricsStore"]
 

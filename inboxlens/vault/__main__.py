@@ -1,20 +1,19 @@
 """inboxlens-vault: the only process that can turn a stored refresh token into an access token.
 
-Privilege: runs as its own uid (``inboxlens-vault``) when the supervisor starts as
-root; makes itself non-dumpable (PR_SET_DUMPABLE=0, no core files) before it reads
-a key; umask 077.
-Untrusted input: frames on its Unix socket (``<runtime_dir>/vault/vault.sock``,
-0660, group ``inboxlens``) from web, harvest and admins; a peer with no role
-(SO_PEERCRED) is closed at accept, and every request is checked against the table
-in ``ops`` before anything else. Answers from OAuth providers' token endpoints.
-Trusted input: its configuration slice (with any private keys passed as systemd
-credentials) and PID registrations on stdin from the supervisor; the keyset and
-token store under ``<state_dir>/vault`` (0700).
-Writes: the token store (sealed tokens, refresh events) and the keyset (on
-rotate/revoke); log lines on stderr that never hold a token, key or secret.
-Config keys: ``state_dir``, ``runtime_dir``, ``log_level``, ``vault.*``, ``providers.*``.
-Stopping: SIGTERM or the end of stdin: stop accepting, close idle connections,
-answer those in flight and let running refreshes store their tokens within
+Privilege: its own uid (``inboxlens-vault``) when the supervisor starts as root;
+non-dumpable (PR_SET_DUMPABLE=0, no core files) before it reads a key; umask 077.
+Untrusted input: frames on its Unix socket (``<runtime_dir>/vault/vault.sock``, 0660,
+group ``inboxlens``) from web, harvest and admins: a peer with no role (SO_PEERCRED) is
+closed at accept, and every request checked against the table in ``ops`` first.
+Answers from OAuth providers' token endpoints.
+Trusted input: its configuration slice (with private keys passed as systemd credentials)
+and PID registrations on stdin from the supervisor; the keyset and token store under
+``<state_dir>/vault`` (0700).
+Writes: the token store (sealed tokens, refresh events), the keyset (on rotate/revoke);
+log lines on stderr that never hold a token, key or secret.
+Config keys: ``state_dir``, ``runtime_dir``, ``log_level``, ``log_format``, ``vault.*``, ``providers.*``.
+Stopping: SIGTERM or the end of stdin: stop accepting, close idle connections, answer
+those in flight and let running refreshes store their tokens within
 ``vault.shutdown_seconds``; exit 0, or 75 if that deadline passed.
 """
 
@@ -30,18 +29,13 @@ from typing import Any
 from inboxlens import child
 from inboxlens.config.vault import VaultSlice
 from inboxlens.errors import DrainExpired, InboxLensError, StartError
-from inboxlens.vault.callers import Callers
 from inboxlens.vault.keyset import Keyset, KeysetLock
+from inboxlens.vault.ops import Callers
 from inboxlens.vault.refresh import Refresher
 from inboxlens.vault.server import Listener, Vault
 from inboxlens.vault.store import open_store
 
 log = logging.getLogger("inboxlens.vault")
-
-
-def harden() -> None:
-    """No group/other bits on what we create; ``child.run`` made us non-dumpable and core-less already."""
-    os.umask(0o077)
 
 
 async def listen(path: Path, listener: Listener) -> asyncio.AbstractServer:
@@ -57,7 +51,7 @@ async def listen(path: Path, listener: Listener) -> asyncio.AbstractServer:
 
 
 async def main(channel: child.Channel) -> None:
-    harden()
+    os.umask(0o077)  # child.run made us non-dumpable and core-less already
     try:
         config = VaultSlice.from_dict(channel.config["config"])
         callers = Callers.from_dict(channel.config.get("callers", {}))
@@ -84,8 +78,7 @@ async def serve(channel: child.Channel, config: VaultSlice, callers: Callers, cr
     refresher = Refresher(config.providers, attempts=v.refresh_attempts, backoff=v.refresh_backoff_seconds,
                           timeout=v.refresh_timeout_seconds, default_expires_in=v.default_expires_in_seconds)
     vault = Vault(keyset, store, refresher, callers, margin=v.access_token_margin_seconds)
-    listener = Listener(vault, limits=v.connection_limits, max_frame=v.max_frame_bytes,
-                        frame_timeout=v.frame_timeout_seconds, idle_timeout=v.idle_timeout_seconds)
+    listener = Listener(vault, v)
     server = await listen(config.vault_socket, listener)
     log.info("serving on %s with primary key %d (%s callers)", config.vault_socket, keyset.primary.id,
              "uid-separated" if callers.shared_uid is None else "PID-registered")

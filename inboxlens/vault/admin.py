@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from inboxlens.config.schema import Config
-from inboxlens.errors import InboxLensError, KeysetError, NotPermitted, VaultUnavailable
+from inboxlens.errors import InboxLensError, KeysetError, NotPermitted
 from inboxlens.progress import ProgressBar
-from inboxlens.vault.callers import Callers
+from inboxlens.service_errors import VaultUnavailable
 from inboxlens.vault.client import VaultClient
 from inboxlens.vault.keyset import KEYSET_FILE, Keyset, KeysetLock
+from inboxlens.vault.ops import Callers
 from inboxlens.vault.refresh import Refresher
 from inboxlens.vault.server import Vault
 from inboxlens.vault.store import open_store

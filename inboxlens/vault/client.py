@@ -9,6 +9,11 @@ written, cancellation included, so no answer is ever left for the next call to
 read. A pooled connection found broken is replaced, and a call whose ``ops`` row
 allows it is sent once more; otherwise the call fails with ``VaultUnavailable``.
 An error answer raises the matching ``VaultRefused`` subclass.
+
+Each client counts its own calls by operation and answer (``outcomes``), and the ``get``
+answers whose token it had not had yet (``refreshes``): the vault's answer does not say
+whether it refreshed, but a refreshed token has a new expiry. Web and harvest export
+these (``inboxlens/observability.py``); no token, account or address is in them.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nacl.public import PublicKey
 
-from inboxlens.errors import VAULT_ERRORS, ProtocolError, VaultRefused, VaultUnavailable
+from inboxlens.errors import ProtocolError, VaultError, VaultRefused
+from inboxlens.service_errors import VAULT_ERRORS, VaultUnavailable
 from inboxlens.vault import ops, protocol
 from inboxlens.vault.sealed import seal as seal_token
 
@@ -30,6 +37,7 @@ DEFAULT_TIMEOUT = 15.0
 DEFAULT_POOL_SIZE = 8  # harvest runs up to 8 syncs at once (harvest.max_connections)
 # These may close the connection on the vault's side; do not reuse it after them.
 _CLOSING = frozenset({"bad_request", "not_permitted", "internal"})
+MAX_EXPIRIES = 100_000  # accounts whose last token expiry a client remembers (a float each)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,9 @@ class VaultClient:
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(pool_size)
         self._ids = itertools.count(1)
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (op, ok | error code | unavailable | ...)
+        self.refreshes = 0
+        self._expiries: dict[str, float] = {}
 
     async def __aenter__(self) -> "VaultClient":
         return self
@@ -87,7 +98,13 @@ class VaultClient:
     async def get(self, account_id: str, rejected: str = "") -> AccessToken:
         """An access token; pass ``rejected`` (the token a server just refused) to get a new one."""
         result = await self.call("get", account_id=account_id, rejected=rejected)
-        return AccessToken(str(result["access_token"]), float(result["expires_at"]))
+        token = AccessToken(str(result["access_token"]), float(result["expires_at"]))
+        if self._expiries.get(account_id) != token.expires_at:
+            self.refreshes += 1
+            if len(self._expiries) >= MAX_EXPIRIES:
+                self._expiries.clear()
+            self._expiries[account_id] = token.expires_at
+        return token
 
     async def status(self) -> dict[str, Any]:
         return await self.call("status")
@@ -104,6 +121,16 @@ class VaultClient:
     # -- transport -------------------------------------------------------------
 
     async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        name = op if op in ops.OPS else "unknown"  # a bounded label, whatever a caller passes
+        try:
+            result = await self._call(op, args)
+        except VaultError as e:
+            self.outcomes[name, _outcome(e)] += 1
+            raise
+        self.outcomes[name, "ok"] += 1
+        return result
+
+    async def _call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         row = ops.OPS.get(op)
         deadline = asyncio.get_running_loop().time() + self.timeout
         try:
@@ -163,6 +190,12 @@ class VaultClient:
             connection.close()
         for connection in idle:
             await connection.closed()
+
+
+def _outcome(error: VaultError) -> str:
+    if isinstance(error, VaultRefused):
+        return error.code if error.code in VAULT_ERRORS else "error"
+    return "protocol_error" if isinstance(error, ProtocolError) else "unavailable"
 
 
 class _Connection:

@@ -1,21 +1,15 @@
 """The vault's keyset: numbered X25519 keys, each primary, active or revoked.
 
-Layout of the key directory (owned by the vault's uid, mode 0700)::
+The key directory (the vault's uid, 0700) holds ``keyset.json`` (ids, states, creation
+times, public keys; 0600), ``key-<id>.secret`` (a 32-byte private key, 0400, removed
+when the key is revoked) and ``.lock``, flocked by whoever may change the keyset: the
+running vault, or ``inboxlens keys`` while it is stopped. A private key may instead
+come as a systemd credential, which wins; only the root supervisor can read those,
+so it hands them to the vault on its pipe. The CLI creates keysets; the vault only
+loads, rotates and revokes.
 
-    keyset.json     ids, states, creation times and public keys (not secret), 0600
-    key-<id>.secret the 32-byte private key, 0400, absent once the key is revoked
-    .lock           held (flock) by whoever may change the keyset: the running
-                    vault, or the offline ``inboxlens keys`` CLI when it is stopped
-
-A private key may instead come from systemd credentials
-(``$CREDENTIALS_DIRECTORY/inboxlens-key-<id>``), which win over the file. Only the unit's
-main process (the root supervisor) can read that directory, so the supervisor reads
-them (``supervisor.plan``) and hands them to the vault on its private pipe. Creating
-a keyset is the CLI's job (``vault.admin``); the vault only loads, rotates and revokes.
-
-Changes are crash-safe: a new private key is written and synced before the
-keyset names it; a revoked key is marked revoked before its file is removed, and
-a left-over file of a revoked key is removed at the next load.
+Crash-safe: a new private key is synced before the keyset names it; a key is marked
+revoked before its file is removed, and a revoked key's left-over file goes at load.
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator, Mapping
+from typing import IO, Any, Mapping
 
 from nacl.public import PrivateKey, PublicKey
 
@@ -37,6 +31,8 @@ from inboxlens.errors import KeysetError
 PRIMARY, ACTIVE, REVOKED = "primary", "active", "revoked"
 KEYSET_FILE = "keyset.json"
 LOCK_FILE = ".lock"
+SECRET_FILE = "key-{}.secret"
+Owner = tuple[int, int] | None  # (uid, gid) for files written as root for the vault; None: ours
 
 
 @dataclass(frozen=True)
@@ -55,25 +51,22 @@ class Keyset:
     """Keys in one directory. Not thread-safe; one owner holds the lock."""
 
     def __init__(self, directory: Path, keys: dict[int, KeyInfo], private: dict[int, PrivateKey],
-                 owner: tuple[int, int] | None) -> None:
+                 owner: Owner) -> None:
         self.directory = directory
         self._keys = keys
         self._private = private
         self._owner = owner
 
-    # -- reading ---------------------------------------------------------
-
     @classmethod
-    def load(cls, directory: Path, credentials: Mapping[int, bytes] | None = None,
-             owner: tuple[int, int] | None = None) -> "Keyset":
+    def load(cls, directory: Path, credentials: Mapping[int, bytes] | None = None, owner: Owner = None) -> "Keyset":
         """Load the keyset and every private key it still needs."""
-        keys = _read_keyset(directory)
+        keys = _read_keyset(directory / KEYSET_FILE)
         private: dict[int, PrivateKey] = {}
         for info in keys.values():
             if info.state == REVOKED:
-                _remove_if_present(directory / _secret_name(info.id))
-                continue
-            private[info.id] = _read_private(directory, credentials or {}, info)
+                (directory / SECRET_FILE.format(info.id)).unlink(missing_ok=True)
+            else:
+                private[info.id] = _private_key(directory, credentials or {}, info)
         return cls(directory, keys, private, owner)
 
     @property
@@ -90,17 +83,16 @@ class Keyset:
         """The private key for an id, or None if unknown or revoked."""
         return self._private.get(key_id)
 
-    # -- changing ----------------------------------------------------------
-
     def rotate(self) -> KeyInfo:
         """Add a new primary key; the old primary becomes active (decrypt only)."""
-        new_id = self._next_id()
+        # A crash between writing a key file and the keyset can leave an orphan file: skip its id.
+        on_disk = [int(p.name[4:-7]) for p in self.directory.glob("key-*.secret") if p.name[4:-7].isdigit()]
+        new_id = max([0, *self._keys, *on_disk]) + 1
         key = PrivateKey.generate()
-        _write_private(self.directory / _secret_name(new_id), bytes(key), self._owner)
+        _write_new(self.directory / SECRET_FILE.format(new_id), bytes(key), 0o400, self._owner)  # never over a key
         info = KeyInfo(new_id, PRIMARY, time.time(), key.public_key)
         keys = {i: dataclasses.replace(k, state=ACTIVE) if k.state == PRIMARY else k for i, k in self._keys.items()}
-        keys[new_id] = info
-        self._save(keys)
+        self._save({**keys, new_id: info})
         self._private[new_id] = key
         return info
 
@@ -114,13 +106,8 @@ class Keyset:
         if info.state != REVOKED:
             self._save({**self._keys, key_id: dataclasses.replace(info, state=REVOKED)})
         self._private.pop(key_id, None)
-        _remove_if_present(self.directory / _secret_name(key_id))
+        (self.directory / SECRET_FILE.format(key_id)).unlink(missing_ok=True)
         return self._keys[key_id]
-
-    def _next_id(self) -> int:
-        # A crash between writing a key file and the keyset can leave an orphan file: skip its id.
-        on_disk = [int(p.name[4:-7]) for p in self.directory.glob("key-*.secret") if p.name[4:-7].isdigit()]
-        return max([0, *self._keys, *on_disk]) + 1
 
     def _save(self, keys: dict[int, KeyInfo]) -> None:
         data = {"version": 1, "keys": [k.as_dict() for k in sorted(keys.values(), key=lambda k: k.id)]}
@@ -136,8 +123,7 @@ class KeysetLock:
         self._file: IO[bytes] | None = None
 
     def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        file = os.fdopen(fd, "r+b")
+        file = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600), "r+b")
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -152,22 +138,17 @@ class KeysetLock:
             self._file = None
 
 
-def write_atomic(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+def write_atomic(path: Path, data: bytes, mode: int, owner: Owner) -> None:
     """Write a file so that a crash leaves the old or the new content, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp")
-    _remove_if_present(tmp)
+    tmp.unlink(missing_ok=True)
     _write_new(tmp, data, mode, owner)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
 
-def _write_private(path: Path, key: bytes, owner: tuple[int, int] | None) -> None:
-    _write_new(path, key, 0o400, owner)  # never over an existing key
-    _fsync_dir(path.parent)
-
-
-def _write_new(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
-    """Create ``path`` (it must not exist) with ``mode`` and ``owner``, and sync it to disk."""
+def _write_new(path: Path, data: bytes, mode: int, owner: Owner) -> None:
+    """Create ``path`` (it must not exist) with ``mode`` and ``owner``; sync it and its directory."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
@@ -176,33 +157,37 @@ def _write_new(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None
         os.fsync(fd)
     finally:
         os.close(fd)
+    _fsync_dir(path.parent)
 
 
-def _read_keyset(directory: Path) -> dict[int, KeyInfo]:
-    path = directory / KEYSET_FILE
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        data = json.loads(path.read_bytes())
-        return {k.id: k for k in _parse_keys(data)}
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_keyset(path: Path) -> dict[int, KeyInfo]:
+    try:
+        data: Any = json.loads(path.read_bytes())
+        if data.get("version") != 1 or not isinstance(data.get("keys"), list):
+            raise ValueError("unknown keyset version")
+        keys = [KeyInfo(int(k["id"]), k["state"], float(k["created"]), PublicKey(bytes.fromhex(k["public_key"])))
+                for k in data["keys"]]
+        if any(k.state not in (PRIMARY, ACTIVE, REVOKED) for k in keys):
+            raise ValueError("unknown key state")
+        return {k.id: k for k in keys}
     except FileNotFoundError:
-        raise KeysetError(f"no keyset in {directory}: run 'inboxlens keys init'") from None
+        raise KeysetError(f"no keyset in {path.parent}: run 'inboxlens keys init'") from None
     except PermissionError:
         raise KeysetError(f"{path} is not readable by uid {os.getuid()}") from None
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise KeysetError(f"{path} is damaged ({type(e).__name__})") from None
 
 
-def _parse_keys(data: dict[str, object]) -> Iterator[KeyInfo]:
-    if data.get("version") != 1 or not isinstance(data.get("keys"), list):
-        raise ValueError("unknown keyset version")
-    for item in data["keys"]:  # type: ignore[attr-defined]
-        state = item["state"]
-        if state not in (PRIMARY, ACTIVE, REVOKED):
-            raise ValueError(f"unknown key state {state!r}")
-        yield KeyInfo(int(item["id"]), state, float(item["created"]), PublicKey(bytes.fromhex(item["public_key"])))
-
-
-def _read_private(directory: Path, credentials: Mapping[int, bytes], info: KeyInfo) -> PrivateKey:
-    path = directory / _secret_name(info.id)
+def _private_key(directory: Path, credentials: Mapping[int, bytes], info: KeyInfo) -> PrivateKey:
+    path = directory / SECRET_FILE.format(info.id)
     raw = credentials[info.id] if info.id in credentials else read_key_file(path, info.id)
     if len(raw) != 32:
         raise KeysetError(f"private key {info.id} is damaged")
@@ -215,40 +200,15 @@ def _read_private(directory: Path, credentials: Mapping[int, bytes], info: KeyIn
 def read_key_file(path: Path, key_id: int) -> bytes:
     """A private key file's bytes, refused unless only its owner (the vault, or root) can read it."""
     try:
-        with open(path, "rb", opener=_nofollow) as f:
-            _check_private_mode(path, os.fstat(f.fileno()))
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
+            st = os.fstat(f.fileno())
+            if stat.S_IMODE(st.st_mode) & 0o077:
+                raise KeysetError(f"private key file {path} is readable by others (mode "
+                                  f"{stat.S_IMODE(st.st_mode):o}); chmod 0400 it")
+            if os.geteuid() != 0 and st.st_uid not in (os.geteuid(), 0):
+                raise KeysetError(f"private key file {path} is owned by uid {st.st_uid}, not the vault's")
             return f.read(33)
     except FileNotFoundError:
         raise KeysetError(f"private key {key_id} ({path}) is missing") from None
     except PermissionError:
         raise KeysetError(f"private key {key_id} ({path}) is not readable by uid {os.getuid()}") from None
-
-
-def _check_private_mode(path: Path, st: os.stat_result) -> None:
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise KeysetError(f"private key file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); chmod 0400 it")
-    if os.geteuid() != 0 and st.st_uid not in (os.geteuid(), 0):
-        raise KeysetError(f"private key file {path} is owned by uid {st.st_uid}, not the vault's")
-
-
-def _nofollow(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
-
-
-def _secret_name(key_id: int) -> str:
-    return f"key-{key_id}.secret"
-
-
-def _remove_if_present(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

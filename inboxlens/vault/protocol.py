@@ -1,13 +1,11 @@
 """The vault's wire protocol, shared by the vault and its client.
 
-A frame is a 4-byte big-endian length and that many bytes of one UTF-8 JSON
-object; a frame larger than the limit is refused before it is read. A request is
-exactly ``{"id": n, "op": <name>, "args": {...}, "timeout": seconds}``: ``id`` is
-echoed in the answer, so a client never takes one call's answer for another's, and
-``timeout`` is how long the caller waits, so the vault answers before it gives up.
-Each operation's arguments are checked by its row in ``ops``. An answer is
-``{"id": n, "ok": true, "result": {...}}`` or ``{"id": n, "ok": false, "error":
-<code>, "message": <text>}``; codes are in ``errors``.
+A frame is a 4-byte big-endian length (over the limit: refused before it is read) and
+one UTF-8 JSON object. A request is exactly ``{"id": n, "op": <name>, "args": {...},
+"timeout": seconds}``: the answer echoes ``id``, so a client never takes one call's answer
+for another's; the vault answers within ``timeout``; ``ops`` checks the args. An answer
+is ``{"id": n, "ok": true, "result": {...}}`` or ``{"id": n, "ok": false, "error": <code>,
+"message": <text>}``, the codes those of ``errors``.
 """
 
 from __future__ import annotations
@@ -73,16 +71,14 @@ def check_length(header: bytes, max_bytes: int) -> int:
 
 async def read_frame(reader: asyncio.StreamReader, max_bytes: int,
                      idle_timeout: float, frame_timeout: float) -> dict[str, Any] | None:
-    """Read one frame; None on a clean end of stream between frames.
+    """Read one frame; None on a clean end of stream between frames, or an idle timeout.
 
-    ``idle_timeout`` bounds the wait for a frame to begin, ``frame_timeout`` the time a
-    begun frame may take, so a slow sender ties up only its own connection, briefly.
+    ``frame_timeout`` bounds a begun frame: a slow sender ties up its own connection, briefly.
     """
     loop = asyncio.get_running_loop()
     first = b""
     try:
-        # One timeout for the whole frame (cheaper than wait_for, which makes a task per call):
-        # first the idle wait, then, once a byte has come, the frame's own deadline.
+        # One timeout (wait_for would make a task per call): idle, then, once a byte came, the frame's.
         async with asyncio.timeout(idle_timeout) as deadline:
             first = await reader.read(1)
             if not first:

@@ -1,16 +1,14 @@
 """The OAuth 2.0 refresh_token grant, with authlib, and what its outcomes mean.
 
-Only ``invalid_grant`` means the grant is gone (ReauthRequired). A dropped
-connection, a timeout, a 5xx, a 429 or a body that is not a token are the world's
-fault: retried with bounded backoff, then ProviderUnavailable, and the stored token
-is kept. ``invalid_client`` tries the next configured client secret (so a secret
-can be rotated without downtime); when none is accepted, ProviderRejected.
-
-A rotated refresh token is handed to ``keep`` (which seals and stores it) before
-anything else in the answer is judged, and any retry presents it: the old one is
-spent, and a provider with reuse detection revokes the whole grant when it sees it
-again. authlib and httpx2 are imported on the first refresh or revocation, so a
-vault that only seals and serves cached tokens never loads them.
+Only ``invalid_grant`` means the grant is gone (ReauthRequired). A dropped connection,
+a timeout, a 5xx, a 429 or a body that is not a token are the world's fault: retried
+with bounded backoff, then ProviderUnavailable; the stored token is kept.
+``invalid_client`` tries the next configured client secret (rotation without downtime);
+when none is accepted, ProviderRejected. A rotated refresh token goes to ``keep`` (which
+seals and stores it) before anything else in the answer is judged, and any retry
+presents it: the old one is spent, and a provider with reuse detection would revoke the
+grant on seeing it again. authlib and httpx2 load at the first refresh, revocation or
+discovery, so a vault that only seals and serves cached tokens never loads them.
 """
 
 from __future__ import annotations
@@ -34,19 +32,16 @@ _CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 # Our request or configuration is wrong: retrying cannot help, and the grant is not gone either.
 _CONFIG_ERRORS = frozenset({"invalid_request", "invalid_scope", "unsupported_grant_type"})
 _ERROR_CODE = re.compile(r"[a-z_]{1,40}")
+Keep = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class Grant:
     access_token: str
     expires_at: float
-    refresh_token: str | None  # a rotated refresh token, or None when the provider sent none
 
-    def __repr__(self) -> str:
-        return f"Grant(expires_at={self.expires_at:.0f}, rotated={self.refresh_token is not None})"
-
-
-Keep = Callable[[str], Awaitable[None]]
+    def __repr__(self) -> str:  # never the token, even in a traceback's locals
+        return f"Grant(expires_at={self.expires_at:.0f})"
 
 
 class _Transient(Exception):
@@ -55,15 +50,12 @@ class _Transient(Exception):
 
 class Refresher:
     def __init__(self, providers: Mapping[str, ProviderConfig], *, attempts: int, backoff: float,
-                 timeout: float, default_expires_in: int, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 timeout: float, default_expires_in: int) -> None:
         self._providers = providers
         self._attempts = attempts
         self._backoff = backoff
         self._timeout = timeout
         self._default_expires_in = default_expires_in
-        self._clock = clock
-        self._sleep = sleep
         self._clients: dict[tuple[str, int], Any] = {}  # authlib's AsyncOAuth2Client, made on first use
         self._discovery: dict[str, ProviderConfig] = {}
         self.transient_failures = 0
@@ -82,7 +74,7 @@ class Refresher:
                 self.transient_failures += 1
                 log.warning("refresh at %s failed (%s), attempt %d of %d", provider, e, attempt + 1, self._attempts)
                 if attempt + 1 < self._attempts:
-                    await self._sleep(self._backoff * 2**attempt)
+                    await asyncio.sleep(self._backoff * 2**attempt)
         raise ProviderUnavailable(f"provider {provider!r} did not answer usefully; the token is kept, try again later")
 
     async def _with_any_secret(self, provider: str, config: ProviderConfig, current: list[str], keep: Keep) -> Grant:
@@ -94,7 +86,8 @@ class Refresher:
             except OAuthError as e:
                 code = e.error if isinstance(e.error, str) and _ERROR_CODE.fullmatch(e.error) else "unknown"
                 if code == "invalid_grant":
-                    raise ReauthRequired("the provider refused the refresh token (invalid_grant); reconnect the account") from None
+                    raise ReauthRequired("the provider refused the refresh token (invalid_grant); "
+                                         "reconnect the account") from None
                 if code in _CONFIG_ERRORS:
                     raise ProviderRejected(f"provider {provider!r} answered error {code}") from None
                 if code not in _CLIENT_ERRORS:
@@ -102,11 +95,11 @@ class Refresher:
                     raise _Transient(f"error {code}") from None
                 log.warning("client secret %d of %d refused at %s (%s)", index + 1, len(secrets), provider, code)
                 continue
-            rotated = _rotated(token, current[0])
-            if rotated is not None:
+            rotated = token.get("refresh_token")
+            if rotated != current[0] and isinstance(rotated, str) and 0 < len(rotated) <= MAX_TOKEN_CHARS:
                 await keep(rotated)  # the old one is spent at the provider: store the new one first
                 current[0] = rotated
-            return self._grant(token, rotated)
+            return self._grant(token)
         raise ProviderRejected(f"provider {provider!r} accepted none of the {len(secrets)} configured client secrets")
 
     async def _attempt(self, client: Any, config: ProviderConfig, refresh_token: str) -> dict[str, Any]:
@@ -123,20 +116,19 @@ class Refresher:
             raise _Transient("answer is not a JSON object") from None
         return dict(token)
 
-    def _grant(self, token: dict[str, Any], rotated: str | None) -> Grant:
+    def _grant(self, token: dict[str, Any]) -> Grant:
         access = token.get("access_token")
         if not isinstance(access, str) or not 0 < len(access) <= MAX_TOKEN_CHARS:
             raise _Transient("answer has no usable access_token")
         if str(token.get("token_type", "bearer")).lower() != "bearer":
             raise _Transient("answer is not a bearer token")
-        return Grant(access, self._clock() + self._expires_in(token.get("expires_in")), rotated)
-
-    def _expires_in(self, value: Any) -> int:
         try:
-            seconds = int(value)
+            expires_in = int(token.get("expires_in", ""))
         except (TypeError, ValueError):
-            return self._default_expires_in
-        return seconds if 0 < seconds <= MAX_EXPIRES_IN else self._default_expires_in
+            expires_in = 0
+        if not 0 < expires_in <= MAX_EXPIRES_IN:
+            expires_in = self._default_expires_in
+        return Grant(access, time.time() + expires_in)
 
     async def _discovered(self, provider: str, config: ProviderConfig) -> ProviderConfig:
         """A provider configured by its OpenID issuer only: its discovery document names the endpoints."""
@@ -182,26 +174,17 @@ class Refresher:
         return "revoked"
 
     def _client(self, provider: str, config: ProviderConfig, index: int) -> Any:
-        key = (provider, index)
-        if key not in self._clients:
+        if (provider, index) not in self._clients:
             from authlib.integrations.httpx_client import AsyncOAuth2Client
             secret = config.client_secrets[index] if config.client_secrets else None
-            self._clients[key] = AsyncOAuth2Client(
+            self._clients[provider, index] = AsyncOAuth2Client(
                 client_id=config.client_id, client_secret=secret,
                 token_endpoint_auth_method=config.token_auth_method,
                 revocation_endpoint_auth_method=config.token_auth_method,
                 timeout=self._timeout, follow_redirects=False, trust_env=False)
-        return self._clients[key]
+        return self._clients[provider, index]
 
     async def close(self) -> None:
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
-
-
-def _rotated(token: dict[str, Any], presented: str) -> str | None:
-    """The new refresh token in an answer, if it carries a usable one that differs from ours."""
-    rotated = token.get("refresh_token")
-    if rotated == presented or not isinstance(rotated, str) or not 0 < len(rotated) <= MAX_TOKEN_CHARS:
-        return None
-    return rotated

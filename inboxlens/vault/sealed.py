@@ -1,11 +1,10 @@
 """The sealed-token format: ``version | key_id | libsodium sealed box``.
 
-Anyone with the public key can seal (the web process does, at connect time); only
-the vault, holding the private key named by ``key_id``, can open. The sealed
-plaintext binds the refresh token to its account and provider, so a ciphertext
-copied to another account's row is refused when opened. Every failure to open
-raises the same opaque :class:`SealedTokenError` (as ``crypto_box_seal_open``
-does), whatever the cause.
+Anyone with the public key can seal (web does, at connect time); only the vault, with
+the private key ``key_id`` names, can open. The plaintext binds the refresh token to its
+account and provider: a ciphertext copied to another account's row does not open. Every
+failure to open is the same opaque SealedTokenError, whatever the cause (as
+``crypto_box_seal_open``).
 """
 
 from __future__ import annotations
@@ -35,12 +34,9 @@ def seal(public_key: PublicKey, key_id: int, account_id: str, provider: str, ref
 
 def key_id_of(sealed: bytes) -> int:
     """The key id a sealed token names; SealedTokenError if the header is not ours."""
-    if len(sealed) <= HEADER_SIZE:
+    if len(sealed) <= HEADER_SIZE or sealed[0] != VERSION:
         raise SealedTokenError()
-    version, key_id = _HEADER.unpack_from(sealed)
-    if version != VERSION:
-        raise SealedTokenError()
-    return int(key_id)
+    return int(_HEADER.unpack_from(sealed)[1])
 
 
 def open_sealed(private_key: PrivateKey, sealed: bytes, account_id: str, provider: str) -> str:

@@ -1,15 +1,12 @@
 """The vault's request handlers (``answer_<op>``) and its connection loop.
 
-A connection's peer credentials (SO_PEERCRED) are read at accept: a peer with no
-role is closed at once, and each role has its own connection limit, so no caller
-can starve another. For every frame the operation is looked up in ``ops`` and the
-role checked first; an unpermitted or unknown operation gets one opaque answer,
-whatever its arguments, and the connection is closed, as is one that sends a
-malformed frame. Answers that could leak why a token failed to open carry one
-opaque code (``cannot_open``). A request carries how long its caller waits: the
-vault answers before that (a refresh it started goes on, and its result is kept).
-Nothing here logs or returns a refresh token, a key or a client secret;
-``answer_get`` returns an access token to harvest only.
+A peer without a role (``ops.Callers``), or whose role is at its connection limit, is
+closed at accept. Per frame, the role is checked against the operation's row first: an
+unknown or unpermitted request gets one opaque answer, whatever its arguments, and is
+closed, as is a malformed frame. A token that cannot be opened answers ``cannot_open``,
+whatever the cause. The vault answers within the caller's timeout (a refresh it started
+goes on, and is kept). Nothing here logs or returns a refresh token, a key or a client
+secret; ``answer_get`` returns an access token, to harvest only.
 """
 
 from __future__ import annotations
@@ -23,13 +20,14 @@ import time
 import weakref
 from typing import Any, Awaitable, Callable
 
+from inboxlens.config.vault import VaultConfig
 from inboxlens.errors import (BadRequest, CannotOpen, Conflict, KeysetError, ProtocolError, ProviderRejected,
                               ProviderUnavailable, ReauthRequired, SealedTokenError, UnknownAccount, VaultRefused)
 from inboxlens.vault import ops, protocol, sealed
-from inboxlens.vault.callers import Callers, Peer, peer_of
+from inboxlens.vault.ops import Callers, Peer, peer_of
 from inboxlens.vault.keyset import Keyset
 from inboxlens.vault.refresh import Refresher
-from inboxlens.vault.store import OK, REAUTH_REQUIRED, TokenRecord, TokenStore
+from inboxlens.vault.store import REAUTH_REQUIRED, TokenRecord, TokenStore
 
 log = logging.getLogger("inboxlens.vault")
 STATUS_EVENTS = 50
@@ -43,13 +41,12 @@ DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("deadline", def
 
 class Vault:
     def __init__(self, keyset: Keyset, store: TokenStore, refresher: Refresher, callers: Callers, *,
-                 margin: float, clock: Callable[[], float] = time.time) -> None:
+                 margin: float) -> None:
         self.keyset = keyset
         self.store = store
         self.refresher = refresher
         self.callers = callers
         self.margin = margin
-        self.clock = clock
         self._cache: dict[str, tuple[str, float]] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._refreshing: dict[str, asyncio.Task[tuple[str, float]]] = {}
@@ -57,8 +54,6 @@ class Vault:
         self.refreshes = 0
         self.handlers: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
             op: getattr(self, f"answer_{op}") for op in ops.OPS}
-
-    # -- handlers ------------------------------------------------------------
 
     async def answer_public_key(self) -> dict[str, Any]:
         primary = self.keyset.primary
@@ -68,17 +63,15 @@ class Vault:
         async with self._lock(account_id):
             key_id = self._check_opens(sealed, account_id, provider)
             await self.store.put(account_id, provider, key_id, sealed, event=f"token_set: sealed under key {key_id}")
-            self._cache.pop(account_id, None)
-            self._failing.discard(account_id)
+            self._forget_cached(account_id)
         log.info("stored token for account %s (%s)", account_id, provider)
         return {"account_id": account_id, "key_id": key_id}
 
     async def answer_forget(self, account_id: str, revoke: bool) -> dict[str, Any]:
         """Delete an account's token; with ``revoke``, first revoke the grant at the provider.
 
-        The revocation gets what is left of the caller's time less STORE_RESERVE, so the
-        answer (which web shows the user) always says what happened: a revocation cut
-        short is ``failed``, and the token is deleted all the same.
+        The revocation gets the caller's time less STORE_RESERVE, so the answer (web shows it
+        to the user) says what happened: cut short, it is ``failed``, and the token is deleted.
         """
         async with self._lock(account_id):
             record = await self.store.get(account_id)
@@ -86,23 +79,21 @@ class Vault:
             if record is not None and revoke:
                 revoked = await self._revoke(record)
             forgotten = await self.store.delete(account_id)
-            self._cache.pop(account_id, None)
-            self._failing.discard(account_id)
+            self._forget_cached(account_id)
             if forgotten:
                 await self.store.add_event(account_id, "token_forgotten", f"revocation: {revoked}")
         log.info("forgot account %s (revocation: %s)", account_id, revoked)
         return {"forgotten": forgotten, "revocation": revoked}
 
     async def answer_token_state(self, account_id: str) -> dict[str, Any]:
-        """What web shows: is a token stored, and does it need the user to reconnect?"""
         record = await self.store.get(account_id)
         return {"state": "missing" if record is None else record.status}
 
     async def answer_get(self, account_id: str, rejected: str) -> dict[str, Any]:
-        """An access token for harvest. ``rejected``: the one the mail server just refused, if any.
+        """An access token for harvest. ``rejected``: one the mail server just refused, if any.
 
-        Only that very token is dropped from the cache, so many callers reporting the same
-        refusal still cause one refresh: all of them wait for the same refresh task.
+        Only that very token leaves the cache, so many callers reporting the same refusal
+        wait for one refresh.
         """
         current = self._cache.get(account_id)
         if rejected and current is not None and hmac.compare_digest(current[0], rejected):
@@ -124,10 +115,10 @@ class Vault:
         return info.as_dict()
 
     async def answer_rewrap(self, limit: int) -> dict[str, Any]:
-        """Re-seal up to ``limit`` tokens under the primary key, committing every REWRAP_CHUNK.
+        """Re-seal up to ``limit`` tokens under the primary key, a transaction per REWRAP_CHUNK.
 
-        Each swap is a compare-and-set: a token that changed meanwhile (a refresh rotated
-        it, sealing it under the primary anyway) is simply left for the next call.
+        Each swap is a compare-and-set: a token a refresh changed meanwhile (sealing it
+        under the primary anyway) is left as it is.
         """
         primary = self.keyset.primary
         done, failed = 0, []
@@ -160,19 +151,16 @@ class Vault:
         log.info("revoked key %d; its private key is destroyed", key_id)
         return info.as_dict()
 
-    # -- helpers ---------------------------------------------------------------
-
     def _lock(self, account_id: str) -> asyncio.Lock:
-        lock = self._locks.get(account_id)
-        if lock is None:
-            lock = self._locks[account_id] = asyncio.Lock()
-        return lock
+        return self._locks.setdefault(account_id, asyncio.Lock())
+
+    def _forget_cached(self, account_id: str) -> None:
+        self._cache.pop(account_id, None)
+        self._failing.discard(account_id)
 
     def _fresh(self, account_id: str) -> tuple[str, float] | None:
         cached = self._cache.get(account_id)
-        if cached is not None and cached[1] - self.clock() > self.margin:
-            return cached
-        return None
+        return cached if cached is not None and cached[1] - time.time() > self.margin else None
 
     def _open(self, record: TokenRecord) -> str:
         key = self.keyset.private_key(record.key_id)
@@ -188,7 +176,7 @@ class Vault:
             key_id = sealed.key_id_of(blob)
         except SealedTokenError:
             raise CannotOpen("the sealed token cannot be opened") from None
-        self._open(TokenRecord(account_id, provider, key_id, blob, OK, 0.0))
+        self._open(TokenRecord(account_id, provider, key_id, blob, "", 0.0))
         return key_id
 
     async def _revoke(self, record: TokenRecord) -> str:
@@ -205,9 +193,9 @@ class Vault:
     async def _refreshed(self, account_id: str) -> tuple[str, float]:
         """Single flight: one refresh task per account; callers wait for it until their deadline.
 
-        The task is shielded: a refresh cut off half-way could lose a rotated refresh
-        token the provider already spent the old one for. It ends within its own bounds
-        (attempts x timeout + backoff) and leaves its token in the cache.
+        The task is shielded: cut off half-way, it could lose a rotated refresh token the
+        provider already spent the old one for. It ends within its own bounds (attempts x
+        timeout + backoff) and leaves its token in the cache.
         """
         task = self._refreshing.get(account_id)
         if task is None:
@@ -244,11 +232,7 @@ class Vault:
             raise ReauthRequired("the account must be reconnected")
         try:
             refresh_token = self._open(record)
-        except CannotOpen:
-            await self._note_failure(account_id, "cannot_open")
-            raise
-        self.refreshes += 1
-        try:
+            self.refreshes += 1
             grant = await self.refresher.refresh(record.provider, refresh_token, self._keeper(record))
         except ReauthRequired:
             await self.store.set_status(account_id, REAUTH_REQUIRED)
@@ -256,20 +240,16 @@ class Vault:
             self._cache.pop(account_id, None)
             log.warning("account %s needs reconnecting: the provider refused its refresh token", account_id)
             raise
-        except (ProviderUnavailable, ProviderRejected) as e:
-            await self._note_failure(account_id, e.code)
+        except (CannotOpen, ProviderUnavailable, ProviderRejected) as e:
+            if account_id not in self._failing:  # one event when an account starts failing
+                self._failing.add(account_id)
+                await self.store.add_event(account_id, "refresh_failed", e.code)
             raise
         if account_id in self._failing:
             self._failing.discard(account_id)
             await self.store.add_event(account_id, "refresh_recovered", "")
         self._cache[account_id] = (grant.access_token, grant.expires_at)
         return grant.access_token, grant.expires_at
-
-    async def _note_failure(self, account_id: str, code: str) -> None:
-        """One event when an account starts failing; ``refresh_recovered`` closes it."""
-        if account_id not in self._failing:
-            self._failing.add(account_id)
-            await self.store.add_event(account_id, "refresh_failed", code)
 
     def _keeper(self, record: TokenRecord) -> Callable[[str], Awaitable[None]]:
         """Seal and store a rotated refresh token (compare-and-set on the blob it replaces)."""
@@ -283,10 +263,8 @@ class Vault:
             stored[0] = blob
         return keep
 
-    # -- requests --------------------------------------------------------------
-
     async def dispatch(self, peer: Peer, message: dict[str, Any]) -> dict[str, Any]:
-        """Answer one decoded frame. Raises NotPermitted or BadRequest to close the connection.
+        """Answer one decoded frame; PermissionError or BadRequest close the connection.
 
         Permission comes first: nothing of an unpermitted request (its args, its shape)
         is looked at, so every such request gets the same answer.
@@ -307,16 +285,14 @@ class Vault:
 class Listener:
     """Accepts connections on the vault socket, one task each, within per-role bounds."""
 
-    def __init__(self, vault: Vault, *, limits: dict[str, int], max_frame: int, frame_timeout: float,
-                 idle_timeout: float) -> None:
+    def __init__(self, vault: Vault, config: VaultConfig) -> None:
         self.vault = vault
-        self.limits = limits
-        self.max_frame = max_frame
-        self.frame_timeout = frame_timeout
-        self.idle_timeout = idle_timeout
-        self.open = dict.fromkeys(limits, 0)
+        self.config = config
+        self.limits = config.connection_limits
+        self.open = dict.fromkeys(self.limits, 0)
         self._idle: set[asyncio.Task[Any]] = set()  # waiting for a frame: closed at once on stop
-        self._refusals = _Throttled(REFUSAL_LOG_SECONDS)
+        self._refusals_logged_at = -math.inf
+        self._refusals_skipped = 0
         self.stopping = False
 
     def stop_idle(self) -> None:
@@ -329,8 +305,7 @@ class Listener:
         peer = peer_of(writer.get_extra_info("socket"))
         role = self.vault.callers.role_of(peer)
         if role is None or self.open[role] >= self.limits[role]:
-            why = "no role" if role is None else f"{role} already has {self.open[role]} connections"
-            self._refusals.warn("refused a connection from pid %d uid %d: %s", peer.pid, peer.uid, why)
+            self._log_refusal(peer, "no role" if role is None else f"{role} already has {self.open[role]} connections")
             writer.close()
             return
         self.open[role] += 1
@@ -342,13 +317,25 @@ class Listener:
             self.open[role] -= 1
             writer.close()
 
+    def _log_refusal(self, peer: Peer, why: str) -> None:
+        """At most one line per REFUSAL_LOG_SECONDS; the next says how many were left out."""
+        now = time.monotonic()
+        if now < self._refusals_logged_at + REFUSAL_LOG_SECONDS:
+            self._refusals_skipped += 1
+            return
+        more = f" ({self._refusals_skipped} more like it not logged)" if self._refusals_skipped else ""
+        log.warning("refused a connection from pid %d uid %d: %s%s", peer.pid, peer.uid, why, more)
+        self._refusals_logged_at, self._refusals_skipped = now, 0
+
     async def _serve(self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        c = self.config
         while not self.stopping:
             self._idle.add(task)
             try:
-                message = await protocol.read_frame(reader, self.max_frame, self.idle_timeout, self.frame_timeout)
+                message = await protocol.read_frame(reader, c.max_frame_bytes, c.idle_timeout_seconds,
+                                                    c.frame_timeout_seconds)
             except ProtocolError as e:
                 log.warning("closing connection from pid %d uid %d: %s", peer.pid, peer.uid, e)
                 return
@@ -357,7 +344,10 @@ class Listener:
             if message is None:
                 return
             answer, keep_open = await self._answer(peer, message)
-            await self._send(writer, answer)
+            writer.write(protocol.encode(answer, c.max_frame_bytes))
+            if writer.transport.get_write_buffer_size():  # drain only a client that reads slowly
+                async with asyncio.timeout(c.frame_timeout_seconds):
+                    await writer.drain()
             if not keep_open:
                 return
 
@@ -376,27 +366,3 @@ class Listener:
             # The type only: an exception's text could quote data we were handling.
             log.error("internal error answering pid %d: %s", peer.pid, type(e).__name__)
             return protocol.error(request_id, "internal", "internal error; see the vault's log"), False
-
-    async def _send(self, writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-        writer.write(protocol.encode(message, self.max_frame))
-        if writer.transport.get_write_buffer_size():  # drain only a client that reads slowly
-            async with asyncio.timeout(self.frame_timeout):
-                await writer.drain()
-
-
-class _Throttled:
-    """At most one log line per interval; the next one says how many were left out."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.next_at = 0.0
-        self.skipped = 0
-
-    def warn(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now < self.next_at:
-            self.skipped += 1
-            return
-        suffix = f" ({self.skipped} more like it not logged)" if self.skipped else ""
-        log.warning(message + suffix, *args)
-        self.next_at, self.skipped = now + self.interval, 0

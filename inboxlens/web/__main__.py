@@ -33,9 +33,10 @@ from aiohttp import web
 from inboxlens import child
 from inboxlens.config.schema import Config
 from inboxlens.config.loader import from_dict
-from inboxlens.errors import MetricsUnavailable, StartError
+from inboxlens.errors import StartError
 from inboxlens.metrics.factory import open_metrics
 from inboxlens.metrics.store import MetricsStore
+from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.vault.client import VaultClient
 from inboxlens.web import accounts
 from inboxlens.web.app import make_app

@@ -31,9 +31,9 @@ from datetime import timedelta
 from typing import Any
 
 from inboxlens.config.schema import MetricsConfig
-from inboxlens.errors import MetricsUnavailable
 from inboxlens.metrics.cassandra.store import CassandraMetricsStore, migrate_cassandra, open_cassandra
 from inboxlens.metrics.model import AccountRef, RawRow
+from inboxlens.service_errors import MetricsUnavailable
 
 from tests.metrics.test_contract import EVER, NOW, OWN, PASS, SETTINGS, ZONE, at, message, story
 

@@ -13,7 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from inboxlens.errors import VaultRefused, VaultUnavailable
+from inboxlens.errors import VaultRefused
+from inboxlens.service_errors import VaultUnavailable
 from inboxlens.vault.client import VaultClient
 
 

@@ -17,11 +17,11 @@ import pytest
 
 from inboxlens.config.vault import ProviderConfig
 from inboxlens.db.migrate import migrate
-from inboxlens.errors import MetricsUnavailable
 from inboxlens.harvest.imap import ImapLimits, ImapSession
 from inboxlens.harvest.scheduler import Limits, Scheduler
 from inboxlens.harvest.sync import SyncSettings
 from inboxlens.metrics.postgres.store import PgMetricsStore
+from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.vault.client import AccessToken
 from tests.support.hostile_imap import HostileImap
 

@@ -8,8 +8,8 @@ import pytest
 
 from inboxlens.config.vault import ProviderConfig
 from inboxlens.harvest.imap import ImapSession, _LinearFetch, _uid_set, is_loopback, parse_fetch
-from inboxlens.errors import MailServerError
 from inboxlens.harvest.sync import Mailbox, choose_mailboxes
+from inboxlens.service_errors import MailServerError
 
 
 def test_parse_fetch_reads_attributes_before_and_after_the_literal():

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from inboxlens.config.vault import ProviderConfig
-from inboxlens.errors import MailServerError
 from inboxlens.harvest.imap import ImapLimits, ImapSession
 from inboxlens.harvest.sync import HEADER_FIELDS
+from inboxlens.service_errors import MailServerError
 from tests.support.hostile_imap import CHUNK, HostileImap
 
 LIMITS = ImapLimits(literal_bytes=64 << 10, line_bytes=64 << 10, response_bytes=1 << 20)

@@ -11,7 +11,7 @@ import pytest
 from inboxlens.harvest import store
 from inboxlens.metrics.postgres.store import PgMetricsStore
 from inboxlens.harvest.imap import ImapSession
-from inboxlens.errors import AuthenticationRefused
+from inboxlens.service_errors import AuthenticationRefused
 from tests.harvest.conftest import Mail
 from tests.support.maildir import realistic_messages
 

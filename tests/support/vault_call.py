@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from inboxlens.errors import VaultRefused, VaultUnavailable
+from inboxlens.errors import VaultRefused
+from inboxlens.service_errors import VaultUnavailable
 from inboxlens.vault.client import VaultClient
 
 

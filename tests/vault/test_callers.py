@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inboxlens.vault.callers import Callers, Peer
-from inboxlens.vault.ops import ADMIN, HARVEST, WEB
+from inboxlens.vault.ops import ADMIN, HARVEST, WEB, Callers, Peer
 
 
 def test_roles_by_uid_in_separated_mode():

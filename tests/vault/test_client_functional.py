@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from inboxlens.errors import ProtocolError, ProviderUnavailable, VaultUnavailable
+from inboxlens.errors import ProtocolError, ProviderUnavailable
+from inboxlens.service_errors import VaultUnavailable
 from inboxlens.vault import protocol
 from inboxlens.vault.client import VaultClient
 from tests.vault.conftest import become, provider_config

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from inboxlens.errors import Conflict, VaultUnavailable
+from inboxlens.errors import Conflict
+from inboxlens.service_errors import VaultUnavailable
 from inboxlens.vault.client import VaultClient
 from tests.support import tokens
 from tests.support.vaultproc import make_vault

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from inboxlens.errors import (CannotOpen, NotPermitted, ProviderRejected, ProviderUnavailable, ReauthRequired,
-                              VaultUnavailable)
+from inboxlens.errors import CannotOpen, NotPermitted, ProviderRejected, ProviderUnavailable, ReauthRequired
+from inboxlens.service_errors import VaultUnavailable
 from inboxlens.vault.client import VaultClient
 from tests.support.oauth_provider import OAuthProvider
 from tests.vault.conftest import CLIENT_ID, CLIENT_SECRET, become, provider_config

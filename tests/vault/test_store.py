@@ -72,3 +72,19 @@ async def test_sqlite_file_is_private(tmp_path: Path):
     reopened = await SqliteTokenStore.open(tmp_path / "t.sqlite3")
     assert (await reopened.get("a")).sealed == b"x"
     await reopened.close()
+
+
+async def test_put_with_its_event_swaps_in_one_batch_and_pruned_events(store: TokenStore,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    await store.put("a", "google", 1, b"a1", event="token_set: sealed under key 1")
+    await store.put("b", "google", 1, b"b1")
+    assert [(e["account_id"], e["kind"], e["detail"]) for e in await store.events(10)] == [
+        ("a", "token_set", "sealed under key 1")]
+    assert await store.replace_many([("a", b"a1", 2, b"a2"), ("b", b"stale", 2, b"b2")]) == [True, False]
+    assert [(r.account_id, r.key_id, r.sealed) for r in await store.not_under(9, 10)] == [
+        ("a", 2, b"a2"), ("b", 1, b"b1")]
+    assert await store.replace_many([]) == []
+    monkeypatch.setattr("inboxlens.vault.store.MAX_EVENTS", 3)
+    for n in range(5):
+        await store.add_event("a", f"kind-{n}", "")
+    assert [e["kind"] for e in await store.events(10)] == ["kind-4", "kind-3", "kind-2"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from inboxlens.config.schema import MetricsConfig
-from inboxlens.errors import MetricsUnavailable
+from inboxlens.service_errors import MetricsUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ import asyncpg
 
 from inboxlens.metrics.insights import WorkingClock
 from inboxlens.metrics.model import (USUAL_MIN_CHECKED, USUAL_PASS_RATE, CorrespondentRollup, DayRollup, FoldResult, Period, PeriodRollup, Quantiles, WorkingHours)
-from inboxlens.errors import AccountNotFound
 from inboxlens.metrics.keys import message_id_key_sql
+from inboxlens.service_errors import AccountNotFound
 from inboxlens.metrics.store import DEFAULT_BATCH
 
 __all__ = ["DEFAULT_BATCH", "AccountNotFound", "CorrespondentRollup", "DayRollup", "FoldResult", "Period",

@@ -6,13 +6,12 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Callable, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
 
-from inboxlens.vault.store import MAX_EVENTS, TokenRecord
+from inboxlens.vault.store import Statement, TokenStore
 
 T = TypeVar("T")
 
@@ -36,8 +35,8 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-class SqliteTokenStore:
-    """SQLite in WAL mode with ``synchronous=FULL``: a write that returned survives power loss.
+class SqliteTokenStore(TokenStore):
+    """WAL mode with ``synchronous=FULL``: a write that returned survives power loss.
 
     sqlite3 blocks, so every call runs on one dedicated thread, which also owns the connection.
     """
@@ -66,77 +65,20 @@ class SqliteTokenStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _exec(self, sql: str, *params: Any) -> sqlite3.Cursor:
+    def _open_db(self) -> sqlite3.Connection:
         assert self._db is not None, "store is closed"
-        return self._db.execute(sql, params)
+        return self._db
 
-    async def put(self, account_id: str, provider: str, key_id: int, sealed: bytes, event: str = "") -> None:
-        def put() -> None:
-            assert self._db is not None, "store is closed"
-            with self._db:  # one transaction: one synced commit for the token and its event
-                self._db.execute("BEGIN")
-                self._exec("INSERT INTO tokens VALUES (?, ?, ?, ?, 'ok', ?) ON CONFLICT (account_id) DO UPDATE "
-                           "SET provider=excluded.provider, key_id=excluded.key_id, sealed=excluded.sealed, "
-                           "status='ok', updated_at=excluded.updated_at", account_id, provider, key_id, sealed,
-                           time.time())
-                if event:
-                    kind, _, detail = event.partition(": ")
-                    self._exec("INSERT INTO events (at, account_id, kind, detail) VALUES (?, ?, ?, ?)",
-                               time.time(), account_id, kind, detail)
-        await self._run(put)
+    async def _rows(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        return await self._run(lambda: self._open_db().execute(sql.replace("$", "?"), args).fetchall())
 
-    async def get(self, account_id: str) -> TokenRecord | None:
-        row = await self._run(lambda: self._exec("SELECT * FROM tokens WHERE account_id = ?", account_id).fetchone())
-        return TokenRecord(*row) if row else None
-
-    async def replace(self, account_id: str, old_sealed: bytes, key_id: int, new_sealed: bytes) -> bool:
-        cursor = await self._run(self._exec, "UPDATE tokens SET key_id = ?, sealed = ?, updated_at = ? "
-                                 "WHERE account_id = ? AND sealed = ?", key_id, new_sealed, time.time(), account_id, old_sealed)
-        return cursor.rowcount == 1
-
-    async def replace_many(self, swaps: list[tuple[str, bytes, int, bytes]]) -> list[bool]:
-        def swap_all() -> list[bool]:
-            assert self._db is not None, "store is closed"
-            with self._db:
-                self._db.execute("BEGIN")
-                now = time.time()
-                return [self._exec("UPDATE tokens SET key_id = ?, sealed = ?, updated_at = ? "
-                                   "WHERE account_id = ? AND sealed = ?", key_id, new, now, account, old).rowcount == 1
-                        for account, old, key_id, new in swaps]
-        return await self._run(swap_all) if swaps else []
-
-    async def set_status(self, account_id: str, status: str) -> None:
-        await self._run(self._exec, "UPDATE tokens SET status = ?, updated_at = ? WHERE account_id = ?",
-                        status, time.time(), account_id)
-
-    async def delete(self, account_id: str) -> bool:
-        cursor = await self._run(self._exec, "DELETE FROM tokens WHERE account_id = ?", account_id)
-        return cursor.rowcount == 1
-
-    async def count_by_key(self) -> dict[int, int]:
-        rows = await self._run(lambda: self._exec("SELECT key_id, count(*) FROM tokens GROUP BY key_id").fetchall())
-        return {int(k): int(n) for k, n in rows}
-
-    async def not_under(self, key_id: int, limit: int) -> list[TokenRecord]:
-        rows = await self._run(lambda: self._exec("SELECT * FROM tokens WHERE key_id != ? ORDER BY account_id LIMIT ?",
-                                                  key_id, limit).fetchall())
-        return [TokenRecord(*row) for row in rows]
-
-    async def count_by_status(self) -> dict[str, int]:
-        rows = await self._run(lambda: self._exec("SELECT status, count(*) FROM tokens GROUP BY status").fetchall())
-        return {str(s): int(n) for s, n in rows}
-
-    async def add_event(self, account_id: str, kind: str, detail: str) -> None:
-        def add() -> None:
-            self._exec("INSERT INTO events (at, account_id, kind, detail) VALUES (?, ?, ?, ?)",
-                       time.time(), account_id, kind, detail)
-            self._exec("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", MAX_EVENTS)
-        await self._run(add)
-
-    async def events(self, limit: int) -> list[dict[str, Any]]:
-        rows = await self._run(lambda: self._exec("SELECT at, account_id, kind, detail FROM events "
-                                                  "ORDER BY id DESC LIMIT ?", limit).fetchall())
-        return [{"at": at, "account_id": a, "kind": k, "detail": d} for at, a, k, d in rows]
+    async def _write(self, *statements: Statement) -> list[int]:
+        def write() -> list[int]:
+            db = self._open_db()
+            with db:  # commits, or rolls back on an exception
+                db.execute("BEGIN")
+                return [db.execute(sql.replace("$", "?"), args).rowcount for sql, args in statements]
+        return await self._run(write)
 
     def refresh_lock(self, account_id: str) -> AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()  # one vault per file: the keyset lock sees to that

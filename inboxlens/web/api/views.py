@@ -16,9 +16,10 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from inboxlens.errors import MetricsUnavailable, VaultError
+from inboxlens.errors import VaultError
 from inboxlens.metrics.model import Order, Period
 from inboxlens.metrics.store import MetricsStore
+from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.web import accounts
 from inboxlens.web.api.errors import ApiError
 from inboxlens.web.auth import requires_api_caller

@@ -23,9 +23,9 @@ from typing import Any
 
 from aiohttp import web
 
-from inboxlens.errors import MetricsUnavailable
 from inboxlens.metrics.model import DayRollup, Pending, PeriodRollup, Relationship
 from inboxlens.metrics.store import MetricsStore
+from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.web import accounts
 from inboxlens.web.auth import USER_ID, requires_user
 from inboxlens.web.pages import charts, views
