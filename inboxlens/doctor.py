@@ -38,7 +38,9 @@ class Check:
 
 def run(config: Config) -> int:
     """Print the checklist; exit status 1 when anything FAILs."""
-    checks = [*_basics(config), *_keys(config), *_web(config), *_providers(config)]
+    untrusted = [n for n, p in config.providers.items() if p.client_id and not p.trusted_authserv_ids]
+    seen = asyncio.run(_seen_authserv_ids(config)) if untrusted else {}
+    checks = [*_basics(config), *_keys(config), *_web(config), *_providers(config, seen)]
     checks += asyncio.run(_services(config))
     for check in checks:
         print(check.line())
@@ -84,7 +86,7 @@ def _web(config: Config) -> Iterator[Check]:
                     + ("; the service seems to run" if running else ": serve would fail"))
 
 
-def _providers(config: Config) -> Iterator[Check]:
+def _providers(config: Config, seen: dict[str, str]) -> Iterator[Check]:
     configured = [(n, p) for n, p in config.providers.items() if p.client_id]
     if not configured:
         yield Check(WARN, "providers", "none has a client_id: nobody can connect a mailbox yet "
@@ -92,10 +94,10 @@ def _providers(config: Config) -> Iterator[Check]:
                     f"{config.web.base_url}/oauth/<name>/callback)")
     for name, provider in config.providers.items():
         if provider.client_id or name not in DEFAULT_PROVIDERS:
-            yield from _provider(config, name, provider)
+            yield from _provider(config, name, provider, seen.get(name))
 
 
-def _provider(config: Config, name: str, p: ProviderConfig) -> Iterator[Check]:
+def _provider(config: Config, name: str, p: ProviderConfig, seen: str | None = None) -> Iterator[Check]:
     subject = f"provider {name}"
     if name not in DEFAULT_PROVIDERS and not (p.issuer or p.token_url):
         yield Check(FAIL, subject, f"not a built-in provider ({', '.join(DEFAULT_PROVIDERS)}) and it has neither "
@@ -109,11 +111,60 @@ def _provider(config: Config, name: str, p: ProviderConfig) -> Iterator[Check]:
     if not p.imap_host:
         yield Check(FAIL, subject, "no imap_host: harvest has no server to read")
     if not p.trusted_authserv_ids:
-        yield Check(WARN, subject, "sender authenticity is off: no authserv-id is trusted, so DKIM/SPF/DMARC results "
-                    "are never counted. Set trusted_authserv_ids to your mail server's (the name that starts "
-                    "the Authentication-Results header of mail you received); only your own server's verdicts "
-                    "count, since anyone can write that header")
+        yield Check(WARN, subject, authserv_advice(name, seen))
     yield Check(OK, subject, f"redirect URI to register: {config.web.base_url}/oauth/{name}/callback")
+
+
+WHY_OWN_SERVER = ("only your own server's results count: anyone can write an Authentication-Results header, "
+                  "and your server adds its own on top of every message it receives")
+
+
+def authserv_advice(provider: str, seen: str | None) -> str:
+    """What to do about a provider that trusts no authserv-id: the config line, when harvest saw one."""
+    off = "sender authenticity is off: no authserv-id is trusted, so DKIM/SPF/DMARC results are never counted. "
+    if seen is None:
+        return (off + "Set trusted_authserv_ids to your mail server's (the name that starts the "
+                "Authentication-Results header of mail you received; harvest names it after a sync); " + WHY_OWN_SERVER)
+    return (off + f"Received mail is topped by {seen!r}'s; if that is your mail server, add "
+            f'trusted_authserv_ids = ["{seen}"] under [providers.{provider}] ({WHY_OWN_SERVER})')
+
+
+async def _seen_authserv_ids(config: Config) -> dict[str, str]:
+    """Per provider, the authserv-id harvest saw on top of the most of its accounts' received mail;
+    nothing when the database is not reachable (the database check says why) or not migrated."""
+    dsn = _reachable_dsn(config)
+    if dsn is None:
+        return {}
+    import asyncpg
+    try:
+        connection = await asyncpg.connect(dsn, timeout=TIMEOUT)
+        try:
+            rows = await connection.fetch(
+                "SELECT DISTINCT ON (a.provider) a.provider, h.seen_authserv_id FROM mail_accounts a "
+                "JOIN harvest_state h ON h.account_id = a.id WHERE h.seen_authserv_id IS NOT NULL "
+                "GROUP BY 1, 2 ORDER BY a.provider, count(*) DESC, h.seen_authserv_id", timeout=TIMEOUT)
+        finally:
+            await connection.close()
+    except (OSError, TimeoutError, asyncpg.PostgresError):
+        return {}
+    return {str(r["provider"]): str(r["seen_authserv_id"]) for r in rows}
+
+
+def _reachable_dsn(config: Config) -> str | None:
+    """The configured DSN, or the embedded server's while it runs (never started here)."""
+    if config.database.dsn:
+        return config.database.dsn
+    from inboxlens import paths
+    from inboxlens.db.embedded import EmbeddedPostgres
+    from inboxlens.errors import InboxLensError
+    from inboxlens.supervisor.plan import USERS
+    root = os.geteuid() == 0  # as the supervisor starts it (make_plan would create users: not here)
+    try:
+        server = EmbeddedPostgres(paths.pg_data_dir(config.state_dir), paths.pg_socket_dir(config.runtime_dir),
+                                  run_as=USERS["db"] if root else None, superuser_map=("root",) if root else ())
+        return server.dsn if server.is_running() else None
+    except (InboxLensError, OSError, KeyError):
+        return None
 
 
 async def _services(config: Config) -> list[Check]:

@@ -62,7 +62,7 @@ TABLES: dict[str, Access] = {
     "harvest_state": Access(
         web="SELECT, INSERT (account_id, next_run_at), UPDATE (next_run_at)",
         harvest="SELECT, INSERT (account_id), UPDATE (next_run_at, lease_owner, lease_expires_at, failures, "
-                "last_error, first_sync_done, messages_seen)"),
+                "last_error, first_sync_done, messages_seen, seen_authserv_id)"),
     "mailbox_checkpoints": Access(web="", harvest="SELECT, INSERT, UPDATE (uidvalidity, last_uid)"),
     # Metrics: harvest writes them, web reads them; both sweep expired raw rows.
     "raw_headers": Access(web="SELECT, DELETE", harvest="SELECT, INSERT, DELETE"),

@@ -67,13 +67,15 @@ async def renew(conn: asyncpg.Connection | asyncpg.Pool, account_id: int, owner:
 
 
 async def release(pool: asyncpg.Pool, account_id: int, owner: str, next_run: timedelta,
-                  error: str | None = None, first_sync_done: bool = False) -> None:
-    """Give the account back, due again after ``next_run``; count consecutive failures."""
+                  error: str | None = None, first_sync_done: bool = False, authserv_id: str | None = None) -> None:
+    """Give the account back, due again after ``next_run``; count consecutive failures. With
+    ``authserv_id``, what topped most of the sync's received mail replaces the one seen before."""
     await pool.execute(
         """UPDATE harvest_state SET lease_owner = NULL, lease_expires_at = NULL, next_run_at = now() + $3,
                last_error = $4, failures = CASE WHEN $4::text IS NULL THEN 0 ELSE failures + 1 END,
-               first_sync_done = first_sync_done OR $5
-           WHERE account_id = $1 AND lease_owner = $2""", account_id, owner, next_run, error, first_sync_done)
+               first_sync_done = first_sync_done OR $5, seen_authserv_id = coalesce($6, seen_authserv_id)
+           WHERE account_id = $1 AND lease_owner = $2""", account_id, owner, next_run, error, first_sync_done,
+        authserv_id)
     if error is None:
         await pool.execute("UPDATE mail_accounts SET last_sync_at = now() WHERE id = $1", account_id)
 

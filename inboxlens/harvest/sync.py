@@ -17,7 +17,7 @@ import asyncio
 import logging
 import traceback
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable, Protocol, Sequence
 
@@ -84,6 +84,33 @@ class SyncSettings:
     aggregate: bool = True
 
 
+MAX_AUTHSERV_IDS = 16  # distinct authserv-ids one sync tallies (received mail is nearly always topped by one)
+
+
+@dataclass
+class AuthservTally:
+    """Which authserv-id tops the received mail of one sync (offered as the one to trust).
+
+    Misra-Gries: at most MAX_AUTHSERV_IDS counters, so forged ids cost nothing however many
+    there are, and any id on more than 1/(MAX_AUTHSERV_IDS + 1) of the mail keeps its counter.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, records: Sequence[HeaderRecord], own: frozenset[str]) -> None:
+        for r in records:
+            found = r.authserv_id
+            if found is None or (r.sender is not None and r.sender.key in own):
+                continue  # sent mail carries no header of your server's
+            if found in self.counts or len(self.counts) < MAX_AUTHSERV_IDS:
+                self.counts[found] = self.counts.get(found, 0) + 1
+            else:  # one each off every counter, the newcomer's included
+                self.counts = {a: n - 1 for a, n in self.counts.items() if n > 1}
+
+    def most_frequent(self) -> str | None:
+        return min(self.counts, key=lambda a: (-self.counts[a], a), default=None)
+
+
 @dataclass
 class Progress:
     mailbox: str = ""
@@ -125,6 +152,7 @@ class AccountSync:
         self.settings = settings
         self.report = report
         self.progress = Progress()
+        self.authserv = AuthservTally()
         self.where = f"{provider.imap_host}:{provider.imap_port}"
 
     async def run(self) -> int:
@@ -176,6 +204,7 @@ class AccountSync:
         for start in range(0, len(uids), self.settings.batch_size):
             batch = uids[start:start + self.settings.batch_size]
             records = [self._parse(f, mailbox) for f in await session.fetch_headers(batch, HEADER_FIELDS, gmail)]
+            self.authserv.add(records, own)
             self.progress.stored += await store.store_batch(
                 self.pool, self.metrics, self.account, self.owner, self.settings.lease, mailbox, uidvalidity, batch[-1],
                 records, own)
@@ -214,7 +243,8 @@ async def sync_account(pool: asyncpg.Pool, vault: VaultClient, connect: Connect,
         await _failed(sync, interval, e)
         return sync.progress.stored
     if error is None:
-        await store.release(pool, account.id, owner, interval, first_sync_done=True)
+        await store.release(pool, account.id, owner, interval, first_sync_done=True,
+                            authserv_id=sync.authserv.most_frequent())
         log.info("account %d: %d new message(s)", account.id, stored)
     else:  # the rows are kept and stored; the next sync folds them, and soon
         await _back_off(sync, interval, error, first_sync_done=True)

@@ -178,6 +178,7 @@ class ReplyTimes:
 
     count: int = 0
     median: float | None = None  # seconds
+    p90: float | None = None  # seconds, 90th percentile (as Quantiles)
     within_hour: float | None = None  # share answered within an hour, 0..1
     buckets: tuple[int, ...] = (0,) * len(BUCKET_LABELS)
 
@@ -189,8 +190,8 @@ class ReplyTimes:
         counts = [0] * len(BUCKET_LABELS)
         for s in ordered:
             counts[bucket(s)] += 1
-        return cls(len(ordered), percentile(ordered, 0.5), sum(1 for s in ordered if s < 3600) / len(ordered),
-                   tuple(counts))
+        return cls(len(ordered), percentile(ordered, 0.5), percentile(ordered, 0.9),
+                   sum(1 for s in ordered if s < 3600) / len(ordered), tuple(counts))
 
 
 def bucket(seconds: float) -> int:
@@ -223,12 +224,14 @@ class Relationship:
 
 @dataclass(frozen=True)
 class Pending:
-    """A message waiting for an answer: owed by you (received) or awaited from them (sent)."""
+    """A message waiting for an answer: owed by you (received) or awaited from them (sent, the
+    latest message of its thread). correspondent: its sender, or its first To (else Cc)."""
 
     msg_key: str  # hex
     correspondent: str
     sent_at: datetime
     waiting: timedelta
+    message_id: str | None = None  # its Message-ID without angle brackets (None: it had none, or indexed before 012)
 
 
 CHECKS = ("dkim", "spf", "dmarc")

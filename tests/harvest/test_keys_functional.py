@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import AsyncIterator
 
 import asyncpg
@@ -57,3 +58,32 @@ def test_without_a_message_id_the_headers_make_the_key():
     assert one == keys.msg_key("", "a@x.test", when, "hi", ["b@x.test"])
     assert one != keys.msg_key(None, "a@x.test", when, "hi!", ["b@x.test"])
     assert one != keys.message_id_key("")  # a header key never collides with an id key by construction
+
+
+THREADS = st.tuples(st.binary(min_size=16, max_size=16), st.lists(MESSAGE_IDS, max_size=3),
+                    st.lists(MESSAGE_IDS, max_size=3), st.none() | st.integers(-2**63, 2**63 - 1))
+
+
+async def test_postgresql_and_python_agree_on_the_thread_key_of_any_headers(conn):
+    """The fold's thread key (and migration 012's for a Gmail thread) is metrics.keys.thread_key."""
+    seen: list[tuple[bytes, list[str], list[str], int | None]] = []
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(THREADS, min_size=1, max_size=10))
+    def collect(found: list[tuple[bytes, list[str], list[str], int | None]]) -> None:
+        seen.extend(found)
+    collect()
+    seen += [(b"k" * 16, [], [], None), (b"k" * 16, ["p@x"], ["root@x", "p@x"], None), (b"k" * 16, ["p@x"], [], 7)]
+    query = (f"SELECT {keys.thread_key_sql('$1::bytea', '($2::text[])', '($3::text[])', '$4::bigint')}")
+    for key_, irt, refs, thread in seen:
+        assert await conn.fetchval(query, key_, irt, refs, thread) == keys.thread_key(key_, irt, refs, thread)
+    migration = (Path(__file__).parents[2] / "inboxlens/db/migrations/012_threads.sql").read_text()
+    assert keys.gm_thread_key_sql("gm_thread_id").replace("(gm_thread_id)", "gm_thread_id") in migration
+
+
+def test_a_thread_is_keyed_by_gmail_then_its_root_then_its_parent_then_itself():
+    own = b"o" * 16
+    assert keys.thread_key(own, (), (), None) == own
+    assert keys.thread_key(own, ("p@x",), (), None) == keys.message_id_key("p@x")
+    assert keys.thread_key(own, ("p@x",), ("root@x", "p@x"), None) == keys.message_id_key("root@x")
+    assert keys.thread_key(own, ("p@x",), ("root@x",), 42) == keys.gm_thread_key(42) != keys.gm_thread_key(43)

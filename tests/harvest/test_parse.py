@@ -108,7 +108,7 @@ def test_a_realistic_message_gives_every_field() -> None:
         cc=(Address("", "bob@example.org"),), list_id="team.example.com", list_unsubscribe=True,
         auto_submitted="no", precedence="list", auth=AuthVerdicts(dkim="pass", spf="softfail", dmarc="pass"),
         dkim_signatures=(("example.com", "s1"),), flags=frozenset({"\\Seen"}), gm_msgid=17, gm_thrid=4,
-        gm_labels=("\\Inbox", "Work"))
+        gm_labels=("\\Inbox", "Work"), authserv_id="mx.example.net")
     assert record.sender is not None and record.sender.key == "joerg.mueller@example.com"
     assert is_automated(record)
 
@@ -435,6 +435,15 @@ def test_the_topmost_trusted_header_wins_whole() -> None:
     assert record.auth == AuthVerdicts(dkim="fail", spf="none", dmarc=None)
 
 
+def test_the_topmost_authserv_id_is_kept_trusted_or_not_if_it_reads_as_a_host_name() -> None:
+    record = parse("Authentication-Results: MX.Corp.Example (comment); dkim=pass",
+                   "Authentication-Results: mx.example.net; dkim=pass", trusted=frozenset())
+    assert (record.authserv_id, record.auth) == ("mx.corp.example", AuthVerdicts(None, None, None))
+    assert parse("Subject: none").authserv_id is None
+    for odd in ("\x1b[31mred; dkim=pass", "a@b!c; spf=pass", ";dkim=pass", "x" * 300 + "; spf=pass"):
+        assert parse(f"Authentication-Results: {odd}").authserv_id is None, odd
+
+
 def test_trusted_ids_compare_without_case() -> None:
     record = parse("Authentication-Results: mx.example.net; dmarc=FAIL", trusted=frozenset({"MX.Example.Net"}))
     assert record.auth.dmarc == "fail"
@@ -562,6 +571,7 @@ def check_record(record: HeaderRecord) -> None:
         # no control character, no lone surrogate: storable in PostgreSQL as UTF-8
         assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) <= 0xDFFF for c in text), repr(text)
     assert all(a.address for a in (*record.to, *record.cc))
+    assert record.authserv_id is None or record.authserv_id.isprintable() and len(record.authserv_id) <= 254
     assert record.date is None or record.date.tzinfo == UTC
     is_automated(record)
 

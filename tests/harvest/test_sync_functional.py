@@ -13,7 +13,7 @@ from inboxlens.metrics.postgres.store import PgMetricsStore
 from inboxlens.harvest.imap import ImapSession
 from inboxlens.service_errors import AuthenticationRefused
 from tests.harvest.conftest import Mail
-from tests.support.maildir import realistic_messages
+from tests.support.maildir import AUTHSERV_ID, realistic_messages
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +45,7 @@ async def test_first_and_incremental_sync_store_every_message_once(mail: Mail):
     assert {c["mailbox"] for c in checkpoints} == {"INBOX", "Sent"} and all(c["last_uid"] > 0 for c in checkpoints)
     state = await mail.pool.fetchrow("SELECT * FROM harvest_state WHERE account_id = $1", account)
     assert state["first_sync_done"] and state["lease_owner"] is None and state["failures"] == 0
+    assert state["seen_authserv_id"] == AUTHSERV_ID  # the server's own, not the forger's below it
 
 
 async def test_parsed_fields_match_what_was_written(mail: Mail):

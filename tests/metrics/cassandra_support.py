@@ -75,7 +75,7 @@ class Table:
 def load_schema() -> dict[str, Table]:
     tables = {}
     for statement in schema_statements(SCHEMA_FILE.read_text(), "ks"):
-        m = re.match(r"CREATE TABLE IF NOT EXISTS ks\.(\w+) \((.*)\)(.*)$", statement, re.S)
+        m = re.match(r"CREATE TABLE IF NOT EXISTS ks\.(\w+) \((.*?)\)(\s+WITH .*)?$", statement, re.S)
         assert m, statement
         name, body, options = m.groups()
         columns = [line.split()[0] for line in body.split(",\n") if not line.strip().startswith("PRIMARY KEY")]
@@ -84,7 +84,7 @@ def load_schema() -> dict[str, Table]:
             partition, clustering = _names(key.group(1)), _names(key.group(2))
         else:
             partition, clustering = [re.search(r"(\w+) \w+ PRIMARY KEY", body).group(1)], []  # type: ignore[union-attr]
-        order = re.search(r"CLUSTERING ORDER BY \((.*?)\)", options)
+        order = re.search(r"CLUSTERING ORDER BY \((.*?)\)", options or "")
         descending = {p.split()[0] for p in order.group(1).split(",") if "DESC" in p} if order else set()
         tables[name] = Table([c.strip() for c in columns], partition, clustering, descending)
     return tables
@@ -190,6 +190,7 @@ def _select(db: FakeDb, cols: str, name: str, where: str) -> Callable[..., list[
     t = db.tables[name]
     columns = t.columns if cols == "*" else _names(cols)
     _table(db, name, columns)
+    where, _, limit = where.partition(" LIMIT ")
     conds, _ = _where(t, where)
 
     def run(values: tuple[Any, ...]) -> list[Any]:
@@ -200,12 +201,22 @@ def _select(db: FakeDb, cols: str, name: str, where: str) -> Callable[..., list[
                 row = {c: v for c, (v, _) in part[ck].items()}
                 if row and ok(row):
                     found.append({c: row.get(c) for c in columns})
-        return found
+        return found[:int(limit)] if limit else found
     return run
 
 
 def _order(t: Table, key: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(-v if c in t.descending else v for c, v in zip(t.clustering, key))
+    return tuple(_Descending(v) if c in t.descending else v for c, v in zip(t.clustering, key))
+
+
+@dataclass(frozen=True)
+class _Descending:
+    """A clustering value in a DESC column: sorts the other way round (numbers, blobs, text)."""
+
+    value: Any
+
+    def __lt__(self, other: _Descending) -> bool:
+        return bool(other.value < self.value)
 
 
 def _update(db: FakeDb, name: str, column: str, value: str, where: str) -> Callable[..., list[Any]]:

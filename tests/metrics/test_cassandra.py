@@ -70,7 +70,7 @@ def test_keyspace_strategy_follows_local_dc_and_names_are_checked() -> None:
 
 def test_schema_file_is_idempotent_ddl_with_a_raw_ttl_and_no_counters() -> None:
     statements = schema_statements(SCHEMA_FILE.read_text(), "metrics_x")
-    assert len(statements) == 16
+    assert len(statements) == 18
     assert all(s.startswith("CREATE TABLE IF NOT EXISTS metrics_x.") for s in statements)
     raw_table = next(s for s in statements if ".raw_rows " in s)
     assert "default_time_to_live = 604800" in raw_table

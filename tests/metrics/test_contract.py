@@ -126,8 +126,8 @@ def story(a: AccountRef) -> list[RawRow]:
     ]
 
 
-def times(count: int, median: float, within_hour: float, buckets: dict[str, int]) -> ReplyTimes:
-    return ReplyTimes(count, median, within_hour, tuple(buckets.get(label, 0) for label in BUCKET_LABELS))
+def times(count: int, median: float, p90: float, within_hour: float, buckets: dict[str, int]) -> ReplyTimes:
+    return ReplyTimes(count, median, p90, within_hour, tuple(buckets.get(label, 0) for label in BUCKET_LABELS))
 
 
 async def told(backend: Backend, rows: list[RawRow], *, folds: int = 1, address: str = OWN) -> AccountRef:
@@ -146,16 +146,16 @@ async def test_reply_times_of_a_colleague_and_a_gmail_thread(backend: Backend) -
     account = await told(backend, [])
     alice = await backend.store.card(account.id, "Alice@Work.test", now=NOW)
     assert alice is not None
-    # You: 1800 s and 81000 s; Alice: 7200 s.
-    assert alice.replies.yours == times(2, 41400, 0.5, {"<1h": 1, "4-24h": 1})
-    assert alice.replies.theirs == times(1, 7200, 0.0, {"1-4h": 1})
+    # You: 1800 s and 81000 s (90th percentile: 1800 + 0.9 * 79200); Alice: 7200 s.
+    assert alice.replies.yours == times(2, 41400, 73080, 0.5, {"<1h": 1, "4-24h": 1})
+    assert alice.replies.theirs == times(1, 7200, 7200, 0.0, {"1-4h": 1})
     # Working hours only: Monday 09:00-09:30, and Monday 11:30-17:00 + Tuesday 09:00-10:00.
-    assert alice.replies.yours_business == times(2, 12600, 0.5, {"<1h": 1, "4-24h": 1})
-    assert alice.replies.theirs_business == times(1, 7200, 0.0, {"1-4h": 1})
+    assert alice.replies.yours_business == times(2, 12600, 21240, 0.5, {"<1h": 1, "4-24h": 1})
+    assert alice.replies.theirs_business == times(1, 7200, 7200, 0.0, {"1-4h": 1})
     dave = await backend.store.card(account.id, "dave@gmail.test", now=NOW)
     assert dave is not None
-    assert dave.replies.theirs == times(1, 86400, 0.0, {"1-3d": 1})
-    assert dave.replies.yours == times(1, 1296000, 0.0, {">7d": 1})
+    assert dave.replies.theirs == times(1, 86400, 86400, 0.0, {"1-3d": 1})
+    assert dave.replies.yours == times(1, 1296000, 1296000, 0.0, {">7d": 1})
     # Tue 12-17, Wed-Fri, a full week, Mon-Tue, Wed 09-12: 5 + 24 + 40 + 16 + 3 hours.
     assert dave.replies.yours_business.median == 88 * 3600
     assert dave.replies.theirs_business.median == 8 * 3600  # Mon 12-17, Tue 09-12
@@ -167,7 +167,7 @@ async def test_owed_and_awaiting(backend: Backend) -> None:
     assert [(p.correspondent, p.sent_at, p.waiting) for p in owed] == [
         ("bob@friend.test", at(10, 10), timedelta(days=10, hours=2)),
         ("alice@work.test", at(19, 6), timedelta(hours=30))]
-    assert owed[0].msg_key == key("b2@friend.test").hex()
+    assert (owed[0].msg_key, owed[0].message_id) == (key("b2@friend.test").hex(), "b2@friend.test")
     awaiting = await backend.store.awaiting(account.id, now=NOW)
     assert [(p.correspondent, p.sent_at, p.msg_key) for p in awaiting] == [
         ("carol@client.test", at(12, 10), key("c1@home.test").hex())]
@@ -350,7 +350,7 @@ async def test_postgresql_stores_business_hours_at_the_fold_and_redoes_them_for_
         assert alice is not None and alice.replies.yours_business.median == 12600
         # In Tokyo (UTC+9) Monday 07:00 UTC is 16:00: a1 -> a2 is 30 working minutes, a3 -> a4
         # (Mon 18:30 to Tue 17:00) is 8 hours.
-        in_tokyo = times(2, 15300, 0.5, {"<1h": 1, "4-24h": 1})
+        in_tokyo = times(2, 15300, 26100, 0.5, {"<1h": 1, "4-24h": 1})
         await pool.execute("UPDATE mail_accounts SET time_zone = 'Asia/Tokyo' WHERE id = $1", account.id)
         alice = await store.card(account.id, "alice@work.test", now=NOW)
         assert alice is not None and alice.replies.yours_business == in_tokyo
@@ -360,3 +360,71 @@ async def test_postgresql_stores_business_hours_at_the_fold_and_redoes_them_for_
                                    account.id) == "Asia/Tokyo 09:00:00-17:00:00 01234"
         alice = await store.card(account.id, "alice@work.test", now=NOW)
         assert alice is not None and alice.replies.yours_business == in_tokyo
+
+
+# -- owed and awaiting, as a person counts them (issue 13.6) ---------------------------------------
+
+def mail(account: AccountRef, mid: str, when: datetime, sender: str, to: tuple[str, ...], cc: tuple[str, ...] = (),
+         *, refs: tuple[str, ...] = (), irt: str | None = None) -> RawRow:
+    """A message as headers say it; sent when the sender is the account's own address."""
+    direction = "sent" if sender == account.address else "received"
+    return RawRow(account.id, key(mid), "INBOX", 1, mid, (irt,) if irt else (), refs, "not kept", sender, None, to,
+                  cc, when, when, True, direction, False)  # type: ignore[arg-type]
+
+
+def threads(a: AccountRef) -> list[RawRow]:
+    me, ann, joe, kim, lee, max_, nia = (a.address, "ann@ann.test", "joe@joe.test", "kim@kim.test", "lee@lee.test",
+                                         "max@max.test", "nia@nia.test")
+    return [
+        # Ann writes to a list you are on (you are in no To or Cc: never owed), then to a
+        # colleague with you in Cc (owed; addresses compare in any case).
+        mail(a, "x1@ann.test", at(15, 9), ann, ("team@lists.test",)),
+        mail(a, "x2@ann.test", at(15, 10), ann, ("colleague@team.test",), (me.upper(),)),
+        # Joe asks, Kim adds to it, you answer Kim only: Joe's is answered too (you wrote later
+        # in the thread); your answer is the thread's latest: awaited, from Kim (the first To).
+        mail(a, "t1@joe.test", at(10, 9), joe, (me,)),
+        mail(a, "t2@kim.test", at(11, 9), kim, (me,), (joe,), refs=("t1@joe.test",), irt="t1@joe.test"),
+        mail(a, "t3@home.test", at(12, 9), me, (kim,), (joe,), refs=("t1@joe.test", "t2@kim.test"),
+             irt="t2@kim.test"),
+        # You write to Lee and follow up three days later: one thread awaited, by its latest.
+        mail(a, "f1@home.test", at(5, 9), me, (lee,)),
+        mail(a, "f2@home.test", at(8, 9), me, (lee,), refs=("f1@home.test",), irt="f1@home.test"),
+        # You write to Max (Nia in Cc); Nia answers in the thread: it is hers now, and owed.
+        mail(a, "w1@home.test", at(6, 9), me, (max_,), (nia,)),
+        mail(a, "w2@nia.test", at(7, 9), nia, (me,), refs=("w1@home.test",)),
+    ]
+
+
+async def test_owed_and_awaiting_follow_threads_and_who_was_asked(backend: Backend) -> None:
+    account = await told(backend, threads(AccountRef(0, OWN, ZONE)))
+    owed = await backend.store.owed(account.id, now=NOW)
+    assert [(p.correspondent, p.message_id) for p in owed] == [("nia@nia.test", "w2@nia.test"),
+                                                               ("ann@ann.test", "x2@ann.test")]
+    awaiting = await backend.store.awaiting(account.id, now=NOW)
+    assert [(p.correspondent, p.message_id, p.sent_at) for p in awaiting] == [
+        ("lee@lee.test", "f2@home.test", at(8, 9)), ("kim@kim.test", "t3@home.test", at(12, 9))]
+    # A card counts what the lists hold under its name, and nothing else.
+    people = [r.correspondent for r in await backend.store.relationships(account.id, now=NOW, limit=100)]
+    assert "joe@joe.test" in people and "max@max.test" in people
+    for who in people:
+        card = await backend.store.card(account.id, who, now=NOW)
+        assert card is not None
+        assert (card.owed_total, card.awaiting_total) == (sum(p.correspondent == who for p in owed),
+                                                          sum(p.correspondent == who for p in awaiting)), who
+        assert [p.message_id for p in card.owed + card.awaiting] == [
+            p.message_id for p in owed + awaiting if p.correspondent == who]
+    page, total = await backend.store.awaiting_page(account.id, now=NOW, limit=1, offset=1)
+    assert ([p.message_id for p in page], total) == (["t3@home.test"], 2)
+
+
+async def test_threads_are_found_whatever_the_order_of_folding(backend: Backend) -> None:
+    once = await told(backend, threads(AccountRef(0, OWN, ZONE)))
+    reversed_ = await backend.new_account("me.too@home.test", ZONE)
+    for row in threads(reversed_)[::-1]:  # every reply folded before what it answers
+        await backend.store.write_raw([row])
+        await backend.store.aggregate(reversed_)
+
+    async def pending(account: AccountRef) -> tuple[list[tuple[str, str | None]], ...]:
+        return tuple([(p.correspondent, p.message_id) for p in found] for found in (
+            await backend.store.owed(account.id, now=NOW), await backend.store.awaiting(account.id, now=NOW)))
+    assert await pending(reversed_) == await pending(once)

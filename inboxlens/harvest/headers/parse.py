@@ -43,7 +43,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_tz
 from functools import lru_cache
 
-from inboxlens.harvest.headers.authresults import AuthVerdicts, dkim_signers, skip_comment, verdicts
+from inboxlens.harvest.headers.authresults import AuthVerdicts, authserv_id, dkim_signers, skip_comment, verdicts
 
 __all__ = ["FIELDS", "Address", "AuthVerdicts", "HeaderRecord", "is_automated", "parse_header_block", "parse_internaldate"]
 
@@ -106,6 +106,7 @@ class HeaderRecord:
     gm_msgid: int | None
     gm_thrid: int | None
     gm_labels: tuple[str, ...]
+    authserv_id: str | None = None  # the topmost Authentication-Results' authserv-id, trusted or not
 
 
 def parse_header_block(uid: int, internal_date: datetime, header_block: bytes, *,
@@ -119,6 +120,7 @@ def parse_header_block(uid: int, internal_date: datetime, header_block: bytes, *
     """
     fields = _fields(header_block)
     text = _first_text
+    results = _all_text(fields, b"authentication-results")
     return HeaderRecord(  # positional, in field order: measurably faster on this path
         uid,
         internal_date.replace(tzinfo=UTC) if internal_date.tzinfo is None else internal_date.astimezone(UTC),
@@ -134,14 +136,23 @@ def parse_header_block(uid: int, internal_date: datetime, header_block: bytes, *
         _present(fields.get(b"list-unsubscribe")),
         _keyword(text(fields, b"auto-submitted")),
         _keyword(text(fields, b"precedence")),
-        verdicts(_all_text(fields, b"authentication-results"), text(fields, b"received-spf"),
-                 _lowered(trusted_authserv_ids)),
+        verdicts(results, text(fields, b"received-spf"), _lowered(trusted_authserv_ids)),
         dkim_signers(fields.get(b"dkim-signature", [])),
         frozenset(flags),
         gm_msgid,
         gm_thrid,
         tuple(gm_labels),
+        _authserv_token(results[0]) if results else None,
     )
+
+
+_AUTHSERV = re.compile(r"[a-z0-9][a-z0-9._-]{0,253}")  # a host name, as an operator would write it in the config
+
+
+def _authserv_token(value: str) -> str | None:
+    """The header's authserv-id if it reads as a host name (it is shown to the operator), else None."""
+    found = authserv_id(value)
+    return found if found is not None and _AUTHSERV.fullmatch(found) else None
 
 
 # ---------------------------------------------------------------------------------------------

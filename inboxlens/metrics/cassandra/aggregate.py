@@ -5,9 +5,10 @@ Each batch of raw rows goes through steps that are each idempotent:
 
 1. look the messages up in ``message_index``; a ``complete`` one was folded before and is
    a duplicate (only its raw rows go, step 8);
-2. write the rest into the index: the day registry, then ``day_messages`` (so a crash
-   leaves every partition findable from the registry), then ``message_index``,
-   ``parent_links``, ``thread_messages``, ``contact_messages``, ``domain_messages``;
+2. write the rest into the index: the day registry, then ``day_messages`` and
+   ``day_threads`` (so a crash leaves every partition findable from the registry), then
+   ``message_index``, ``parent_links``, ``thread_entries``, ``thread_messages``,
+   ``contact_messages``, ``domain_messages``;
 3. mark what they answer and what answers them (``answered``, only ever set to true) and
    recompute the reply row of every message whose parent may have changed: the new ones,
    their children, later thread messages of the other direction;
@@ -32,7 +33,7 @@ from datetime import date, datetime
 from typing import Iterable, Sequence
 
 from inboxlens.metrics.cassandra.contacts import fold_contact_year
-from inboxlens.metrics.cassandra.fold import (Entry, Reply, choose_parent, domain_total, entry_of, flag_of, fold_day, fold_domain_year, live_raw_buckets, newly_answered, reply_of, thread_parent)
+from inboxlens.metrics.cassandra.fold import (Entry, Reply, choose_parent, domain_total, entry_of, flag_of, fold_day, fold_domain_year, live_raw_buckets, newly_answered, reply_of, thread_of, thread_parent)
 from inboxlens.metrics.cassandra.session import CqlSession, gather_bounded
 from inboxlens.metrics.cassandra.statements import (contact_message_from, contact_params, correspondent_day_params, day_row_params, domain_params, domain_year_from, entry_from, entry_params, raw_from, reply_from, thread_params)
 from inboxlens.metrics.model import AccountRef, FoldResult, RawRow
@@ -104,15 +105,18 @@ class _Folder:
         a = self.account_id
         await self.cql.each("put_day", [(a, d) for d in sorted({e.day for e in todo})])
         await self.cql.each("put_day_message", [(a, e.day, e.msg_key, *entry_params(e)) for e in todo])
+        await self.cql.each("put_day_thread", [(a, e.day, e.msg_key, thread_of(e), e.to_me, e.message_id)
+                                               for e in todo])  # before thread_entries: forget finds it from here
         await gather_bounded([
             self.cql.each("put_index", [(a, e.msg_key, e.day, *entry_params(e)) for e in todo]),
             self.cql.each("put_link", [(a, p, e.msg_key) for e in todo for p in e.parent_keys]),
+            self.cql.each("put_thread_entry", [(a, thread_of(e), e.direction, e.sent_us, e.msg_key) for e in todo]),
             self.cql.each("put_thread", [thread_params(a, e) for e in todo if e.gm_thread_id is not None]),
             self.cql.each("put_contact_message", [(a, c, e.day.year, e.sent_us, e.msg_key, e.direction, e.automated,
                                                    e.hour) for e in todo for c in e.correspondents]),
             self.cql.each("put_domain_message", [(a, e.from_domain, e.day.year, e.msg_key, e.sent_us, e.dkim, e.spf,
                                                   e.dmarc) for e in todo if e.from_domain]),
-        ], lambda write: write, limit=5)
+        ], lambda write: write, limit=6)
 
     # -- step 3 -------------------------------------------------------------------------------------
 

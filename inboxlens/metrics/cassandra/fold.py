@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from inboxlens.metrics.model import (CHECKS, AccountRef, AuthFlag, CheckCount, CorrespondentRollup, DayRollup, Direction, DomainAuth, Period, PeriodRollup, Quantiles, RawRow)
 from inboxlens.metrics.insights import unusual_failure
+from inboxlens.metrics.keys import gm_thread_key, thread_key
 from inboxlens.metrics.keys import message_id_key as message_key  # a parent is found by its Message-ID alone
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -105,6 +106,10 @@ class Entry:
     spf: str | None = None
     dmarc: str | None = None
     answered: bool = False  # someone answered it (owed/awaiting); only ever set to true
+    # From day_threads (None for messages folded before it existed, and in the other tables):
+    thread_key: bytes | None = None  # keys.thread_key
+    to_me: bool | None = None  # received: your address in To or Cc
+    message_id: str | None = None
 
     @property
     def sent_at(self) -> datetime:
@@ -120,7 +125,14 @@ def entry_of(row: RawRow, account: AccountRef) -> Entry:
     received = row.direction == "received"
     return Entry(row.msg_key, to_us(row.sent_at), local.date(), local.hour, row.direction, row.automated,
                  correspondents_of(row, account.address), parent_keys_of(row), row.gm_thread_id,
-                 domain_of(row.from_address) if received else None, row.dkim, row.spf, row.dmarc)
+                 domain_of(row.from_address) if received else None, row.dkim, row.spf, row.dmarc,
+                 thread_key=thread_key(row.msg_key, row.in_reply_to, row.refs, row.gm_thread_id),
+                 to_me=addressed_to(row, account.address) if received else None, message_id=row.message_id)
+
+
+def addressed_to(row: RawRow, own: str) -> bool:
+    """Does the message name you in To or Cc (not only Bcc, not only a list you are on)?"""
+    return own.lower() in (a.lower() for a in row.to_addresses + row.cc_addresses)
 
 
 def correspondents_of(row: RawRow, own: str) -> tuple[str, ...]:
@@ -190,6 +202,24 @@ def newly_answered(new: Entry, parents: Sequence[Entry], children: Sequence[Entr
             m.direction != new.direction and m.sent_us > new.sent_us for m in thread):
         answered.append(new)
     return [e for e in {e.msg_key: e for e in answered}.values() if not e.answered]
+
+
+def thread_of(e: Entry) -> bytes:
+    """Its thread key; for a message folded before day_threads, the best its index row allows."""
+    if e.thread_key is not None:
+        return e.thread_key
+    return gm_thread_key(e.gm_thread_id) if e.gm_thread_id is not None else e.msg_key
+
+
+def still_waiting(e: Entry, latest_sent: tuple[int, bytes] | None, latest_received: tuple[int, bytes] | None) -> bool:
+    """Given the (sent_us, msg_key) of the latest message of each direction in its thread: is
+    a received message still owed (nothing you sent at its second or later), a sent one still
+    the thread's latest (nothing received at its second or later, nothing sent later)?"""
+    if e.direction == "received":
+        return latest_sent is None or latest_sent[0] < e.sent_us
+    if latest_received is not None and latest_received[0] >= e.sent_us:
+        return False
+    return latest_sent is None or latest_sent <= (e.sent_us, e.msg_key)
 
 
 # -- day rollups -----------------------------------------------------------------------------------

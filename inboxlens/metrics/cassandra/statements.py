@@ -45,6 +45,11 @@ STATEMENTS: dict[str, str] = {
     "put_day_message": _insert("day_messages", f"account_id, day, msg_key, {_ENTRY}"),
     "day_messages": "SELECT * FROM day_messages WHERE account_id = ? AND day = ?",
     "answer": "UPDATE day_messages SET answered = true WHERE account_id = ? AND day = ? AND msg_key = ?",
+    "put_day_thread": _insert("day_threads", "account_id, day, msg_key, thread_key, to_me, message_id"),
+    "day_threads": "SELECT msg_key, thread_key, to_me, message_id FROM day_threads WHERE account_id = ? AND day = ?",
+    "put_thread_entry": _insert("thread_entries", "account_id, thread_key, direction, sent_us, msg_key"),
+    "thread_latest": "SELECT sent_us, msg_key FROM thread_entries WHERE account_id = ? AND thread_key = ? "
+                     "AND direction = ? LIMIT 1",
     "put_link": _insert("parent_links", "account_id, parent_key, child_key"),
     "links": "SELECT child_key FROM parent_links WHERE account_id = ? AND parent_key = ?",
     "put_thread": _insert("thread_messages", "account_id, gm_thread_id, sent_us, msg_key, day, hour, direction, "
@@ -89,7 +94,8 @@ STATEMENTS: dict[str, str] = {
 # forget_account: whole partitions, by their full partition key.
 PARTITIONS: dict[str, str] = {
     "accounts": "account_id", "account_days": "account_id", "raw_rows": "account_id, bucket",
-    "message_index": "account_id, msg_key", "day_messages": "account_id, day",
+    "message_index": "account_id, msg_key", "day_messages": "account_id, day", "day_threads": "account_id, day",
+    "thread_entries": "account_id, thread_key",
     "parent_links": "account_id, parent_key", "thread_messages": "account_id, gm_thread_id",
     "contact_messages": "account_id, correspondent, year", "day_replies": "account_id, day",
     "contact_replies": "account_id, correspondent, year", "day_rollups": "account_id, year",

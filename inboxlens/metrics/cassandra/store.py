@@ -38,14 +38,14 @@ still counts it once). ``sweep`` deletes nothing: the TTL expires raw rows.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Literal, Sequence
 from zoneinfo import ZoneInfo
 
 from inboxlens.metrics.cassandra.aggregate import fold, take
 from inboxlens.metrics.cassandra.contacts import ContactYear, page, relationship
-from inboxlens.metrics.cassandra.fold import (CorrespondentDay, DayRow, Entry, correspondent_periods, day_rollup, domain_of, domain_total, from_us, live_raw_buckets, local_days, months, period_end, period_start, raw_bucket, sum_periods, to_us)
+from inboxlens.metrics.cassandra.fold import (CorrespondentDay, DayRow, Entry, correspondent_periods, day_rollup, domain_of, domain_total, from_us, live_raw_buckets, local_days, months, period_end, period_start, raw_bucket, still_waiting, sum_periods, thread_of, to_us)
 from inboxlens.metrics.cassandra.session import (SCHEMA_FILE, CassandraUnavailable, CqlSession, Row, connect, gather_bounded, keyspace_cql, schema_statements)
 from inboxlens.metrics.cassandra.statements import (STATEMENTS, as_date, contact_from, correspondent_day_from, day_row_from, domain_year_from, entry_from, raw_params)
 from inboxlens.metrics.insights import reply_stats
@@ -186,16 +186,31 @@ class CassandraMetricsStore:
 
     async def _pending(self, account_id: int, now: datetime, direction: Literal["sent", "received"],
                        after: timedelta, who: str | None = None) -> list[Pending]:
-        """Oldest first; for a card (who), the messages with them among any correspondents, shown as theirs."""
+        """Oldest first; for a card (who), only those with them as correspondent, as in the lists."""
         account = await self._account(account_id)
         window = _Window(to_us(now - self._settings.lookback), to_us(now - after), direction, who)
         if account is None or window.first_us > window.last_us:
             return []
         days = local_days(from_us(window.first_us), from_us(window.last_us), account.time_zone)
-        found = await gather_bounded(days, lambda d: self._cql.rows("day_messages", account_id, d))
-        waiting = sorted((e for rows in found for e in map(entry_from, rows) if window.holds(e)),
-                         key=lambda e: (e.sent_us, e.msg_key))
-        return [Pending(e.msg_key.hex(), who or e.correspondents[0], e.sent_at, now - e.sent_at) for e in waiting]
+        found = await gather_bounded(days, lambda d: self._day_entries(account_id, d))
+        candidates = sorted((e for entries in found for e in entries if window.holds(e)),
+                            key=lambda e: (e.sent_us, e.msg_key))
+        waiting = await gather_bounded(candidates, lambda e: self._still_waiting(account_id, e))
+        return [Pending(e.msg_key.hex(), e.correspondents[0], e.sent_at, now - e.sent_at, e.message_id)
+                for e, still in zip(candidates, waiting) if still]
+
+    async def _day_entries(self, account_id: int, day: date) -> list[Entry]:
+        """A day's messages, with their thread key, To/Cc and Message-ID where day_threads has them."""
+        rows = await self._cql.rows("day_messages", account_id, day)
+        threads = {bytes(r["msg_key"]): r for r in await self._cql.rows("day_threads", account_id, day)}
+        return [_with_thread(entry_from(r), threads.get(bytes(r["msg_key"]))) for r in rows]
+
+    async def _still_waiting(self, account_id: int, e: Entry) -> bool:
+        """One single-row read per direction of its thread (docs/insights.md)."""
+        async def latest(direction: str) -> tuple[int, bytes] | None:
+            rows = await self._cql.rows("thread_latest", account_id, thread_of(e), direction, limit=1)
+            return (int(rows[0]["sent_us"]), bytes(rows[0]["msg_key"])) if rows else None
+        return still_waiting(e, await latest("sent"), None if e.direction == "received" else await latest("received"))
 
     # Cassandra cannot count or skip rows server-side here: the pages are cut from the whole list.
     async def owed_page(self, account_id: int, *, now: datetime, limit: int, offset: int = 0
@@ -255,7 +270,7 @@ class CassandraMetricsStore:
             await self._cql.each(f"drop_{table}", [(account_id, *k) for k in keys])
 
     async def _walk_day(self, account_id: int, day: date) -> tuple[list[Entry], list[tuple[str, int]]]:
-        entries = [entry_from(r) for r in await self._cql.rows("day_messages", account_id, day)]
+        entries = await self._day_entries(account_id, day)
         replies = [(r["correspondent"], day.year) for r in await self._cql.rows("day_replies", account_id, day)
                    if r["correspondent"]]
         return entries, replies
@@ -276,10 +291,19 @@ class _Window:
     who: str | None = None
 
     def holds(self, e: Entry) -> bool:
-        """Unanswered, in the window, to or from someone; owed ones from a person, not a machine."""
+        """Not answered directly, in the window, to or from someone; owed ones from a person (not
+        a machine) to you (To or Cc; unknown before day_threads); for a card, with them first."""
+        received = e.direction == "received"
         return (e.direction == self.direction and not e.answered and bool(e.correspondents)
-                and self.first_us <= e.sent_us <= self.last_us and not (e.automated and e.direction == "received")
-                and (self.who is None or self.who in e.correspondents))
+                and self.first_us <= e.sent_us <= self.last_us and not (received and (e.automated or e.to_me is False))
+                and (self.who is None or self.who == e.correspondents[0]))
+
+
+def _with_thread(e: Entry, row: Row | None) -> Entry:
+    if row is None:
+        return e
+    return replace(e, thread_key=bytes(row["thread_key"]) if row["thread_key"] is not None else None,
+                   to_me=row["to_me"], message_id=row["message_id"])
 
 
 @dataclass
@@ -289,6 +313,7 @@ class _Walk:
     keys: set[bytes] = field(default_factory=set)
     parents: set[bytes] = field(default_factory=set)
     threads: set[int] = field(default_factory=set)
+    thread_keys: set[bytes] = field(default_factory=set)
     people: set[tuple[str, int]] = field(default_factory=set)
     domains: set[tuple[str, int]] = field(default_factory=set)
 
@@ -299,6 +324,7 @@ class _Walk:
             self.keys.add(e.msg_key)
             self.parents.update(e.parent_keys)
             self.threads.update([e.gm_thread_id] if e.gm_thread_id is not None else [])
+            self.thread_keys.add(thread_of(e))
             self.people.update((c, e.day.year) for c in e.correspondents)
             self.domains.update([(e.from_domain, e.day.year)] if e.from_domain else [])
 
@@ -314,11 +340,13 @@ class _Walk:
         domains: list[tuple[object, ...]] = sorted(self.domains)
         return [("raw_rows", [(b,) for b in raw_buckets]), ("message_index", [(k,) for k in self.keys]),
                 ("parent_links", [(k,) for k in self.parents]), ("thread_messages", [(t,) for t in self.threads]),
+                ("thread_entries", [(k,) for k in sorted(self.thread_keys)]),
                 ("contact_messages", people), ("contact_replies", people), ("domain_messages", domains),
                 ("day_rollups", [(y,) for y in years]),
                 ("correspondent_days", [(m,) for m in sorted({d.replace(day=1) for d in days})]),
                 ("auth_flags", [(y,) for y in years]), ("contacts", [()]), ("domain_auth", [()]),
                 ("day_messages", [(d,) for d in days]), ("day_replies", [(d,) for d in days]),
+                ("day_threads", [(d,) for d in days]),
                 ("accounts", [()]), ("account_days", [()])]
 
 

@@ -33,35 +33,46 @@ WHERE k.account_id = $1 AND ($3::text IS NULL OR k.correspondent = lower($3))
 GROUP BY k.account_id, k.correspondent
 """
 
-# Nothing answered message m yet: no message of the other direction names it as a parent,
-# and none came later in its Gmail thread. $1 is the account.
-_UNANSWERED = """\
-NOT EXISTS (SELECT 1 FROM message_index r
-                  WHERE r.parent_keys @> ARRAY[m.msg_key] AND r.account_id = $1 AND r.direction <> m.direction)
+# Message m still waits (docs/insights.md), each test one index lookup ($1 is the account).
+# Owed (received): from a person, to you (To or Cc; unknown before migration 012), and you
+# wrote nothing in its thread at its second or later. Awaiting (sent): the latest of its
+# thread: nothing received at its second or later, nothing you sent later (at the same
+# second, the greater msg_key is the later). Either way, nothing of the other direction
+# names it as parent.
+_WAITING = """\
+CASE m.direction
+    WHEN 'received' THEN NOT m.automated AND m.to_me IS NOT FALSE
+        AND NOT EXISTS (SELECT 1 FROM message_index r WHERE r.account_id = $1 AND r.thread_key = m.thread_key
+                        AND r.direction = 'sent' AND r.sent_at >= m.sent_at)
+    WHEN 'sent' THEN NOT EXISTS (SELECT 1 FROM message_index r WHERE r.account_id = $1 AND r.thread_key = m.thread_key
+                                 AND r.direction = 'received' AND r.sent_at >= m.sent_at)
+        AND NOT EXISTS (SELECT 1 FROM message_index r WHERE r.account_id = $1 AND r.thread_key = m.thread_key
+                        AND r.direction = 'sent' AND (r.sent_at, r.msg_key) > (m.sent_at, m.msg_key))
+    ELSE false END
   AND NOT EXISTS (SELECT 1 FROM message_index r
-                  WHERE m.gm_thread_id IS NOT NULL AND r.account_id = $1 AND r.gm_thread_id = m.gm_thread_id
-                    AND r.direction <> m.direction AND r.sent_at > m.sent_at)"""
+                  WHERE r.parent_keys @> ARRAY[m.msg_key] AND r.account_id = $1 AND r.direction <> m.direction)"""
 
-# $1 account, $2 oldest, $3 newest, $4 'received' (owed) or 'sent' (awaiting).
+# $1 account, $2 oldest, $3 newest, $4 'received' (owed) or 'sent' (awaiting). A message's
+# correspondent is its sender, or its first To (else Cc): each waits under one name.
 _PENDING = f"""
-SELECT m.msg_key, m.correspondents[1] AS correspondent, m.sent_at
+SELECT m.msg_key, m.correspondents[1] AS correspondent, m.sent_at, m.message_id
 FROM message_index m
 WHERE m.account_id = $1 AND m.direction = $4 AND cardinality(m.correspondents) > 0
-  AND m.sent_at BETWEEN $2 AND $3 AND ($4 = 'sent' OR NOT m.automated)
-  AND {_UNANSWERED}
+  AND m.sent_at BETWEEN $2 AND $3
+  AND {_WAITING}
 ORDER BY m.sent_at, m.msg_key
 """
 
-# Both lists for one card in one pass over the window: the messages with them among any
-# correspondents. $1 account, $2 oldest, $3 newest owed, $4 newest awaiting, $5 the correspondent.
+# Both lists for one card in one pass over the window: the messages they are the
+# correspondent of, as in the lists. $1 account, $2 oldest, $3 newest owed, $4 newest
+# awaiting, $5 the correspondent.
 _CARD_PENDING = f"""
-SELECT m.msg_key, m.direction, m.sent_at
+SELECT m.msg_key, m.direction, m.sent_at, m.message_id
 FROM message_index m
 WHERE m.account_id = $1 AND m.sent_at BETWEEN $2 AND greatest($3::timestamptz, $4::timestamptz)
-  AND $5::text = ANY(m.correspondents)
-  AND CASE m.direction WHEN 'received' THEN m.sent_at <= $3 AND NOT m.automated
-                       WHEN 'sent' THEN m.sent_at <= $4 ELSE false END
-  AND {_UNANSWERED}
+  AND m.correspondents[1] = $5::text
+  AND CASE m.direction WHEN 'received' THEN m.sent_at <= $3 WHEN 'sent' THEN m.sent_at <= $4 ELSE false END
+  AND {_WAITING}
 ORDER BY m.sent_at, m.msg_key
 """
 
@@ -137,7 +148,7 @@ class PgInsights:
             pending = await db.fetch(_CARD_PENDING, account_id, now - self.settings.lookback,
                                      now - self.settings.owed_after, now - self.settings.awaiting_after, who)
             flags = await self.auth_flags(account_id, limit=CARD_LIST, correspondent=who, db=db)
-        owed, awaiting = ([Pending(r["msg_key"].hex(), who, r["sent_at"], now - r["sent_at"])
+        owed, awaiting = ([Pending(r["msg_key"].hex(), who, r["sent_at"], now - r["sent_at"], r["message_id"])
                            for r in pending if r["direction"] == direction] for direction in ("received", "sent"))
         return Card.capped(_relationship(rows[0], now), replies, owed, awaiting, domains[0] if domains else None,
                            flags)
@@ -220,7 +231,7 @@ class PgInsights:
 
 
 def _pending(r: Any, now: datetime) -> Pending:
-    return Pending(r["msg_key"].hex(), r["correspondent"], r["sent_at"], now - r["sent_at"])
+    return Pending(r["msg_key"].hex(), r["correspondent"], r["sent_at"], now - r["sent_at"], r["message_id"])
 
 
 def _domain(r: Any) -> DomainAuth:

@@ -31,9 +31,9 @@ import asyncpg
 
 from inboxlens.metrics.insights import WorkingClock
 from inboxlens.metrics.model import (USUAL_MIN_CHECKED, USUAL_PASS_RATE, CorrespondentRollup, DayRollup, FoldResult, Period, PeriodRollup, Quantiles, WorkingHours)
-from inboxlens.metrics.keys import message_id_key_sql
-from inboxlens.service_errors import AccountNotFound
+from inboxlens.metrics.keys import message_id_key_sql, thread_key_sql
 from inboxlens.metrics.store import DEFAULT_BATCH
+from inboxlens.service_errors import AccountNotFound
 
 __all__ = ["DEFAULT_BATCH", "AccountNotFound", "CorrespondentRollup", "DayRollup", "FoldResult", "Period",
            "PeriodRollup", "aggregate", "correspondents", "daily", "monthly", "weekly"]
@@ -49,6 +49,7 @@ ON CONFLICT (account_id) DO UPDATE SET runs = metrics_state.runs + 1
 # $1 account, $2 batch size, $3 time zone, $4 the account's own address.
 # parent_keys: metrics.keys' msg_key of a Message-ID, of each In-Reply-To id (or
 # of the last References id): a reply's parents are message_index primary keys.
+# thread_key: metrics.keys.thread_key; to_me: a received message names you in To or Cc.
 _FOLD = r"""
 WITH taken AS (
     DELETE FROM raw_headers r
@@ -57,12 +58,13 @@ WITH taken AS (
     RETURNING r.*
 ), indexed AS (
     INSERT INTO message_index (account_id, msg_key, sent_at, direction, automated, correspondents,
-                               parent_keys, gm_thread_id, from_domain, dkim, spf, dmarc)
+                               parent_keys, gm_thread_id, from_domain, dkim, spf, dmarc, message_id, thread_key,
+                               to_me)
     SELECT t.account_id, t.msg_key, t.sent_at, t.direction, t.automated,
            ARRAY(SELECT lower(u.a)  -- distinct, in header order (the first To first)
                  FROM unnest(CASE WHEN t.direction = 'received' THEN ARRAY[t.from_address]
                                   ELSE t.to_addresses || t.cc_addresses END) WITH ORDINALITY AS u (a, n)
-                 WHERE coalesce(u.a, '') <> '' AND lower(u.a) <> $4::text
+                 WHERE coalesce(u.a, '') <> '' AND lower(u.a) <> lower($4::text)
                  GROUP BY lower(u.a) ORDER BY min(u.n)),
            ARRAY(SELECT """ + message_id_key_sql("m") + r"""
                  FROM unnest(CASE WHEN cardinality(t.in_reply_to) > 0 THEN t.in_reply_to
@@ -70,7 +72,10 @@ WITH taken AS (
            t.gm_thread_id,
            CASE WHEN t.direction = 'received' AND t.from_address LIKE '%_@_%'
                 THEN lower(regexp_replace(t.from_address, '^.*@', '')) END,
-           t.dkim, t.spf, t.dmarc
+           t.dkim, t.spf, t.dmarc, t.message_id, """ + thread_key_sql("t.msg_key", "t.in_reply_to", "t.refs",
+                                                                     "t.gm_thread_id") + r""",
+           CASE WHEN t.direction = 'received' THEN EXISTS (
+               SELECT 1 FROM unnest(t.to_addresses || t.cc_addresses) AS x (a) WHERE lower(x.a) = lower($4::text)) END
     FROM taken t
     ON CONFLICT (account_id, msg_key) DO NOTHING
     RETURNING msg_key, direction, automated, correspondents, sent_at, sent_at AT TIME ZONE $3::text AS at_local,

@@ -98,6 +98,9 @@ async def _show(request: web.Request, only: int | None) -> web.Response:
     for row in rows:  # only the provider's own mail server's verdicts count: none are trusted, none count
         known = configs.get(str(row["provider"]))
         row["authenticity_off"] = known is not None and not known.trusted_authserv_ids
+        if row["authenticity_off"]:  # what harvest saw on top of its received mail, offered as the fix
+            row["seen_authserv_id"] = await request.app[DB].fetchval(
+                "SELECT seen_authserv_id FROM harvest_state WHERE account_id = $1", row["id"])
     boxes = [await _mailbox(request, row, now) for row in rows]
     body = render(boxes, now, window, only)
     return views.html(boxes[0].account["address"] if only is not None else "Dashboard", body, request=request)
@@ -182,14 +185,21 @@ def _sync(box: Mailbox, now: datetime) -> str:
         rows.append(("Last attempt", escape(f"failed {a['failures']} time(s) in a row: {said}; "
                                             "InboxLens tries again by itself")))
     if a.get("authenticity_off"):
-        rows.append(("Sender checks", escape(
-            "off: no mail server's Authentication-Results are trusted for this provider, so DKIM, SPF and "
-            f"DMARC verdicts are never counted. Your administrator sets providers.{a['provider']}."
-            "trusted_authserv_ids to your mail server's name (the first word of the Authentication-Results "
-            "header in mail you received); only your own server's verdicts count, since anyone can write "
-            "that header.")))
+        rows.append(("Sender checks", escape(_authenticity_off(str(a["provider"]), a.get("seen_authserv_id")))))
     items = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
     return f'<dl class="sync">{items}</dl>'
+
+
+def _authenticity_off(provider: str, seen: str | None) -> str:
+    off = ("off: no mail server's Authentication-Results are trusted for this provider, so DKIM, SPF and "
+           "DMARC verdicts are never counted. ")
+    why = ("only your own server's verdicts count, since anyone can write that header and your server adds "
+           "its own on top")
+    if seen is None:
+        return (off + f"Your administrator sets providers.{provider}.trusted_authserv_ids to your mail server's "
+                "name (the first word of the Authentication-Results header in mail you received); " + why + ".")
+    return (off + f"Your received mail is topped by {seen}'s; if that is your mail server, your administrator "
+            f'adds trusted_authserv_ids = ["{seen}"] under [providers.{provider}] ({why}).')
 
 
 def _last_sync(at: datetime | None, zone: zoneinfo.ZoneInfo, now: datetime) -> str:
