@@ -186,6 +186,7 @@ def _check_web(web: WebConfig) -> None:
     in_range("web.anonymous_requests_per_minute", web.anonymous_requests_per_minute, 1, 100_000)
     in_range("web.anonymous_burst", web.anonymous_burst, 1, 10_000)
     in_range("web.shutdown_seconds", web.shutdown_seconds, 0, 300, above=True)
+    web.metrics_address()  # raises ConfigError naming web.metrics_listen
     for proxy in web.trusted_proxies:
         try:
             ipaddress.ip_address(proxy)

@@ -6,12 +6,14 @@ slice. The vault's section and the providers live in ``config.vault``.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 from inboxlens import paths
 from inboxlens.config.vault import ProviderConfig, VaultConfig
+from inboxlens.errors import ConfigError
 
 DEFAULT_PROVIDERS: Mapping[str, ProviderConfig] = {
     "google": ProviderConfig(
@@ -58,10 +60,31 @@ class WebConfig:
     trusted_proxies: tuple[str, ...] = ()
     # On SIGTERM: stop accepting, give in-flight requests this long, then cut them off.
     shutdown_seconds: float = 8.0
+    # Prometheus metrics on a listener of their own, "127.0.0.1:9464" say; empty: off. No credential is
+    # asked, so a loopback address only, unless metrics_allow_remote (docs/observability.md).
+    metrics_listen: str = ""
+    metrics_allow_remote: bool = False
 
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``metrics_listen`` as (IP address, port); None when off; ConfigError when malformed or not allowed."""
+        if not self.metrics_listen:
+            return None
+        host, _, port = self.metrics_listen.rpartition(":")
+        try:
+            ip = ipaddress.ip_address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+        except ValueError:
+            ip = None
+        if ip is None or not port.isdigit() or not 1 <= int(port) <= 65535 or (ip.version == 6) != (host[:1] == "["):
+            raise ConfigError(f"web.metrics_listen: {self.metrics_listen!r} is not an IP address and port like "
+                              "127.0.0.1:9464 or [::1]:9464 (empty: off)")
+        if not ip.is_loopback and not self.metrics_allow_remote:
+            raise ConfigError(f"web.metrics_listen: {ip} is not a loopback address and the metrics ask for no "
+                              "credential; set web.metrics_allow_remote = true to serve them there anyway")
+        return str(ip), int(port)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ Untrusted input: IMAP responses (bounded by ``harvest.max_literal_bytes``,
 defensively), token answers from the vault.
 Writes: PostgreSQL (leases, checkpoints, account status) as its own role; raw header
 rows, rollups and insights to the metrics store (PostgreSQL, or Cassandra); log lines on stderr (account ids and counts, never a token or a header value).
+Its counts, every few seconds, to ``<runtime_dir>/harvest-metrics/harvest.json`` for web's metrics listener.
 Config keys: ``harvest.*``, ``providers.*`` (IMAP host, port, TLS, trusted authserv-ids),
 ``metrics.*``, ``insights.*``, ``database.dsn``, ``runtime_dir``,
 ``supervisor.stop_timeout_seconds`` (how long stopping may take; the supervisor passes it
@@ -30,9 +31,10 @@ from inboxlens import child
 from inboxlens.config.schema import Config
 from inboxlens.config.loader import from_dict
 from inboxlens.errors import DrainExpired, StartError
-from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.metrics.factory import open_metrics
 from inboxlens.metrics.store import MetricsStore
+from inboxlens.observability import snapshot_dir
+from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.vault.client import VaultClient
 from inboxlens.harvest.imap import ImapLimits, ImapSession
 from inboxlens.harvest.scheduler import Limits, Scheduler
@@ -54,7 +56,8 @@ def scheduler(config: Config, pool: asyncpg.Pool, vault: VaultClient, metrics: M
     connect = partial(ImapSession.open, limits=ImapLimits.of(h))
     return Scheduler(pool, vault, connect, config.providers, settings(config),
                      interval=timedelta(seconds=h.interval_seconds),
-                     limits=Limits(h.max_connections, h.max_connections_per_host), metrics=metrics)
+                     limits=Limits(h.max_connections, h.max_connections_per_host), metrics=metrics,
+                     snapshot=snapshot_dir(config.runtime_dir))
 
 
 async def main(channel: child.Channel) -> None:

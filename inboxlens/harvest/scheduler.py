@@ -7,6 +7,10 @@ Nothing that fails ends the scheduler: a sync records its own failure on its acc
 (``sync_account``), a failed round or sweep (PostgreSQL or the metrics store away) is
 logged and tried again at the next tick. Stopping takes no new sync, lets the running
 ones finish within a deadline, then interrupts the rest (they give their leases back).
+
+It counts syncs, their duration and messages, and times each fold (``Telemetry``); with a
+``snapshot`` directory, ``run`` writes the counts there every few seconds for web's
+metrics listener (``inboxlens/observability.py``).
 """
 
 from __future__ import annotations
@@ -15,16 +19,22 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Mapping, cast
 
 import asyncpg
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from inboxlens.config.vault import ProviderConfig
 from inboxlens.errors import InboxLensError
 from inboxlens.metrics.postgres.store import PgMetricsStore
-from inboxlens.metrics.store import MetricsStore
+from inboxlens.metrics.model import AccountRef, FoldResult
+from inboxlens.metrics.store import DEFAULT_BATCH, MetricsStore
+from inboxlens.observability import (DURATION_BUCKETS, FAMILIES, SNAPSHOT_SECONDS, Sample, remove_leftovers,
+                                     vault_samples, write_snapshot)
 from inboxlens.vault.client import VaultClient
 from inboxlens.harvest import store
 from inboxlens.harvest.sync import Connect, Progress, SyncSettings, sync_account, traceback_without_message, words
@@ -40,6 +50,58 @@ class Limits:
     per_host: int = 4
 
 
+class Telemetry:
+    """What harvest counts, in the families web exports (``observability.FAMILIES``)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.syncs = self._counter("inboxlens_harvest_syncs")
+        self.sync_seconds = self._histogram("inboxlens_harvest_sync_duration_seconds")
+        self.messages = self._counter("inboxlens_harvest_messages")
+        self.folds = self._counter("inboxlens_harvest_folds")
+        self.fold_seconds = self._histogram("inboxlens_harvest_fold_duration_seconds")
+
+    def _counter(self, name: str) -> Counter:
+        family = FAMILIES[name]
+        return Counter(name, family.help, family.labels, registry=self.registry)
+
+    def _histogram(self, name: str) -> Histogram:
+        family = FAMILIES[name]
+        return Histogram(name, family.help, family.labels, registry=self.registry, buckets=DURATION_BUCKETS)
+
+    def samples(self) -> list[Sample]:
+        return [(s.name, s.labels, s.value) for family in self.registry.collect() for s in family.samples
+                if not s.name.endswith("_created")]
+
+
+class _TimedFold:
+    """The metrics store as one sync sees it: its fold is timed, and whether it ran and worked kept."""
+
+    def __init__(self, store: MetricsStore, telemetry: Telemetry) -> None:
+        self._store = store
+        self._telemetry = telemetry
+        self.outcome = "failed"  # no fold: the sync failed before it
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def aggregate(self, account: AccountRef, *, batch_size: int = DEFAULT_BATCH) -> FoldResult:
+        started = time.monotonic()
+        try:
+            result = await self._store.aggregate(account, batch_size=batch_size)
+        except Exception:
+            self._folded("failed", started)
+            self.outcome = "fold_failed"
+            raise
+        self._folded("ok", started)
+        self.outcome = "ok"
+        return result
+
+    def _folded(self, outcome: str, started: float) -> None:
+        self._telemetry.folds.labels(outcome).inc()
+        self._telemetry.fold_seconds.observe(time.monotonic() - started)
+
+
 def owner_name() -> str:
     """Who holds a lease: unique per process on any node."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -48,7 +110,8 @@ def owner_name() -> str:
 class Scheduler:
     def __init__(self, pool: asyncpg.Pool, vault: VaultClient, connect: Connect,
                  providers: Mapping[str, ProviderConfig], settings: SyncSettings, *, interval: timedelta,
-                 limits: Limits = Limits(), owner: str | None = None, metrics: MetricsStore | None = None) -> None:
+                 limits: Limits = Limits(), owner: str | None = None, metrics: MetricsStore | None = None,
+                 snapshot: Path | None = None) -> None:
         self.pool = pool
         self.metrics: MetricsStore = metrics or PgMetricsStore(pool)
         self.vault = vault
@@ -62,6 +125,9 @@ class Scheduler:
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._running: set[asyncio.Task[int]] = set()
         self.report: Callable[[Progress], None] = lambda progress: None
+        self.telemetry = Telemetry()
+        self.snapshot = snapshot  # where run() writes telemetry for web; None: nowhere
+        self._snapshot_failing = False
 
     async def round(self) -> int:
         """Lease what is due (up to the free slots) and start syncing it; returns how many started."""
@@ -93,13 +159,40 @@ class Scheduler:
             return 0
         host = self._hosts.setdefault(provider.imap_host, asyncio.Semaphore(self.limits.per_host))
         async with self._total, host:
-            return await sync_account(self.pool, self.vault, self.connect, provider, account, self.owner,
-                                      self.settings, interval=self.interval, report=self.report,
-                                      metrics=self.metrics)
+            return await self._timed_sync(provider, account)
+
+    async def _timed_sync(self, provider: ProviderConfig, account: store.Account) -> int:
+        fold = _TimedFold(self.metrics, self.telemetry)
+        started, outcome = time.monotonic(), "failed"
+        try:
+            # sync_account uses only MetricsStore's methods: those it does not time pass through.
+            stored = await sync_account(self.pool, self.vault, self.connect, provider, account, self.owner,
+                                        self.settings, interval=self.interval, report=self.report,
+                                        metrics=cast(MetricsStore, fold))
+            outcome = fold.outcome
+            self.telemetry.messages.inc(stored)
+            return stored
+        except asyncio.CancelledError:
+            outcome = "interrupted"
+            raise
+        finally:
+            self.telemetry.syncs.labels(outcome).inc()
+            self.telemetry.sync_seconds.observe(time.monotonic() - started)
 
     async def run(self, stopping: asyncio.Event, tick: float, drain: float = 5.0) -> bool:
         """Rounds every ``tick`` seconds until ``stopping``; then ``drain``. Returns whether every
         running sync finished on its own."""
+        if self.snapshot is not None and self.snapshot.is_dir():
+            remove_leftovers(self.snapshot)
+        writer = asyncio.create_task(self._keep_snapshot())
+        try:
+            await self._rounds(stopping, tick)
+            return await self.drain(drain)
+        finally:
+            writer.cancel()
+            self.write_snapshot()  # the last counts, interrupted syncs included
+
+    async def _rounds(self, stopping: asyncio.Event, tick: float) -> None:
         since_sweep = SWEEP_EVERY
         while not stopping.is_set():
             await self._attempt("scheduling", self.round)
@@ -110,7 +203,29 @@ class Scheduler:
                 await asyncio.wait_for(stopping.wait(), tick)
             except TimeoutError:
                 since_sweep += tick
-        return await self.drain(drain)
+
+    async def _keep_snapshot(self) -> None:
+        while self.snapshot is not None:
+            self.write_snapshot()
+            await asyncio.sleep(SNAPSHOT_SECONDS)  # a period, not a wait for an event
+
+    def write_snapshot(self) -> None:
+        """Telemetry and the vault client's counts to ``snapshot``; a failure is logged once, not fatal."""
+        if self.snapshot is None:
+            return
+        try:
+            self.snapshot.mkdir(mode=0o700, exist_ok=True)  # development mode; the supervisor makes it as root
+            write_snapshot(self.snapshot, self.telemetry.samples() + vault_samples(self.vault, "harvest"),
+                           time.time())
+        except (OSError, ValueError) as e:
+            if not self._snapshot_failing:
+                log.warning("cannot write the metrics snapshot to %s (%s); web reports harvest's metrics "
+                            "missing until it can", self.snapshot, getattr(e, "strerror", None) or e)
+            self._snapshot_failing = True
+            return
+        if self._snapshot_failing:
+            log.info("metrics snapshot written to %s again", self.snapshot)
+        self._snapshot_failing = False
 
     async def _attempt(self, what: str, step: Callable[[], Awaitable[object]]) -> None:
         try:

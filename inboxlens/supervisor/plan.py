@@ -21,6 +21,7 @@ from inboxlens import paths
 from inboxlens.config import build as config_build
 from inboxlens.config.schema import Config
 from inboxlens.errors import StartFailed
+from inboxlens.observability import snapshot_dir
 from inboxlens.vault.keyset import read_key_file
 
 USERS = {"vault": "inboxlens-vault", "web": "inboxlens-web", "harvest": "inboxlens-harvest", "db": "inboxlens-db"}
@@ -94,7 +95,7 @@ def prepare_directories(config: Config, plan: Plan) -> None:
     """Every directory the children use, with the owner and mode each needs and no more."""
     if plan.dev:
         for path in (config.state_dir, config.vault_dir, paths.web_dir(config.state_dir), config.runtime_dir,
-                     config.vault_socket.parent):
+                     config.vault_socket.parent, snapshot_dir(config.runtime_dir)):
             _directory(path, 0o700, None)
         return
     vault, db, web = plan.identities["vault"], plan.identities["db"], plan.identities["web"]
@@ -111,6 +112,8 @@ def prepare_directories(config: Config, plan: Plan) -> None:
     _directory(config.vault_socket.parent, 0o750, (vault.uid, shared))
     _directory(paths.pg_data_dir(config.state_dir), 0o700, (db.uid, db.gid))
     _directory(paths.pg_socket_dir(config.runtime_dir), 0o750, (db.uid, shared))
+    harvest = plan.identities["harvest"]
+    _directory(snapshot_dir(config.runtime_dir), 0o750, (harvest.uid, web.gid))  # harvest writes
 
 
 def share_vault_socket(config: Config, plan: Plan) -> None:

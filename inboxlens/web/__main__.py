@@ -14,8 +14,9 @@ next run for "sync now") as its own role; deletes a disconnected account's metri
 its cookie-signing key under ``<state_dir>/web`` (0600); log lines on stderr, never a token.
 Config keys: ``web.*`` (``cors_origins``, ``api_requests_per_minute``, ``api_burst`` for the API;
 ``anonymous_requests_per_minute``, ``anonymous_burst``, ``trusted_proxies`` for requests nobody is
-logged in for; ``shutdown_seconds``), ``providers.*``, ``database.dsn``, ``metrics.*``, ``insights.*``,
-``state_dir``, ``runtime_dir``.
+logged in for; ``shutdown_seconds``; ``metrics_listen``, ``metrics_allow_remote`` for Prometheus metrics
+on a listener of their own, off by default, with harvest's snapshot from ``runtime_dir``), ``providers.*``,
+``database.dsn``, ``metrics.*``, ``insights.*``, ``state_dir``, ``runtime_dir``.
 Stopping (SIGTERM, SIGINT, or the supervisor's pipe closing): stop accepting, let in-flight
 requests finish for ``web.shutdown_seconds``, cut off the rest; exit 0 when every request
 finished, ``EXIT_CUT_SHORT`` when some had to be cut off.
@@ -38,7 +39,7 @@ from inboxlens.metrics.factory import open_metrics
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.vault.client import VaultClient
-from inboxlens.web import accounts
+from inboxlens.web import accounts, exporter
 from inboxlens.web.app import make_app
 from inboxlens.web.limits import normal
 from inboxlens.web.oauth import Providers
@@ -83,6 +84,7 @@ async def main(channel: child.Channel) -> None:
     except OSError as e:
         raise StartError(f"cannot listen on {config.web.host}:{config.web.port} ({e.strerror})") from None
     log.info("listening on %s (providers: %s)", config.web.base_url, ", ".join(app[PROVIDERS].names()) or "none")
+    metrics_listener = await exporter.start(config, app)
     channel.ready()
     chores = [asyncio.create_task(_sweep(app[SESSIONS])),
               asyncio.create_task(_forget_addresses(pool, app[SESSIONS].address_key()))]
@@ -91,6 +93,8 @@ async def main(channel: child.Channel) -> None:
              config.web.shutdown_seconds)
     for chore in chores:
         chore.cancel()
+    if metrics_listener is not None:
+        await metrics_listener.cleanup()
     await runner.cleanup()  # stops listening, waits for in-flight requests up to shutdown_timeout, cancels the rest
     await _close(app, pool)
     if drain.cut_short:

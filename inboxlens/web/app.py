@@ -16,6 +16,7 @@ from aiohttp import web
 
 from inboxlens.errors import VaultError
 from inboxlens.web import health
+from inboxlens.web.exporter import REQUEST_METRICS, RequestMetrics
 from inboxlens.web.limits import anonymous
 from inboxlens.web.pages import dashboard, render as pages, views
 from inboxlens.web.api.routes import PREFIX as API_PREFIX, make_api
@@ -112,7 +113,10 @@ async def static_js(request: web.Request) -> web.Response:
 
 
 def make_app() -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[headers, sessions, anonymous, guard])
+    requests = RequestMetrics()  # first: it times the others too, and sees the status they answer
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[requests.middleware, headers, sessions, anonymous,
+                                                                 guard])
+    app[REQUEST_METRICS] = requests
     r = app.router
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", health.readyz)
