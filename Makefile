@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.installed-run-$(HASH)
 TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 PIP := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on
 
-.PHONY: run test test-fast test-extension test-cluster extension bench typecheck lint clean install
+.PHONY: run demo test test-fast test-extension test-cluster extension bench typecheck lint clean install
 
 $(BIN)/python:
 	@echo "==> creating $(VENV) with $(PYTHON)"
@@ -33,6 +33,11 @@ install: $(TEST_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/inboxlens keys init --if-missing
 	$(BIN)/inboxlens serve
+
+# The dashboard and API over a generated mailbox, in a state of its own (no provider, no mail
+# server); prints the sign-in link. `inboxlens demo --remove` deletes it all.
+demo: $(RUN_STAMP)
+	$(BIN)/inboxlens demo
 
 test: $(TEST_STAMP) test-extension
 	$(BIN)/python -m pytest

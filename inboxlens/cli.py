@@ -1,4 +1,4 @@
-"""The ``inboxlens`` command: serve, keys, migrate, doctor.
+"""The ``inboxlens`` command: serve, keys, migrate, doctor, harvest, backup, restore, demo.
 
 Exit status: 0 done; 1 the operation failed (the message says why); 2 a usage
 error; 77 not permitted (another user's state: the message says who may); 78 the
@@ -39,6 +39,12 @@ def _key_id(text: str) -> int:
     return int(text)
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError("a port is a whole number from 1 to 65535")
+    return int(text)
+
+
 def _batch(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 1000:
         raise argparse.ArgumentTypeError("batch is a whole number from 1 to 1000")
@@ -67,6 +73,17 @@ def parser() -> argparse.ArgumentParser:
     rw.add_argument("--batch", type=_batch, default=REWRAP_BATCH, help="tokens per request (1-1000)")
     rv = ks.add_parser("revoke", help="destroy a key's private key once no token needs it")
     rv.add_argument("key_id", type=_key_id)
+    bk = sub.add_parser("backup", help="write the database, token store and keyset (public part) to a new DIR")
+    bk.add_argument("directory", type=Path, metavar="DIR")
+    bk.add_argument("--include-private-keys", action="store_true",
+                    help="also the vault's private keys (DIR/private, 0400): the backup then opens every token")
+    rs = sub.add_parser("restore", help="put a backup back (the service stopped; checks everything first)")
+    rs.add_argument("directory", type=Path, metavar="DIR")
+    rs.add_argument("--force", action="store_true", help="replace a target that is not empty")
+    rs.add_argument("--keys", type=Path, metavar="KEYDIR", help="where the private keys kept apart are")
+    dm = sub.add_parser("demo", help="run the service on a generated mailbox, in a state of its own")
+    dm.add_argument("--port", type=_port, help="the web port (default: web.port)")
+    dm.add_argument("--remove", action="store_true", help="delete the demo and all its data")
     return p
 
 
@@ -150,8 +167,24 @@ def _harvest(config: Config, args: argparse.Namespace) -> int:
     return harvest_once(config, args.account)
 
 
+def _backup(config: Config, args: argparse.Namespace) -> int:
+    from inboxlens.backup import backup
+    return backup(config, args.directory, args.include_private_keys)
+
+
+def _demo(config: Config, args: argparse.Namespace) -> int:
+    from inboxlens.demo import run
+    return run(config, args.port, args.remove)
+
+
+def _restore(config: Config, args: argparse.Namespace) -> int:
+    from inboxlens.restore import restore
+    return restore(config, args.directory, args.force, args.keys)
+
+
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
-    "serve": _serve, "keys": _keys, "migrate": _migrate, "doctor": _doctor, "harvest": _harvest}
+    "serve": _serve, "keys": _keys, "migrate": _migrate, "doctor": _doctor, "harvest": _harvest,
+    "backup": _backup, "restore": _restore, "demo": _demo}
 
 if __name__ == "__main__":
     sys.exit(main())

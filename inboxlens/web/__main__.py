@@ -39,7 +39,7 @@ from inboxlens.metrics.factory import open_metrics
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.vault.client import VaultClient
-from inboxlens.web import accounts, exporter
+from inboxlens.web import accounts, demo, exporter
 from inboxlens.web.app import make_app
 from inboxlens.web.limits import normal
 from inboxlens.web.oauth import Providers
@@ -106,6 +106,8 @@ async def main(channel: child.Channel) -> None:
 
 async def _app(config: Config, pool: asyncpg.Pool) -> web.Application:
     app = make_app()
+    if demo.install(app, config.state_dir):  # only in a demo's own state directory (inboxlens demo)
+        log.warning("demo mode: every answer is marked as demo data; /demo/login signs the demo user in")
     app[VAULT] = VaultClient(config.vault_socket, timeout=VAULT_TIMEOUT)
     app[DB] = pool
     app[SESSIONS] = SessionStore(pool, load_key(config.state_dir / "web" / "session.key"), config.web.session_days)

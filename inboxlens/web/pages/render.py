@@ -24,6 +24,11 @@ def layout(title: str, body: str, *, user_email: str = "", csrf: str = "") -> st
             f"<main><h1>{escape(title)}</h1>{body}</main></body></html>")
 
 
+# On every page of `inboxlens demo` (web/demo.py puts it first in <body>), never elsewhere.
+DEMO_BANNER = ('<div class="demo" role="status" data-demo>Demo data: a generated mailbox, no real mail. '
+               'Remove it with <code>inboxlens demo --remove</code>.</div>')
+
+
 def csrf_field(token: str) -> str:
     return f'<input type="hidden" name="csrf_token" value="{escape(token)}">'
 
@@ -162,6 +167,7 @@ input{font:inherit;padding:.3rem .4rem;margin-right:.4rem}
 .warn{color:#c92a2a}
 .notice{padding:.8rem;background:#ebfbee;border-left:4px solid #2f9e44}
 code.secret{font-size:1.05rem;word-break:break-all;user-select:all}
+.demo{padding:.5rem 1.5rem;background:#fff3bf;color:#5c3c00;border-bottom:2px solid #f08c00;font-weight:600}
 """
 
 # Fills in the browser's time zone on connect links; without JavaScript the server uses UTC.
