@@ -1,6 +1,8 @@
 // The options page: the server URL and API token go straight to the service worker, which
-// keeps them; this page never reads the token back. It asks for the server's origin as an
-// optional host permission (at run time, for that one origin) and tests the connection.
+// keeps them; this page never reads the token back. "Connect" asks the worker to fetch a token
+// through the server's hand-off (lib/handoff.js) instead: this page never sees that one at all.
+// It asks for the server's origin as an optional host permission (at run time, for that one
+// origin) and tests the connection.
 
 import { parseServer } from "./lib/api.js";
 import { el } from "./lib/dom.js";
@@ -59,6 +61,20 @@ $("setup").addEventListener("submit", async (event) => {
                                                    token: $("token").value.trim() });
   $("token").value = "";
   if (!saved?.ok) return show("problem", saved?.reason ?? "That token does not look like an InboxLens token.");
+  const box = await test();
+  if (!(await granted)) {
+    box.append(el("p", `Access to ${parsed.origin} was not granted; InboxLens still works while the server `
+      + "lists this extension in web.cors_origins."));
+  }
+});
+
+$("handoff").addEventListener("click", async () => {
+  const parsed = parseServer($("server").value);
+  if (!parsed.ok) return show("problem", parsed.reason);
+  const granted = askForOrigin(parsed.pattern);
+  show("ok", `Waiting for you to allow InboxLens in the window of ${parsed.origin}…`);
+  const done = await chrome.runtime.sendMessage({ type: "handoff", server: parsed.base });
+  if (!done?.ok) return show("problem", done?.reason ?? "The hand-off failed.");
   const box = await test();
   if (!(await granted)) {
     box.append(el("p", `Access to ${parsed.origin} was not granted; InboxLens still works while the server `

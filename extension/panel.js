@@ -2,7 +2,7 @@
 // state the set-up can be in. Data comes from the service worker; all of it is set as text.
 
 import { el, list, pairs } from "./lib/dom.js";
-import { BUCKETS, checkText, duration, searchLink, suggestions } from "./lib/text.js";
+import { BUCKETS, checkText, duration, messageLink, replyText, suggestions } from "./lib/text.js";
 
 const root = document.getElementById("panel");
 let timer = 0;
@@ -43,16 +43,17 @@ function render(view) {
   const state = view.status?.state;
   if (!view.configured) return GLOBAL.not_configured(view);
   if (GLOBAL[state] && state !== "not_configured") return GLOBAL[state](view);
-  if (!view.selection) {
-    return root.replaceChildren(el("h1", "InboxLens"),
-      el("p", "Click the badge beside a sender in Gmail or Outlook to see what InboxLens knows about them."));
-  }
   const nodes = [];
   if (state === "needs_reconnect" || view.account?.needs_reconnect) {
     const notice = reconnectNotice(view);
-    notice.append(`Your mailbox ${view.account?.address ?? ""} needs reconnecting: InboxLens cannot read new mail. `,
+    const address = view.account?.address ?? view.status?.extra?.address ?? "";
+    notice.append(`Your mailbox ${address} needs reconnecting: InboxLens cannot read new mail. `,
       link(`${view.server}/`, "Reconnect it on the InboxLens server"));
     nodes.push(notice);
+  }
+  if (!view.selection) {
+    return root.replaceChildren(el("h1", "InboxLens"), ...nodes,
+      el("p", "Click the badge beside a sender in Gmail or Outlook to see what InboxLens knows about them."));
   }
   const result = view.result;
   const address = view.selection.address;
@@ -70,11 +71,9 @@ function when(iso) {
 }
 
 function replyRows(replies) {
-  const row = (label, r) => [label, r.median === null ? "no replies yet" : `median ${duration(r.median)}`
-    + ` · ${r.count === 1 ? "1 reply" : `${r.count} replies`} · ${Math.round((r.within_hour ?? 0) * 100)}% within an hour`];
-  return pairs([row("They answer you", replies.theirs), row("You answer them", replies.yours),
-                row("They, in working hours", replies.theirs_business),
-                row("You, in working hours", replies.yours_business)]);
+  return pairs([["They answer you", replyText(replies.theirs)], ["You answer them", replyText(replies.yours)],
+                ["They, in working hours", replyText(replies.theirs_business)],
+                ["You, in working hours", replyText(replies.yours_business)]]);
 }
 
 function buckets(replies) {
@@ -86,12 +85,12 @@ function buckets(replies) {
   return table;
 }
 
-function pending(items, total, site) {
+function pending(items, total, selection) {
   if (total === 0) return [el("p", "None.")];
   const rows = items.map((p) => {
-    const href = searchLink(site, p.correspondent);
-    const li = el("li", `${when(p.sent_at)}, waiting ${duration(p.waiting)} `);
-    if (href) li.append(link(href, "find in Gmail"));
+    const li = el("li", `${when(p.sent_at)}, waiting ${duration(p.waiting)}`, { "data-pending": p.msg_key });
+    const href = messageLink(selection.site, p.message_id, selection.gmailUser ?? 0);
+    if (href) li.append(" ", link(href, "open in Gmail"));
     return li;
   });
   return [el("p", `${total} in all${total > items.length ? `; the ${items.length} oldest:` : ":"}`), list("ul", rows)];
@@ -99,7 +98,6 @@ function pending(items, total, site) {
 
 function card(c, view) {
   const r = c.relationship;
-  const site = view.selection.site;
   const tz = view.account?.time_zone ?? "UTC";
   const said = suggestions(c, tz);
   const out = [
@@ -111,8 +109,8 @@ function card(c, view) {
            ["Last 30 / 90 / 365 days", `${r.last_30} / ${r.last_90} / ${r.last_365}`],
            ["Automated sender", r.automated ? "yes" : "no"]]),
     el("h2", "Reply times"), replyRows(c.replies), buckets(c.replies),
-    el("h2", "You owe a reply"), ...pending(c.owed, c.owed_total, site),
-    el("h2", "Waiting for their reply"), ...pending(c.awaiting, c.awaiting_total, site),
+    el("h2", "You owe a reply"), ...pending(c.owed, c.owed_total, view.selection),
+    el("h2", "Waiting for their reply"), ...pending(c.awaiting, c.awaiting_total, view.selection),
   ];
   out.push(el("h2", "Sender authenticity"));
   if (c.domain) {

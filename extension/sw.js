@@ -1,7 +1,7 @@
 // InboxLens service worker: the one privileged place. It alone reads the API token (from
 // chrome.storage.local), makes every request to the InboxLens server, caches cards for a
-// short TTL, keeps the toolbar badge (owed replies) fresh with the alarms API, and opens the
-// side panel. Content scripts and extension pages talk to it with messages of a fixed shape,
+// short TTL, keeps the toolbar badge (owed replies) fresh with the alarms API, opens the side
+// panel, and runs the token hand-off (lib/handoff.js) when the options page asks for it. Content scripts and extension pages talk to it with messages of a fixed shape,
 // checked on arrival (lib/messages.js); anything else is dropped. Nothing is sent anywhere
 // but the server the user configured.
 
@@ -9,7 +9,9 @@ import {
   CARD_TTL_MS, Gate, ME_TTL_MS, TtlCache, apiUrl, cardPath, classify, isGlobal, nextRefreshMinutes, parseServer,
   pickAccount, toolbarBadge,
 } from "./lib/api.js";
+import { codeFrom, pkce, startUrl, tokenFrom } from "./lib/handoff.js";
 import { check } from "./lib/messages.js";
+import { gmailUser } from "./lib/text.js";
 
 const ALARM = "refresh-owed";
 const cards = new TtlCache(CARD_TTL_MS);
@@ -153,6 +155,36 @@ async function configure(server, token) {
   return { ok: true, server: parsed.base };
 }
 
+/** A token from the server without copy and paste (lib/handoff.js): the user approves in a window of the server. */
+async function handOff(server) {
+  const parsed = parseServer(server);
+  if (!parsed.ok) return { ok: false, reason: parsed.reason };
+  const flow = await pkce();
+  let redirect;
+  try {
+    redirect = await chrome.identity.launchWebAuthFlow({ url: startUrl(parsed.base, flow.state, flow.challenge),
+                                                         interactive: true });
+  } catch (e) {
+    // Chrome's words, e.g. "The user did not approve access." (window closed) or "Authorization page could not
+    // be loaded." (the server did not answer).
+    return { ok: false, reason: `The hand-off through ${parsed.origin} did not finish: ${String(e?.message ?? e)}` };
+  }
+  const got = codeFrom(redirect, chrome.runtime.id, flow.state);
+  if (!got.ok) return got;
+  let response;
+  try {
+    response = await fetch(apiUrl(parsed.base, "/extension/token"), {
+      method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ code: got.code, verifier: flow.verifier }),
+      credentials: "omit", cache: "no-store", redirect: "error",
+    });
+  } catch {
+    return { ok: false, reason: `InboxLens cannot reach ${parsed.origin}: is web.cors_origins set on the server?` };
+  }
+  const answer = tokenFrom(response.status, await response.json().catch(() => null));
+  return answer.ok ? configure(parsed.base, answer.token) : answer;
+}
+
 async function forget() {
   await chrome.storage.local.remove(["server", "token"]);
   cards.clear();
@@ -194,10 +226,12 @@ const HANDLERS = {
   cards: (m) => lookUp(m.addresses, m.account),
   open: async (m, sender) => {
     await chrome.storage.session.set({ selection: { address: m.address, account: m.account,
-                                                    site: siteOf(sender.url), at: Date.now() } });
+                                                    site: siteOf(sender.url), gmailUser: gmailUser(sender.url),
+                                                    at: Date.now() } });
     return { ok: true };
   },
   configure: (m) => configure(m.server, m.token),
+  handoff: (m) => handOff(m.server),
   test: () => testConnection(),
   panel: () => panelView(),
   forget: () => forget(),

@@ -52,9 +52,12 @@ async function refresh(state) {
     state.url = location.href; // another conversation: ask again (the service worker's cache answers)
     state.results.clear();
   }
-  const found = state.site.scan(document, document.title);
+  const found = state.site.scan(document, document.title, location.href);
   if (!found.recognised) {
-    if (!state.warned) console.info("InboxLens: this conversation's markup is not one it knows; doing nothing.");
+    if (!state.warned) {
+      const name = state.site.SITE;
+      console.info(`InboxLens: this ${name} page's markup is not one it knows (see sites/${name}.js); doing nothing.`);
+    }
     state.warned = true;
     return;
   }

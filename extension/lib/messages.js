@@ -15,6 +15,7 @@ const SHAPES = {
   open: { address: "address", account: "hint" },
   // from the extension's own pages (options, side panel)
   configure: { server: "text", token: "token" },
+  handoff: { server: "text" },
   test: {},
   panel: {},
   forget: {},

@@ -110,9 +110,31 @@ export function checkText(count) {
   return `${count.passed} of ${count.checked} passed (${Math.round((100 * count.passed) / count.checked)}%)`;
 }
 
-/** A link to the message in the mail app, where the app has one we can build from what we know. */
-export function searchLink(site, address) {
-  if (site === "gmail") return `https://mail.google.com/mail/u/0/#search/${encodeURIComponent(`from:${address}`)}`;
-  if (site === "outlook") return null;
-  return null;
+/** Gmail's link to one message: its search by Message-ID (RFC 5322, angle brackets dropped), in the Gmail
+ *  account the click came from (/mail/u/<n>/). Outlook on the web has no documented URL that finds a message by
+ *  its Message-ID (its deeplinks open compose or an item by Exchange id, which the server does not know), so
+ *  Outlook, an unknown site or an item without a Message-ID (an older server) gets no link. */
+export function messageLink(site, messageId, gmailUser = 0) {
+  if (site !== "gmail" || typeof messageId !== "string") return null;
+  const id = messageId.trim().replace(/^<(.*)>$/, "$1");
+  if (id.length === 0 || id.length > 998) return null;
+  if (!Number.isInteger(gmailUser) || gmailUser < 0 || gmailUser > 99) return null;
+  return `https://mail.google.com/mail/u/${gmailUser}/#search/rfc822msgid:${encodeURIComponent(id)}`;
+}
+
+/** Which of the browser's Gmail accounts a mail page shows: the n of https://mail.google.com/mail/u/<n>/. */
+export function gmailUser(url) {
+  const match = /^https:\/\/mail\.google\.com\/mail\/u\/(\d{1,2})\//.exec(String(url ?? ""));
+  return match ? Number(match[1]) : 0;
+}
+
+/** One line of reply times: the median, the 90th percentile when the server sends it (older ones do not),
+ *  how many replies, and the share within an hour. */
+export function replyText(r) {
+  if (!r || r.median === null || r.median === undefined) return "no replies yet";
+  const parts = [`median ${duration(r.median)}`];
+  if (typeof r.p90 === "number") parts.push(`90% within ${duration(r.p90)}`);
+  parts.push(r.count === 1 ? "1 reply" : `${r.count} replies`);
+  parts.push(`${Math.round((r.within_hour ?? 0) * 100)}% within an hour`);
+  return parts.join(" · ");
 }

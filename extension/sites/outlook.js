@@ -1,5 +1,9 @@
 // Outlook on the web's reading pane and compose markup: the one place that knows it.
 //
+// UNVERIFIED: none of this has been checked against live Outlook on the web (it cannot be reached
+// from where the extension is built and tested); the fixture page (test/fixtures/outlook.html)
+// reproduces what the sources below describe, nothing more. Expect to adjust it at the first real look.
+//
 // Where these selectors come from (read, not copied; OWA could not be loaded from here):
 // - The reading pane is `#ReadingPaneContainerId` (FlowCrypt-style webmail content scripts
 //   found with the search tool use it as their `editor` root) or, in the newer OWA,
@@ -11,7 +15,10 @@
 //   `aria-label^="To:"` / `aria-label^="Cc:"`, each recipient a `span` with the address in
 //   `title` or text. Compose: the recipient wells are `[role=textbox][aria-label=To]` /
 //   `[aria-label=Cc]`, each resolved recipient a `span[title*="@"]`.
-// Unknown markup (a reading pane with no recognisable sender) means doing nothing.
+// - An open message has its own URL, .../mail/<folder>/id/<item id> (OWA's address bar, as quoted in
+//   Microsoft's support answers and in public userscripts): when the URL says a message is open but no
+//   message region with a sender is found, the markup is unrecognised.
+// Unknown markup means doing nothing; the content script says so once in the console.
 
 import { fromText } from "../lib/addresses.js";
 
@@ -31,7 +38,10 @@ function addressOf(el) {
   return fromText(el.getAttribute("title")) ?? fromText(el.textContent);
 }
 
-export function scan(root) {
+const OPEN_ITEM = /\/mail\/(?:[^?#]*\/)?id\/[^/?#]+/;
+
+/** What the page shows; `url` (location.href) tells whether a message should be open. */
+export function scan(root, title = "", url = "") {
   const messages = [];
   for (const pane of root.querySelectorAll(SELECTORS.pane)) {
     for (const message of pane.querySelectorAll(SELECTORS.message)) {
@@ -48,6 +58,12 @@ export function scan(root) {
     const recipients = [...dialog.querySelectorAll(SELECTORS.composeRecipient)].map(addressOf).filter(Boolean);
     compose.push({ anchor: dialog, recipients: [...new Set(recipients)] });
   }
-  const conversation = root.querySelector(SELECTORS.message) !== null;
+  let path = "";
+  try {
+    path = new URL(url).pathname;
+  } catch {
+    path = "";
+  }
+  const conversation = root.querySelector(SELECTORS.message) !== null || OPEN_ITEM.test(path);
   return { conversation, recognised: !conversation || messages.length > 0, messages, compose, account: null };
 }

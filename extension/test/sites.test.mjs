@@ -85,3 +85,14 @@ test("addresses: what counts as one", () => {
     assert.equal(isAddress(bad), false, bad);
   }
 });
+
+test("outlook: a message open by its URL with no message region found is unrecognised; the inbox alone is not", () => {
+  const empty = parse('<div id="ReadingPaneContainerId"><div>Select an item to read</div></div>');
+  assert.equal(outlook.scan(empty, "", "https://outlook.office.com/mail/inbox/id/AAQkADAwATM0MDAAMS1iNTcw").recognised,
+    false);
+  assert.equal(outlook.scan(empty, "", "https://outlook.office.com/mail/inbox").recognised, true);
+  assert.equal(outlook.scan(empty, "", "not a url").recognised, true);
+  const found = outlook.scan(fixture("outlook.html"), "", "https://outlook.live.com/mail/0/inbox/id/AQMk%3D");
+  assert.equal(found.recognised, true);
+  assert.equal(found.messages.length, 2);
+});

@@ -40,7 +40,7 @@ test("shadow roots are closed", () => {
 
 test("the manifest asks for the least, and its key gives the documented id", () => {
   const manifest = JSON.parse(readFileSync(new URL("manifest.json", ROOT), "utf8"));
-  assert.deepEqual(manifest.permissions, ["storage", "alarms", "sidePanel"]);
+  assert.deepEqual(manifest.permissions, ["storage", "alarms", "sidePanel", "identity"]); // identity: the token hand-off
   assert.equal(manifest.host_permissions, undefined);
   assert.ok(!JSON.stringify(manifest).includes("<all_urls>"));
   const der = Buffer.from(manifest.key, "base64");

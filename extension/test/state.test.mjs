@@ -5,7 +5,9 @@ import {
   Gate, TtlCache, cardPath, classify, nextRefreshMinutes, parseServer, pickAccount, retryAfterMs, toolbarBadge,
 } from "../lib/api.js";
 import { check, senderKind } from "../lib/messages.js";
-import { badgeText, busiestHours, composeLine, duration, flagged, suggestions } from "../lib/text.js";
+import {
+  badgeText, busiestHours, composeLine, duration, flagged, gmailUser, messageLink, replyText, suggestions,
+} from "../lib/text.js";
 
 const ID = "kedfbmhakcljommjfnkjpndeifbjneie";
 const gmailTab = { id: ID, url: "https://mail.google.com/mail/u/0/#inbox", tab: { id: 7 }, frameId: 0 };
@@ -152,4 +154,26 @@ test("words: suggestions from hours, owed and flags", () => {
   ]);
   assert.equal(flagged({ state: "ok", address: "bob@friends.test", card: card({ flags }) }), true);
   assert.equal(flagged({ state: "ok", address: "carol@friends.test", card: card({ flags }) }), false);
+});
+
+test("reply times: the 90th percentile when the server sends it, nothing in its place when it does not", () => {
+  const r = { count: 3, median: 7200, p90: 8 * 86400, within_hour: 1 / 3, buckets: [1, 1, 0, 0, 0, 1] };
+  assert.equal(replyText(r), "median ~2 h · 90% within ~8 days · 3 replies · 33% within an hour");
+  assert.equal(replyText({ ...r, p90: null }), "median ~2 h · 3 replies · 33% within an hour");
+  const older = { count: 1, median: 120, within_hour: 1, buckets: [1, 0, 0, 0, 0, 0] }; // no p90 key at all
+  assert.equal(replyText(older), "median ~2 min · 1 reply · 100% within an hour");
+  assert.equal(replyText({ count: 0, median: null, p90: null, within_hour: null }), "no replies yet");
+});
+
+test("a message's link: Gmail's rfc822msgid search, escaped, in the page's Gmail account; none elsewhere", () => {
+  assert.equal(messageLink("gmail", "b1@friends.test"),
+    "https://mail.google.com/mail/u/0/#search/rfc822msgid:b1%40friends.test");
+  assert.equal(messageLink("gmail", "<a+b/c?d#e&f@x.test>", 2),
+    "https://mail.google.com/mail/u/2/#search/rfc822msgid:a%2Bb%2Fc%3Fd%23e%26f%40x.test");
+  assert.equal(messageLink("outlook", "b1@friends.test"), null);
+  for (const missing of [undefined, null, "", 42, "x".repeat(999)]) assert.equal(messageLink("gmail", missing), null);
+  assert.equal(messageLink("gmail", "b1@friends.test", -1), null);
+  assert.equal(gmailUser("https://mail.google.com/mail/u/3/#inbox"), 3);
+  assert.equal(gmailUser("https://mail.google.com/mail/#inbox"), 0);
+  assert.equal(gmailUser("https://evil.test/mail/u/5/"), 0);
 });

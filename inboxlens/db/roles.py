@@ -55,6 +55,7 @@ TABLES: dict[str, Access] = {
         harvest="SELECT (id, address, provider, time_zone, status), UPDATE (status, last_sync_at)"),
     "web_sessions": Access(web="SELECT, INSERT, UPDATE, DELETE", harvest=""),
     "api_tokens": Access(web="SELECT, INSERT, UPDATE (last_used_at), DELETE", harvest=""),
+    "extension_handoffs": Access(web="SELECT, INSERT, DELETE", harvest=""),  # web/handoff.py's one-time codes
     # Web may rewrite a detail (a disconnected mailbox's address becomes a keyed hash), never delete.
     "audit_events": Access(web="SELECT, INSERT, UPDATE (detail)", harvest=""),
     "schema_migrations": Access(web="", harvest=""),  # the migrations' owner only

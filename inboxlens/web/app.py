@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from inboxlens.errors import VaultError
-from inboxlens.web import health
+from inboxlens.web import handoff, health
 from inboxlens.web.exporter import REQUEST_METRICS, RequestMetrics
 from inboxlens.web.limits import anonymous
 from inboxlens.web.pages import dashboard, render as pages, views
@@ -134,6 +134,7 @@ def make_app() -> web.Application:
     r.add_get("/settings", views.settings)
     r.add_post("/settings/tokens", views.create_token)
     r.add_post("/settings/tokens/{token_id}/revoke", views.revoke_token)
+    handoff.add_routes(app)
     app.add_subapp(API_PREFIX, make_api())
     dashboard.add_routes(app)
     return app

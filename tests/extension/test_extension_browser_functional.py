@@ -18,7 +18,12 @@ its options page as a user would, then:
    and in the side panel (opened as a tab), and the toolbar badge turns from the owed count to "!";
 6. the service worker, the options page and the panel log no error and no CSP violation;
 7. a card is asked for at most once per address within its TTL, reloads and the other site
-   included, and never for the mailbox's own address.
+   included, and never for the mailbox's own address;
+8. a click on a badge opens the real side panel (chrome.sidePanel.open) with that sender's card; the
+   card's reply times carry their 90th percentile and each owed or awaiting message links to Gmail's
+   rfc822msgid: search, where the server's card has p90 and message_id.
+429, an unreachable server and a mailbox that needs reconnecting: test_extension_states_browser_functional.py;
+the token hand-off: test_extension_handoff_browser_functional.py.
 
 Screenshots of the page with its badges and of the panel go to docs/img/ for the README
 (with INBOXLENS_SCREENSHOTS=1).
@@ -40,7 +45,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 import pytest
@@ -109,6 +114,16 @@ def badge_words(status: int, body: Any) -> str:
     return " · ".join(parts)
 
 
+URI_COMPONENT_SAFE = "-_.!~*'()"  # what JavaScript's encodeURIComponent leaves as it is
+
+
+def gmail_link(message_id: str | None) -> str | None:
+    """lib/text.js messageLink for Gmail's first account (a pair of angle brackets around the id dropped)."""
+    bare = re.sub(r"^<(.*)>$", r"\1", (message_id or "").strip())
+    return f"https://mail.google.com/mail/u/0/#search/rfc822msgid:{quote(bare, safe=URI_COMPONENT_SAFE)}" \
+        if bare else None
+
+
 def mail(account: int, now: datetime) -> tuple[list[Any], list[Any]]:
     """Two folds: the history, then one message from CEO that fails checks corp.test usually passes."""
     first = [raw(account, ALICE, "<b1@friends.test>", now - timedelta(days=10), received_from=BOB),
@@ -162,7 +177,8 @@ async def mail_site(directory: Path) -> AsyncIterator[int]:
 def chromium_with_extension(port: int) -> AbstractAsyncContextManager[DevTools]:
     """Headless chromium, fresh profile, the unpacked extension loaded, the mail hosts mapped to `port`."""
     return chromium("UTC", f"--load-extension={EXTENSION}", "--ignore-certificate-errors",
-                    f"--host-resolver-rules=MAP mail.google.com 127.0.0.1:{port}, MAP outlook.office.com 127.0.0.1:{port}",
+                    f"--host-resolver-rules=MAP mail.google.com 127.0.0.1:{port}, "
+                    f"MAP outlook.office.com 127.0.0.1:{port}",
                     "--remote-debugging-address=127.0.0.1", headless="--headless=new")
 
 
@@ -180,7 +196,20 @@ async def service_worker(cdp: DevTools) -> Page:
     return worker
 
 
-async def until(check: Callable[[], Awaitable[T]], what: str, timeout: float = STEP) -> T:
+async def side_panel(cdp: DevTools) -> Page:
+    """The side panel chrome.sidePanel.open opened (not a tab of the test's), attached."""
+    async def opened() -> str | None:
+        targets = (await cdp.send("Target.getTargets"))["targetInfos"]
+        return next((t["targetId"] for t in targets if t["url"] == f"{ORIGIN}/panel.html" and not t["attached"]),
+                    None)
+
+    target = await until(opened, "the side panel")
+    page = Page(cdp, (await cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True}))["sessionId"])
+    await page.send("Runtime.enable")
+    return page
+
+
+async def until(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = STEP) -> T:
     """`check()` until it gives something true, for at most `timeout` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -414,6 +443,11 @@ async def test_the_extension_in_gmail_against_the_server(stack: Stack, tmp_path:
             await until(bob_first, "the first conversation again")
             await gmail.send("Page.bringToFront")  # input to a background tab waits for a frame too
             await gmail.click("span[data-inboxlens=badge]")
+            # The click opened the real side panel (chrome.sidePanel.open, in the click's user gesture): a page
+            # target at panel.html. It shows Bob's card; the rest is read from a tab of its own (sized, in front).
+            side = await side_panel(cdp)
+            assert await until(lambda: side.evaluate("document.querySelector('#panel h1')?.textContent"),
+                               "the side panel's heading") == BOB
             panel = await open_tab(cdp)
             panel_start = cdp.mark()
             await panel.goto(f"{ORIGIN}/panel.html")
@@ -422,6 +456,23 @@ async def test_the_extension_in_gmail_against_the_server(stack: Stack, tmp_path:
             assert heading == BOB
             text = await panel.evaluate("document.getElementById('panel').innerText")
             assert "Suggestions" in text and "You owe a reply" in text, text
+            # Reply times with their 90th percentile, and each owed or awaiting message linked to Gmail's search
+            # by its Message-ID: both where the server's card has them (older servers send neither).
+            async with aiohttp.ClientSession(stack.web.url) as client:
+                _, bobs = await api(client, "GET", f"/accounts/{alice}/correspondents/{BOB}", token)
+            for label, key in (("They answer you", "theirs"), ("You answer them", "yours")):
+                said = await panel.evaluate(
+                    f"[...document.querySelectorAll('#panel dt')].find(d => d.textContent === {label!r})"
+                    ".nextElementSibling.textContent")
+                p90 = bobs["card"]["replies"][key].get("p90")
+                assert said.startswith(f"median {duration(bobs['card']['replies'][key]['median'])} · "), said
+                assert (f" · 90% within {duration(p90)} · " in said) == (p90 is not None), (said, p90)
+            links = await panel.evaluate("[...document.querySelectorAll('#panel li[data-pending]')]"
+                                         ".map(li => li.querySelector('a')?.href ?? null)")
+            pending = [*bobs["card"]["owed"], *bobs["card"]["awaiting"]]
+            assert links == [gmail_link(p.get("message_id")) for p in pending], links
+            if "message_id" in bobs["card"]["owed"][0]:  # the server has Message-IDs: Bob's b2 is linked
+                assert links[0] == "https://mail.google.com/mail/u/0/#search/rfc822msgid:b2%40friends.test"
             await panel.send("Emulation.setDeviceMetricsOverride", {"width": 420, "height": 900,
                                                                     "deviceScaleFactor": 1, "mobile": False})
             await panel.send("Page.bringToFront")

@@ -22,6 +22,7 @@ def test_the_settings_page_shows_the_cors_line_for_the_manifest_key() -> None:
     assert extension_id(key) == render.EXTENSION_ID
     page = render.settings([], "csrf", None)
     assert f'cors_origins = ["chrome-extension://{render.EXTENSION_ID}"]' in page
+    assert "<p data-handoff>" in page and "<strong>Connect</strong>" in page  # the paste-free way, named
 
 
 def test_the_manifest_holds_a_public_key_only() -> None:

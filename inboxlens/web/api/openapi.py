@@ -201,6 +201,22 @@ PATHS: dict[str, Schema] = {
         "disconnect", with_account({"address": TEXT, "revocation": {
             "type": "string", "enum": ["revoked", "not_supported", "failed", "no_token"]},
             "deleted": {"type": "object", "additionalProperties": COUNT}}), None, "403:CsrfFailed")},
+    "/extension/token": {"post": {
+        "summary": "The browser extension's hand-off: a one-time code and its PKCE verifier for a new API token "
+                   "(docs/api.md)", "operationId": "extension_token", "security": [],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": obj({
+            "code": {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"},
+            "verifier": {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"}})}}},
+        "responses": {"201": answer(obj({"token": TEXT, "name": TEXT}), "The new API token, shown this once"),
+                      **{code: {"description": text, "content": {"application/json": {"schema": ref("Error")}}}
+                         for code, text in [
+                             ("400", "invalid_grant: unknown, expired or used code, or the wrong verifier; "
+                                     "bad_request: not that JSON shape"),
+                             ("403", "origin_not_allowed: sent from a page other than the extension"),
+                             ("409", "too_many_tokens: the user has as many API tokens as allowed"),
+                             ("415", "unsupported_media_type: the body is not JSON")]},
+                      "429": {"$ref": "#/components/responses/RateLimited"},
+                      "500": {"$ref": "#/components/responses/ServerError"}}}},
 }
 
 DOCUMENT: Schema = {

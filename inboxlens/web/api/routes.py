@@ -17,14 +17,14 @@ import math
 from aiohttp import web
 
 from inboxlens.web.api import views as api_views, openapi
-from inboxlens.web import tokens
+from inboxlens.web import handoff, tokens
 from inboxlens.web.api.errors import ApiError, Handler, errors
 from inboxlens.web.api.cors import cors
 from inboxlens.web.state import API_LIMITER, CALLER, DB, Caller, current_session
 from inboxlens.web.pages.views import csrf_ok
 
 PREFIX = "/api/v1"
-PUBLIC = frozenset({"openapi"})  # route names that need no caller
+PUBLIC = frozenset({"openapi", "extension_token"})  # route names that need no caller (the code is the credential)
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="inboxlens"'}
 
@@ -89,4 +89,5 @@ def make_api() -> web.Application:
     r.add_get("/accounts/{account_id}/senders", api_views.senders, name="senders", **get)
     r.add_post("/accounts/{account_id}/sync", api_views.sync, name="sync")
     r.add_delete("/accounts/{account_id}", api_views.disconnect, name="disconnect")
+    r.add_post("/extension/token", handoff.exchange, name="extension_token")
     return api

@@ -120,6 +120,9 @@ def settings(listed: list[TokenInfo], csrf: str, created: tuple[str, str] | None
             "revoke it when a device is lost.</p>"
             "<p>To let the InboxLens browser extension call this server, the configuration's <code>[web]</code> "
             f'section needs: <code data-cors-line>cors_origins = ["chrome-extension://{EXTENSION_ID}"]</code></p>'
+            "<p data-handoff>No need to copy a token into the extension: in its settings, type this server's "
+            "address and click <strong>Connect</strong>. A window of this site asks you to allow it, and the "
+            "extension receives a token of its own (listed below as \"Browser extension\").</p>"
             "<table><thead><tr><th>Name</th><th>Created</th><th>Last used</th><th></th></tr></thead>"
             f"<tbody>{rows}</tbody></table>"
             f'<h2>New token</h2><form method="post" action="/settings/tokens">{csrf_field(csrf)}'
