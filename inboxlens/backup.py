@@ -51,7 +51,7 @@ import asyncpg
 from inboxlens import paths
 from inboxlens.config.schema import Config
 from inboxlens.db.embedded import EmbeddedPostgres, PostgresBinariesMissing, postgres_bin
-from inboxlens.errors import InboxLensError
+from inboxlens.service_errors import BackupError
 from inboxlens.supervisor.plan import USERS, Plan, make_plan, prepare_directories
 from inboxlens.vault.keyset import KEYSET_FILE, LOCK_FILE, REVOKED, KeysetLock
 from inboxlens.vault.store.postgres import SCHEMA as VAULT_SCHEMA
@@ -65,10 +65,6 @@ PRIVATE = "private"
 SESSION_KEY = "session.key"
 EX_NOPERM = 77
 TOOL_TIMEOUT = 3600.0  # seconds for one pg_dump/pg_restore/psql run: large databases take a while
-
-
-class BackupError(InboxLensError):
-    """A backup cannot be made, or a backup directory cannot be restored; the message says why."""
 
 
 # -- who may ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
     ├── PgError *               the embedded or configured PostgreSQL cannot be used
     ├── MetricsUnavailable *    the world's fault: the metrics store cannot be reached or timed out
     ├── AccountNotFound *       the caller's mistake: it named an account the metrics store does not have
+    ├── BackupError *           a backup cannot be made or restored (``inboxlens backup``, ``restore``)
     ├── LeaseLost *             the world's doing: another harvest process holds the account's lease now
     ├── MailError *             talking to an IMAP server
     │   ├── MailServerError *       the world's fault: unreachable, failed, broke the protocol or a limit
@@ -27,8 +28,7 @@
             ├── CannotOpen          the sealed token cannot be opened (opaque)
             └── Conflict            the operation conflicts with state (e.g. revoking a key in use)
 
-``*``: in ``inboxlens.service_errors``, which the vault, raising none of them, never loads.
-Messages never carry a token, key or secret.
+``*``: in ``inboxlens.service_errors`` (the vault never loads it). No message carries a token, key or secret.
 """
 
 from __future__ import annotations

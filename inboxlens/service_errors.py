@@ -22,6 +22,10 @@ class AccountNotFound(InboxLensError, LookupError):
     """The caller named an account the metrics store has nothing for (or that was deleted meanwhile)."""
 
 
+class BackupError(InboxLensError):
+    """A backup cannot be made, or a backup directory cannot be restored; the message says why."""
+
+
 class LeaseLost(InboxLensError):
     """Another harvest process holds the account now; stop working it."""
 

@@ -111,6 +111,26 @@ def test_no_traceback_where_the_state_is_out_of_reach(roots_state: Path, args: t
         assert "vault.admin_uid" in lines[-1], result.stderr
 
 
+# Commands that need no vault: each fails in one line, for its own reason (backup, restore: who may;
+# as root without capabilities, what is missing; demo: where its state cannot go).
+OTHER_COMMANDS = [("backup", "{base}/new-backup"), ("restore", "{base}"), ("demo",)]
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="runs commands as others (setpriv)")
+@pytest.mark.parametrize("how", ["unprivileged user", "root without capabilities"])
+@pytest.mark.parametrize("args", OTHER_COMMANDS, ids=lambda a: a[0])
+def test_no_traceback_from_the_other_commands_either(roots_state: Path, args: tuple[str, ...], how: str):
+    result = as_outsider(roots_state, tuple(a.format(base=roots_state) for a in args), how)
+    assert result.returncode not in (0, None), result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("inboxlens"), result.stderr
+    if how == "unprivileged user":
+        assert "root" in lines[-1], result.stderr
+    assert not (roots_state / "new-backup").exists()
+
+
 def test_version(tmp_path: Path):
     result = inboxlens(tmp_path, "--version")
     assert result.returncode == 0 and result.stdout.startswith("inboxlens ") and result.stdout.split()[1][0].isdigit()
