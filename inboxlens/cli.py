@@ -73,6 +73,11 @@ def parser() -> argparse.ArgumentParser:
     rw.add_argument("--batch", type=_batch, default=REWRAP_BATCH, help="tokens per request (1-1000)")
     rv = ks.add_parser("revoke", help="destroy a key's private key once no token needs it")
     rv.add_argument("key_id", type=_key_id)
+    ex = ks.add_parser("export", help="write this node's keyset and web's cookie-signing key to a new DIR (root)")
+    ex.add_argument("directory", type=Path, metavar="DIR")
+    im = ks.add_parser("import", help="install another node's export here (root; this node's vault stopped)")
+    im.add_argument("directory", type=Path, metavar="DIR")
+    im.add_argument("--force", action="store_true", help="replace a keyset or cookie key that is not this node's")
     bk = sub.add_parser("backup", help="write the database, token store and keyset (public part) to a new DIR")
     bk.add_argument("directory", type=Path, metavar="DIR")
     bk.add_argument("--include-private-keys", action="store_true",
@@ -119,6 +124,10 @@ def _keys(config: Config, args: argparse.Namespace) -> int:
     from inboxlens.vault import admin as keys
     if args.action == "init":
         return keys.init(config, args.if_missing)
+    if args.action in ("export", "import"):
+        from inboxlens.vault import nodekeys
+        return nodekeys.export(config, args.directory) if args.action == "export" else \
+            nodekeys.import_(config, args.directory, args.force)
     actions: dict[str, Callable[[keys.Admin], object]] = {
         "list": keys.list_keys,
         "status": keys.show_status,

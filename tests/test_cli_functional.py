@@ -111,15 +111,16 @@ def test_no_traceback_where_the_state_is_out_of_reach(roots_state: Path, args: t
         assert "vault.admin_uid" in lines[-1], result.stderr
 
 
-# Commands that need no vault: each fails in one line, for its own reason (backup, restore: who may;
-# as root without capabilities, what is missing; demo: where its state cannot go).
-OTHER_COMMANDS = [("backup", "{base}/new-backup"), ("restore", "{base}"), ("demo",)]
+# Commands that do not go through the vault: each fails in one line, for its own reason (who may;
+# as root without capabilities, what it cannot read or what is missing; demo: where its state cannot go).
+OTHER_COMMANDS = [("backup", "{base}/new-backup"), ("restore", "{base}"), ("demo",),
+                  ("keys", "export", "{base}/new-backup"), ("keys", "import", "{base}")]
 
 
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="runs commands as others (setpriv)")
 @pytest.mark.parametrize("how", ["unprivileged user", "root without capabilities"])
-@pytest.mark.parametrize("args", OTHER_COMMANDS, ids=lambda a: a[0])
+@pytest.mark.parametrize("args", OTHER_COMMANDS, ids=lambda a: " ".join(a[:2]).replace("{base}", "DIR"))
 def test_no_traceback_from_the_other_commands_either(roots_state: Path, args: tuple[str, ...], how: str):
     result = as_outsider(roots_state, tuple(a.format(base=roots_state) for a in args), how)
     assert result.returncode not in (0, None), result.stdout + result.stderr

@@ -189,7 +189,11 @@ async def rotate(admin: Admin) -> int:
 
 async def rewrap(admin: Admin, batch: int = REWRAP_BATCH,
                  progress: Callable[[int, int], None] | None = None) -> int:
-    """Re-seal every token under the primary key, a batch at a time; safe to interrupt and rerun."""
+    """Re-seal every token under the primary key, a batch at a time; safe to interrupt and rerun.
+
+    Another node may rewrap the same store at once (each swap is a compare-and-set, so a token
+    is re-sealed once): a step that swapped nothing goes on while the count left still falls.
+    """
     first = await admin.rewrap(batch)
     done, failed = first["rewrapped"], list(first["failed"])
     total = done + len(failed) + first["remaining"]
@@ -199,17 +203,25 @@ async def rewrap(admin: Admin, batch: int = REWRAP_BATCH,
     remaining = first["remaining"]
     while remaining > len(failed):
         step = await admin.rewrap(batch)
-        if not step["rewrapped"] and set(step["failed"]) <= set(failed):
-            break  # only tokens that cannot be opened are left
+        if not step["rewrapped"] and step["remaining"] >= remaining and set(step["failed"]) <= set(failed):
+            break  # no progress, here or elsewhere: only tokens that cannot be opened are left, or new ones keep coming
         done += step["rewrapped"]
         failed = sorted(set(failed) | set(step["failed"]))
         remaining = step["remaining"]
-        report(done, total)
+        report(total - remaining + len(failed), total)
     bar.finish()
+    return _rewrapped(done, failed, remaining, first["primary"])
+
+
+def _rewrapped(done: int, failed: list[str], remaining: int, primary: int) -> int:
     if failed:
         print(f"rewrap: {done} re-sealed; {len(failed)} cannot be opened and were left: {', '.join(failed[:10])}")
         return 1
-    print(f"rewrap: {done} token(s) re-sealed under key {first['primary']}; none left under older keys")
+    if remaining:
+        print(f"rewrap: {done} re-sealed; {remaining} are sealed under older keys again: a node that does not have "
+              f"key {primary} yet seals under its old primary ('inboxlens keys import' there), then run rewrap again")
+        return 1
+    print(f"rewrap: {done} token(s) re-sealed under key {primary}; none left under older keys")
     return 0
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import asyncpg
 
+from inboxlens.errors import StartError
+
 COOKIE = "inboxlens_session"
 KEY_BYTES = 32
 MAX_COOKIE = 200
@@ -44,14 +46,26 @@ class Session:
 
 
 def load_key(path: Path) -> bytes:
-    """The cookie-signing key, made on first use (0600, in the web's own state directory)."""
+    """The cookie-signing key, made on first use (0600, in the web's own state directory).
+
+    One that is there but damaged or unreadable stops web rather than being replaced: several
+    nodes share one key (``inboxlens keys import``), and a new one would end every session.
+    """
     try:
         with open(path, "rb") as f:
-            key = f.read()
-        if len(key) == KEY_BYTES:
-            return key
+            key = f.read(KEY_BYTES + 1)
     except FileNotFoundError:
-        pass
+        return _new_key(path)
+    except PermissionError:
+        raise StartError(f"web's cookie-signing key {path} is not readable by uid {os.getuid()}") from None
+    if len(key) != KEY_BYTES:
+        raise StartError(f"web's cookie-signing key {path} is damaged (not {KEY_BYTES} bytes): put back a copy "
+                         "('inboxlens keys import' from another node) or delete it to make a new one (every "
+                         "session ends)")
+    return key
+
+
+def _new_key(path: Path) -> bytes:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = secrets.token_bytes(KEY_BYTES)
     tmp = path.with_name(f".{path.name}.tmp")
