@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+CAP_CHOWN = 0
+PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 CAP_LAST_CAP = Path("/proc/sys/kernel/cap_last_cap")
@@ -33,10 +35,17 @@ class ConfineError(OSError):
     """A prctl the confinement needs failed."""
 
 
-def prctl(option: int, value: int) -> None:
-    if _libc.prctl(option, value, 0, 0, 0) != 0:
+def prctl(option: int, value: int) -> int:
+    result: int = _libc.prctl(option, value, 0, 0, 0)
+    if result < 0:
         errno = ctypes.get_errno()
         raise ConfineError(errno, f"prctl({option}, {value}) failed: {os.strerror(errno)}")
+    return result
+
+
+def in_bounding_set(capability: int) -> bool:
+    """Whether this process may still hold ``capability`` (the systemd unit's CapabilityBoundingSet= removes some)."""
+    return prctl(PR_CAPBSET_READ, capability) == 1
 
 
 def drop_bounding_set() -> None:

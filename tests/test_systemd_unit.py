@@ -2,7 +2,7 @@
 hardening regression test.
 
 The exposure score is systemd's own (``systemd-analyze security --offline=yes``, systemd 252
-on Debian 12, where it was measured at 2.3; Debian's dovecot.service scores 8.7 and
+on Debian 12, where it was measured at 2.0; Debian's dovecot.service scores 8.7 and
 postgresql@.service 9.6, see docs/systemd.md). Loosening the unit makes these tests fail.
 """
 
@@ -18,27 +18,28 @@ from pathlib import Path
 
 import pytest
 
+from inboxlens import cli
 from inboxlens.supervisor import plan as supervisor
+from inboxlens.supervisor import prepare
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 UNIT = CONFIG / "inboxlens.service"
 SYSUSERS = CONFIG / "inboxlens.sysusers"
+CONFIG_FILE = Path("/etc/inboxlens/inboxlens.toml")
 
-# Measured with systemd 252: 2.3. --threshold takes tenths and fails only strictly above.
-MAX_EXPOSURE = 2.3
-# Exactly what the root supervisor needs (docs/systemd.md says why each one).
-CAPABILITIES = {"CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_READ_SEARCH", "CAP_KILL",
-                "CAP_SETPCAP"}
+# Measured with systemd 252: 2.0. --threshold takes tenths and fails only strictly above.
+MAX_EXPOSURE = 2.0
+# Exactly what the root supervisor needs (docs/systemd.md says why each one); chown/chmod run
+# before it, in ExecStartPre=+ (tests/test_systemd_sandbox_functional.py runs serve with only these).
+CAPABILITIES = {"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL"}
 
 # The only checks systemd-analyze may still flag, each because the process model needs it.
 ACCEPTED_EXPOSURES = {
     "UserOrDynamicUser": "the supervisor starts as root to drop each child to its own user",
     "PrivateUsers": "a user namespace would map away the children's real uids",
     "CapabilityBoundingSet_CAP_SET_UID_GID_PCAP": "setuid/setgid/setgroups in each child; SETPCAP empties its bounding set",
-    "CapabilityBoundingSet_CAP_CHOWN_FSETID_SETFCAP": "CAP_CHOWN: hand vault/ and pg/ to their users",
-    "CapabilityBoundingSet_CAP_DAC_FOWNER_IPC_OWNER": "CAP_FOWNER (chmod them), CAP_DAC_READ_SEARCH (reach PostgreSQL)",
     "CapabilityBoundingSet_CAP_KILL": "signal children running under other uids",
-    "SystemCallFilter_privileged": "@setuid and @chown are part of @privileged",
+    "SystemCallFilter_privileged": "@setuid is part of @privileged",
     "RestrictAddressFamilies_AF_UNIX": "vault socket, PostgreSQL socket, sd_notify",
     "RestrictAddressFamilies_AF_INET_INET6": "web on 127.0.0.1:8080, HTTPS to OAuth providers, IMAPS",
     "PrivateNetwork": "outbound HTTPS and IMAPS",
@@ -138,10 +139,26 @@ def test_execstart_runs_inboxlens_serve() -> None:
     assert len(starts) == 1, f"exactly one ExecStart= expected, got {starts}"
     argv = shlex.split(starts[0].lstrip("@-:+!"))
     assert Path(argv[0]).name == "inboxlens" and Path(argv[0]).is_absolute(), argv
-    assert argv[1] == "serve", argv
-    assert argv[argv.index("--config") + 1] == "/etc/inboxlens/inboxlens.toml", argv
+    args = cli.parser().parse_args(argv[1:])  # the real command line parser: an unknown option exits here
+    assert args.command == "serve", argv
+    assert args.config == CONFIG_FILE, argv
     # The main process is the supervisor: it starts as root to drop each child to its own user.
     assert not values(service, "User") and not values(service, "DynamicUser")
+
+
+def test_directories_are_prepared_before_serve_with_full_root() -> None:
+    """serve has no CAP_CHOWN/CAP_FOWNER: the '+' ExecStartPre= (no sandbox) hands the directories over first."""
+    service = parse_unit(UNIT)["Service"]
+    pre = values(service, "ExecStartPre")
+    prepares = [i for i, line in enumerate(pre) if "inboxlens.supervisor.prepare" in line]
+    assert len(prepares) == 1 and pre[prepares[0]].startswith("+"), pre
+    argv = shlex.split(pre[prepares[0]][1:])
+    assert Path(argv[0]).is_absolute() and argv[1:3] == ["-m", "inboxlens.supervisor.prepare"], argv
+    # the venv of ExecStart=, and the same config file
+    assert Path(argv[0]).parent == Path(shlex.split(single(service, "ExecStart").lstrip("@-:+!"))[0]).parent
+    assert prepare.parser().parse_args(argv[3:]).config == CONFIG_FILE, argv
+    sysusers = [i for i, line in enumerate(pre) if "systemd-sysusers" in line]
+    assert sysusers and sysusers[0] < prepares[0], "the users must exist before directories are handed to them"
 
 
 def test_notify_and_stop_semantics() -> None:
@@ -203,15 +220,17 @@ def effective_allow_list(service: list[tuple[str, str]]) -> set[str]:
 @needs_analyze
 def test_syscall_filter_keeps_what_the_process_model_needs() -> None:
     allowed = effective_allow_list(parse_unit(UNIT)["Service"])
-    # subprocess(user=, group=, extra_groups=) in each child, chown of the directories by the supervisor,
-    # the vault's setrlimit(RLIMIT_CORE) (glibc: prlimit64) and prctl(PR_SET_DUMPABLE), PostgreSQL's
-    # shared memory, the supervisor's signals and sd_notify.
-    needed = {"setgroups", "setregid", "setreuid", "setresuid", "chown", "fchownat", "prlimit64", "prctl",
-              "shmget", "shmat", "memfd_create", "kill", "pidfd_open", "wait4", "sendmsg", "socket", "connect",
+    # subprocess(user=, group=, extra_groups=) in each child and the supervisor's own setgroups, the vault's
+    # setrlimit(RLIMIT_CORE) (glibc: prlimit64) and prctl(PR_SET_DUMPABLE), PostgreSQL's shared memory,
+    # the supervisor's signals and sd_notify.
+    needed = {"setgroups", "setregid", "setreuid", "setresuid", "prlimit64", "prctl", "shmget", "shmat",
+              "memfd_create", "kill", "pidfd_open", "pidfd_send_signal", "wait4", "sendmsg", "socket", "connect",
               "execve", "clone3"}
     assert needed <= allowed, f"missing: {sorted(needed - allowed)}"
+    # chown is done before the supervisor starts, in ExecStartPre=+ (not filtered): nothing in the tree chowns.
     forbidden = {"mount", "umount2", "pivot_root", "chroot", "ptrace", "init_module", "reboot", "swapon",
-                 "settimeofday", "capset", "setpriority", "sched_setaffinity", "bpf", "kexec_load"}
+                 "settimeofday", "capset", "setpriority", "sched_setaffinity", "bpf", "kexec_load", "chown",
+                 "fchown", "fchownat", "lchown"}
     assert not forbidden & allowed, f"allowed but should not be: {sorted(forbidden & allowed)}"
 
 

@@ -13,7 +13,9 @@ An embedded server here:
   the role of the same name, and the OS users in ``superuser_map`` also as the superuser
   role, which is named after the server's OS user. TCP connections are rejected;
 - runs as ``run_as`` when we are root (postgres refuses to run as root); that user owns the
-  data directory (0700) and the socket directory.
+  data directory and the socket directory. The data directory is then 0750 (``initdb
+  --allow-group-access``, files 0640): a root supervisor without CAP_DAC_READ_SEARCH (the
+  systemd unit) reads ``postmaster.pid`` as a member of the server user's group.
 
 Linux only: liveness is read from ``/proc`` and processes are pinned with pidfds.
 """
@@ -204,7 +206,7 @@ class EmbeddedPostgres:
                 _ensure_wheel_usable(owner)
                 _require_searchable(self.data_dir, owner)
                 _require_searchable(self.socket_dir, owner)
-            _own_directory(self.data_dir, 0o700, owner, group=owner.gid if owner else -1)
+            _own_directory(self.data_dir, 0o750 if owner else 0o700, owner, group=owner.gid if owner else -1)
             fresh_socket_dir = not self.socket_dir.exists()
             _own_directory(self.socket_dir, 0o750 if fresh_socket_dir else None, owner,
                            group=owner.gid if owner and fresh_socket_dir else -1)
@@ -215,8 +217,9 @@ class EmbeddedPostgres:
             raise PgError(f"cannot prepare {e.filename or 'the PostgreSQL directories'}: {e.strerror}") from None
 
     def _initdb(self, timeout: float) -> None:
+        group_access = ["--allow-group-access"] if self._switch_user else []
         self._run(["initdb", "-D", str(self.data_dir), "-U", self._account.name, "--auth-local=peer",
-                   "--auth-host=reject", "--encoding=UTF8", "--no-locale", "--no-instructions"],
+                   "--auth-host=reject", "--encoding=UTF8", "--no-locale", "--no-instructions", *group_access],
                   timeout, "initdb failed")
 
     def _check_cluster_owner(self) -> None:
@@ -337,11 +340,20 @@ def _is_postgres(pid: int, data_dir: Path | None) -> bool:
         state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         if state in ("Z", "X") or (proc / "comm").read_text().strip() != "postgres":
             return False
-        return data_dir is None or os.readlink(proc / "cwd") == str(data_dir)
+        return data_dir is None or _works_in(proc, data_dir)
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    except PermissionError:  # another user's postgres: we cannot have read its data dir either
-        return data_dir is None
+
+
+def _works_in(proc: Path, data_dir: Path) -> bool:
+    try:
+        return os.readlink(proc / "cwd") == str(data_dir)
+    except PermissionError:
+        # Another user's process and no CAP_SYS_PTRACE (the systemd unit): the postmaster's argv
+        # still names its data directory (pg_ctl runs "postgres -D DIR"); its backends' argv does not,
+        # so they are never taken for this cluster's (they exit by themselves when the postmaster dies).
+        argv = (proc / "cmdline").read_bytes().split(b"\0")
+        return b"-D" in argv[:-1] and argv[argv.index(b"-D") + 1] == os.fsencode(data_dir)
 
 
 @contextlib.contextmanager
@@ -398,10 +410,12 @@ def _kill(pid: int, data_dir: Path) -> None:
 def _clear_stale(data_dir: Path, socket_dir: Path) -> None:
     """Remove what a dead server left: its orphans, its pid file, a dead socket lock file."""
     _kill_orphans(data_dir)
-    with contextlib.suppress(FileNotFoundError):
+    # Without CAP_DAC_OVERRIDE (the systemd unit) root may not unlink in the server's directories:
+    # postgres then replaces a stale pid or lock file itself.
+    with contextlib.suppress(FileNotFoundError, PermissionError):
         (data_dir / "postmaster.pid").unlink()
     lock = socket_dir / f".s.PGSQL.{PORT}.lock"
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError, PermissionError):
         pid = _first_pid(lock.read_text(encoding="utf-8", errors="replace").splitlines())
         if pid is None or not _is_postgres(pid, None):  # a live one is another server's: let postgres refuse
             lock.unlink()
@@ -443,9 +457,10 @@ def _own_directory(path: Path, mode: int | None, owner: _Account | None, group: 
     path.mkdir(parents=True, exist_ok=True, mode=mode or 0o700)
     if path.is_symlink() or not path.is_dir():
         raise PgError(f"{path} must be a directory, not a symbolic link")
-    if owner is not None:
+    st = path.lstat()  # unchanged: no chown/chmod, which root may not do without CAP_CHOWN/CAP_FOWNER
+    if owner is not None and (st.st_uid != owner.uid or group not in (-1, st.st_gid)):
         os.chown(path, owner.uid, group, follow_symlinks=False)
-    if mode is not None:
+    if mode is not None and stat.S_IMODE(st.st_mode) != mode:
         os.chmod(path, mode)
 
 
@@ -488,6 +503,6 @@ def _install(path: Path, text: str) -> bool:
 def _log_tail(log_file: Path) -> str:
     try:
         lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-_LOG_TAIL_LINES:]
-    except FileNotFoundError:
-        return ""
+    except (FileNotFoundError, PermissionError):
+        return f"\n(see {log_file})"
     return f"\n--- last lines of {log_file} ---\n" + "\n".join(lines)

@@ -1,7 +1,9 @@
 """inboxlens serve: the supervisor. Tiny, and root only to spawn.
 
 Privilege: started as root (the systemd unit), it finds or creates the system
-users, prepares directories with least-privilege owners and modes, starts the
+users, prepares directories with least-privilege owners and modes (or, under the
+unit, whose bounding set lacks CAP_CHOWN, checks that ``inboxlens.supervisor.prepare``
+did so in ExecStartPre=+), joins the shared and database groups, starts the
 embedded PostgreSQL (when no DSN is configured) and applies migrations, then
 fork+execs each child under its own uid/gid with only the groups it needs.
 Started as an ordinary user (development), all children share that uid: it says
@@ -21,9 +23,11 @@ import asyncio
 import logging
 import os
 
+from inboxlens import confine
 from inboxlens.config.schema import Config
 from inboxlens.supervisor.children import Supervisor
-from inboxlens.supervisor.plan import check_reachable, make_plan, prepare_directories
+from inboxlens.supervisor.plan import (check_directories, check_reachable, join_groups, make_plan,
+                                       prepare_directories)
 
 log = logging.getLogger("inboxlens.supervisor")
 
@@ -35,7 +39,11 @@ def serve(config: Config) -> int:
                     "The vault tells them apart by the PIDs this supervisor registers, but they are not "
                     "isolated from each other. Run as root (the systemd unit) in production. ***", os.getuid())
     check_reachable(plan)
-    prepare_directories(config, plan)
+    if plan.dev or confine.in_bounding_set(confine.CAP_CHOWN):
+        prepare_directories(config, plan)
+    else:
+        check_directories(config, plan)
+    join_groups(plan)
     return asyncio.run(Supervisor(config, plan).run())
 
 

@@ -16,7 +16,7 @@ from inboxlens.errors import InboxLensError, StartFailed
 from inboxlens.supervisor.database import dsn_for, open_database, process_exit
 from inboxlens import confine
 from inboxlens.supervisor.notify import sd_notify
-from inboxlens.supervisor.plan import Identity, Plan, child_environment, share_vault_socket, slice_for
+from inboxlens.supervisor.plan import Identity, Plan, check_vault_socket, child_environment, slice_for
 
 log = logging.getLogger("inboxlens.supervisor")
 
@@ -86,7 +86,7 @@ class Supervisor:
             return
         log.info("%s started (pid %d)", child.name, child.process.pid)
         if child.name == "vault":
-            share_vault_socket(self.config, self.plan)
+            check_vault_socket(self.config, self.plan)
         await self._registered(child)
 
     async def _spawn(self, child: Child) -> asyncio.subprocess.Process:

@@ -32,6 +32,9 @@ SHARED_GROUP = "inboxlens"
 
 CHILD_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ")
 
+# Root's once-per-start work when serve itself may not chown (the systemd unit runs it in ExecStartPre=+).
+PREPARE_COMMAND = "python -m inboxlens.supervisor.prepare"
+
 
 
 
@@ -62,7 +65,10 @@ def make_plan() -> Plan:
     for role, user in USERS.items():
         entry = _ensure_user(user)
         groups = (shared_gid,) if role in ("web", "harvest") else ()
-        identities[role] = Identity(entry.pw_uid, entry.pw_gid, groups)
+        # The vault's primary group is the shared one, so its socket is born with the group web and
+        # harvest are in: nobody has to chown it (the unit gives the supervisor no CAP_CHOWN).
+        gid = shared_gid if role == "vault" else entry.pw_gid
+        identities[role] = Identity(entry.pw_uid, gid, groups)
     return Plan(dev=False, identities=identities, shared_gid=shared_gid)
 
 
@@ -92,39 +98,65 @@ def _run_admin(command: list[str], name: str) -> None:
 
 
 def prepare_directories(config: Config, plan: Plan) -> None:
-    """Every directory the children use, with the owner and mode each needs and no more."""
+    """Every directory the children use, with the owner and mode each needs and no more (root: needs CAP_CHOWN)."""
     if plan.dev:
         for path in (config.state_dir, config.vault_dir, paths.web_dir(config.state_dir), config.runtime_dir,
                      config.vault_socket.parent, snapshot_dir(config.runtime_dir)):
             _directory(path, 0o700, None)
         return
+    for path, mode, owner in _layout(config, plan):
+        _directory(path, mode, owner)
+    # Keys made by 'inboxlens keys init' before the vault's user existed belong to root: hand them over.
+    vault = plan.identities["vault"]
+    for key in config.vault_dir.iterdir():
+        os.chown(key, vault.uid, vault.gid, follow_symlinks=False)
+
+
+def check_directories(config: Config, plan: Plan) -> None:
+    """Refuse to start unless prepare_directories has run: without CAP_CHOWN/CAP_FOWNER we cannot do it ourselves."""
+    for path, mode, (uid, gid) in _layout(config, plan):
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            st = None
+        group_matters = bool(mode & 0o070)
+        if st is None or not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or stat.S_IMODE(st.st_mode) != mode \
+                or (group_matters and st.st_gid != gid):
+            raise StartFailed(f"{path} is not prepared (want a directory, owner {uid}:{gid}, mode {mode:o}); run "
+                              f"'{PREPARE_COMMAND} --config FILE' as root first (the systemd unit's ExecStartPre does)")
+
+
+def _layout(config: Config, plan: Plan) -> list[tuple[Path, int, tuple[int, int]]]:
+    """Root mode: each directory, its mode and owner. No setgid bits (the unit's RestrictSUIDSGID forbids them)."""
     vault, db, web = plan.identities["vault"], plan.identities["db"], plan.identities["web"]
     shared = plan.shared_gid if plan.shared_gid is not None else -1
-    _directory(config.state_dir, 0o755, (0, 0))
-    _directory(config.runtime_dir, 0o755, (0, 0))
-    _directory(config.vault_dir, 0o700, (vault.uid, vault.gid))
-    _directory(paths.web_dir(config.state_dir), 0o700, (web.uid, web.gid))  # its cookie-signing key
-    # Keys made by 'inboxlens keys init' before the vault's user existed belong to root: hand them over.
-    for path in config.vault_dir.iterdir():
-        os.chown(path, vault.uid, vault.gid, follow_symlinks=False)
-    # No setgid bits (the unit's RestrictSUIDSGID forbids them): the supervisor gives the
-    # vault's socket its group once it exists (share_vault_socket).
-    _directory(config.vault_socket.parent, 0o750, (vault.uid, shared))
-    _directory(paths.pg_data_dir(config.state_dir), 0o700, (db.uid, db.gid))
-    _directory(paths.pg_socket_dir(config.runtime_dir), 0o750, (db.uid, shared))
-    harvest = plan.identities["harvest"]
-    _directory(snapshot_dir(config.runtime_dir), 0o750, (harvest.uid, web.gid))  # harvest writes
+    return [(config.state_dir, 0o755, (0, 0)), (config.runtime_dir, 0o755, (0, 0)),
+            (config.vault_dir, 0o700, (vault.uid, vault.gid)),
+            (paths.web_dir(config.state_dir), 0o700, (web.uid, web.gid)),  # its cookie-signing key
+            (config.vault_socket.parent, 0o750, (vault.uid, shared)),
+            # 0750: the supervisor reads postmaster.pid through the db group instead of CAP_DAC_READ_SEARCH
+            (paths.pg_data_dir(config.state_dir), 0o750, (db.uid, db.gid)),
+            (paths.pg_socket_dir(config.runtime_dir), 0o750, (db.uid, shared)),
+            (snapshot_dir(config.runtime_dir), 0o750, (plan.identities["harvest"].uid, web.gid))]  # harvest writes
 
 
-def share_vault_socket(config: Config, plan: Plan) -> None:
-    """Give the vault's socket the group web and harvest are in (root mode)."""
+def join_groups(plan: Plan) -> None:
+    """Root mode: the supervisor reaches the PostgreSQL socket (shared group) and data directory (db group).
+
+    Group membership instead of CAP_DAC_READ_SEARCH, which would read every file on the machine.
+    """
+    if not plan.dev and plan.shared_gid is not None:
+        os.setgroups([plan.shared_gid, plan.identities["db"].gid])
+
+
+def check_vault_socket(config: Config, plan: Plan) -> None:
+    """The vault's socket must be the vault's, in the group web and harvest are in (root mode)."""
     if plan.dev or plan.shared_gid is None:
         return
     path, vault = config.vault_socket, plan.identities["vault"]
     st = path.lstat()
-    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != vault.uid:
-        raise StartFailed(f"{path} is not the vault's socket; refusing to share it")
-    os.chown(path, -1, plan.shared_gid, follow_symlinks=False)
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != vault.uid or st.st_gid != plan.shared_gid:
+        raise StartFailed(f"{path} is not the vault's socket in group {SHARED_GROUP!r}; refusing to use it")
 
 
 def _directory(path: Path, mode: int, owner: tuple[int, int] | None) -> None:
