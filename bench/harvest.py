@@ -18,8 +18,8 @@ writes ``realistic_messages`` (every one forced into INBOX) into a Maildir once 
   d. end to end: ``Scheduler.once(account)`` from empty harvest tables (vault token, login,
      LIST, EXAMINE, SEARCH, fetch, parse, store), first-sync window 3,650 days.
 
-  a-c time the fetches only (after login and EXAMINE); d is timed whole. The issue's target
-  is d/b >= 0.5. A parse-only line (``parse_header_block`` over c's answers, in-process)
+  a-c time the fetches only (after login and EXAMINE); d is timed whole. Targets: d/b >= 0.5
+  (the first harvest issue) and d/a >= 0.3 (issue 16.1; 0.5 the moonshot). A parse-only line (``parse_header_block`` over c's answers, in-process)
   shows how the end-to-end time splits.
 - ``memory``: d in a child process (``python -m bench.harvest --child``) for 20,000 and for
   100,000 messages; the child reports its VmHWM (peak RSS) before and after the harvest.
@@ -72,6 +72,7 @@ FETCH_TIMEOUT = 30.0  # per aioimaplib command
 CHILD_TIMEOUT = 120.0
 CASE_TIMEOUT = {"rate": 150.0, "memory": 300.0}
 TARGET = 0.5  # d / b
+TARGET_A = 0.3  # d / a, issue 16.1
 FLAT = 1.10  # peak at 100k / peak at 20k
 ITEMS = f"(UID INTERNALDATE FLAGS BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})])"  # as fetch_headers asks
 CHILD = (sys.executable, "-m", "bench.harvest", "--child")
@@ -259,6 +260,11 @@ def parse_only(fetched: Sequence[Fetched], settings: SyncSettings) -> Run:
     return Run(len(fetched), time.perf_counter() - began, cpu=time.process_time() - cpu)
 
 
+def _us(run: Run | Runs) -> str:
+    """CPU microseconds per message."""
+    return f"{run.cpu / run.messages * 1e6:.0f}" if run.messages else "-"
+
+
 def uid_set(uids: Sequence[int]) -> str:
     ranges: list[list[int]] = []
     for uid in uids:
@@ -308,12 +314,17 @@ async def bench_rate(bench: Bench) -> None:
     fetched_bytes = "identical" if len(set().union(*same.values())) == 1 else f"DIFFER {same}"
     fetch_s, parse_s, d_s = c.seconds / ROUNDS, parsed.seconds, d.seconds / ROUNDS
     notes = [
-        (f"target (issue): d >= {TARGET:.0%} of b: d/b = {d.rate / b.rate:.2f} {verdict(d.rate / b.rate >= TARGET)}; "
-         f"d/a = {d.rate / a.rate:.2f}; c/b = {c.rate / b.rate:.2f}; c/a = {c.rate / a.rate:.2f}"),
+        (f"target (issue 16.1): d >= {TARGET_A:.0%} of a: d/a = {d.rate / a.rate:.2f} "
+         f"{verdict(d.rate / a.rate >= TARGET_A)}; c/a = {c.rate / a.rate:.2f}; "
+         f"earlier target d >= {TARGET:.0%} of b: d/b = {d.rate / b.rate:.2f} {verdict(d.rate / b.rate >= TARGET)}; "
+         f"c/b = {c.rate / b.rate:.2f}"),
+        (f"CPU of this process per message: a {_us(a)} us, c {_us(c)} us, d {_us(d)} us, parse alone "
+         f"{_us(parsed)} us (d runs fetch, parse and store of the batches overlapped: sync._Pipeline)"),
         (f"header bytes fetched by a, b, c: {fetched_bytes} ({next(iter(same['a']), 0):,} per pass); "
          f"d stored {d.runs[-1].messages:,} rows per round ({rows_stored:,} in raw_headers after the last)"),
         (f"split of one d ({d_s:.2f} s): fetch as in c {fetch_s:.2f} s, parse {parse_s:.2f} s, "
-         f"the rest (store, login, search: nothing overlaps) {d_s - fetch_s - parse_s:.2f} s"),
+         f"d minus both (store, login, search; the store overlaps the next fetch and parse) "
+         f"{d_s - fetch_s - parse_s:.2f} s"),
         ("a-c time the fetch commands only (after login and EXAMINE); d is timed whole; CPU s: this "
          "process's CPU time meanwhile (Dovecot's and PostgreSQL's are not in it)"),
     ]

@@ -4,7 +4,8 @@ Per mailbox: check UIDVALIDITY against the checkpoint (a change starts the mailb
 over; stored messages stay single by their msg_key), find the UIDs to fetch (the
 first sync goes back ``first_sync_days`` with UID SEARCH SINCE, later ones take
 UIDs above the checkpoint), fetch them in batches, and store each batch with its
-checkpoint in one transaction under the account's lease.
+checkpoint under the account's lease. The next batch is fetched while one is parsed and
+stored (``_Pipeline``: a bounded number of batches in flight, so memory stays flat).
 
 ``sync_account`` raises nothing but CancelledError: whatever fails (the vault, the IMAP
 server, PostgreSQL, the metrics store, a bug) is recorded on the account in words
@@ -36,6 +37,7 @@ from inboxlens.harvest.headers.parse import FIELDS, HeaderRecord, parse_header_b
 log = logging.getLogger("inboxlens.harvest")
 
 HEADER_FIELDS = FIELDS  # fetch exactly what the parser reads (headers.parse says why X-Received is not)
+STORE_WAITING = 3  # parsed batches that may wait for a store under way; the next store takes them all
 GIVE_BACK_SECONDS = 2.0  # how long an interrupted sync may take to give its lease back
 MAX_ERROR = 500  # characters of last_error
 
@@ -200,18 +202,9 @@ class AccountSync:
             uids = ascending(await session.search_above(last_uid), last_uid)
         self.progress = Progress(mailbox, 0, len(uids), self.progress.stored)
         self.report(self.progress)
-        own = frozenset({self.account.address.lower()})
-        for start in range(0, len(uids), self.settings.batch_size):
-            batch = uids[start:start + self.settings.batch_size]
-            records = [self._parse(f, mailbox) for f in await session.fetch_headers(batch, HEADER_FIELDS, gmail)]
-            self.authserv.add(records, own)
-            self.progress.stored += await store.store_batch(
-                self.pool, self.metrics, self.account, self.owner, self.settings.lease, mailbox, uidvalidity, batch[-1],
-                records, own)
-            self.progress.done += len(batch)
-            self.report(self.progress)
+        await _Pipeline(self, session, mailbox, uidvalidity, gmail).run(uids, self.settings.batch_size)
 
-    def _parse(self, fetched: Fetched, mailbox: str) -> HeaderRecord:
+    def parse(self, fetched: Fetched, mailbox: str) -> HeaderRecord:
         try:
             internal_date = parse_internaldate(fetched.internal_date)
         except ValueError:  # the server, not a sender, wrote it: the server is broken
@@ -221,6 +214,88 @@ class AccountSync:
             fetched.uid, internal_date, fetched.header,
             trusted_authserv_ids=self.settings.trusted_authserv_ids, flags=fetched.flags,
             gm_msgid=fetched.gm_msgid, gm_thrid=fetched.gm_thrid, gm_labels=fetched.gm_labels)
+
+
+class _Pipeline:
+    """One mailbox's batches, overlapped: the next batch is fetched while one is parsed and stored.
+
+    One fetch runs ahead, never more. Parsed batches wait while a store is under way, and the
+    next store takes all that waited in one transaction (a slow database gets fewer, larger
+    commits); at most STORE_WAITING batches wait, so memory holds a few batches whatever the
+    mailbox's size. Stores run in order, each once the one before has committed, so a
+    checkpoint covers only stored rows. After a failure a store under way still commits (its
+    rows are whole) and the fetch ahead is dropped; when harvest stops, both are cancelled.
+    """
+
+    def __init__(self, sync: AccountSync, session: MailSession, mailbox: str, uidvalidity: int, gmail: bool) -> None:
+        self.sync = sync
+        self.session = session
+        self.mailbox = mailbox
+        self.uidvalidity = uidvalidity
+        self.gmail = gmail
+        self.own = frozenset({sync.account.address.lower()})
+        self.fetching: asyncio.Task[list[Fetched]] | None = None
+        self.storing: asyncio.Task[None] | None = None
+        self.waiting: list[tuple[array[int], list[HeaderRecord]]] = []
+
+    async def run(self, uids: array[int], size: int) -> None:
+        try:
+            await self._run([uids[start:start + size] for start in range(0, len(uids), size)])
+        except BaseException as e:  # any failure, cancellation included: no task left behind
+            await self._wind_down(cancel_store=isinstance(e, asyncio.CancelledError))
+            raise
+
+    async def _run(self, batches: list[array[int]]) -> None:
+        self.fetching = self._fetch(batches[0]) if batches else None
+        for n, batch in enumerate(batches):
+            assert self.fetching is not None
+            fetched = await self.fetching
+            self.fetching = self._fetch(batches[n + 1]) if n + 1 < len(batches) else None
+            records = [self.sync.parse(f, self.mailbox) for f in fetched]
+            del fetched
+            self.sync.authserv.add(records, self.own)
+            self.waiting.append((batch, records))
+            if self.storing is None or self.storing.done() or len(self.waiting) >= STORE_WAITING:
+                await self._store_waiting()
+        await self._store_waiting()
+        await self._stored()
+
+    def _fetch(self, batch: array[int]) -> asyncio.Task[list[Fetched]]:
+        return asyncio.create_task(self.session.fetch_headers(batch, HEADER_FIELDS, self.gmail))
+
+    async def _store_waiting(self) -> None:
+        """Once the store under way has committed, store every waiting batch in one transaction."""
+        await self._stored()
+        if self.waiting:
+            waiting, self.waiting = self.waiting, []
+            self.storing = asyncio.create_task(self._store(waiting))
+
+    async def _store(self, batches: list[tuple[array[int], list[HeaderRecord]]]) -> None:
+        sync = self.sync
+        records = [record for _, parsed in batches for record in parsed]
+        sync.progress.stored += await store.store_batch(
+            sync.pool, sync.metrics, sync.account, sync.owner, sync.settings.lease, self.mailbox, self.uidvalidity,
+            batches[-1][0][-1], records, self.own)
+        sync.progress.done += sum(len(uids) for uids, _ in batches)
+        sync.report(sync.progress)
+
+    async def _stored(self) -> None:
+        """Wait for the store under way (if any) to commit; its failure is raised here."""
+        if self.storing is not None:
+            await self.storing
+            self.storing = None
+
+    async def _wind_down(self, cancel_store: bool) -> None:
+        tasks = [task for task in (self.fetching, self.storing) if task is not None]
+        if self.fetching is not None:
+            self.fetching.cancel()
+        if self.storing is not None and cancel_store:
+            self.storing.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled():
+                task.exception()  # retrieved: the failure that counts is the one being raised
 
 
 async def sync_account(pool: asyncpg.Pool, vault: VaultClient, connect: Connect, provider: ProviderConfig,

@@ -73,3 +73,18 @@ def test_ascending_filters_sorts_and_dedupes():
     assert list(ascending([1, 2, 3, 10], 2)) == [3, 10]
     assert list(ascending([9, 3, 3, 7], 0)) == [3, 7, 9]
     assert list(ascending([], 0)) == []
+
+
+async def test_linear_fetch_arms_its_timer_once_not_per_line_received():
+    # aioimaplib rearmed the command's timer (a call_later and a cancel) for every line and literal:
+    # a third of the receive path. ImapSession._call bounds the whole exchange instead.
+    command = _LinearFetch("A1", "1:*", "(UID)", prefix="UID", loop=asyncio.get_running_loop(), timeout=60)
+    armed = command._timer
+    for uid in range(1, 4):
+        command.append_to_resp(f"{uid} FETCH (UID {uid} BODY[HEADER.FIELDS (SUBJECT)] {{4}}".encode())
+        command.begin_literal_data(4)
+        command.append_literal_data(b"x\r\n\r")
+        command.append_to_resp(b")")
+    assert command._timer is armed and not armed.cancelled()
+    command.close(b"done", "OK")
+    assert armed.cancelled()
