@@ -69,6 +69,9 @@ TABLES: dict[str, Access] = {
     "raw_headers": Access(web="SELECT, DELETE", harvest="SELECT, INSERT, DELETE"),
     "message_index": _METRICS_BY_HARVEST,
     "message_replies": _METRICS_BY_HARVEST,
+    # The fold writes a message's parent keys once and reads them to match replies; web reads
+    # them for owed and awaiting, and forget_account deletes them.
+    "reply_parents": Access(web="SELECT, DELETE", harvest="SELECT, INSERT"),
     "metrics_state": _METRICS_BY_HARVEST,
     "account_daily": _METRICS_BY_HARVEST,
     "correspondent_daily": _METRICS_BY_HARVEST,

@@ -38,7 +38,7 @@ GROUP BY k.account_id, k.correspondent
 # wrote nothing in its thread at its second or later. Awaiting (sent): the latest of its
 # thread: nothing received at its second or later, nothing you sent later (at the same
 # second, the greater msg_key is the later). Either way, nothing of the other direction
-# names it as parent.
+# names it as parent (reply_parents: a btree probe, then the replies' own rows).
 _WAITING = """\
 CASE m.direction
     WHEN 'received' THEN NOT m.automated AND m.to_me IS NOT FALSE
@@ -49,8 +49,8 @@ CASE m.direction
         AND NOT EXISTS (SELECT 1 FROM message_index r WHERE r.account_id = $1 AND r.thread_key = m.thread_key
                         AND r.direction = 'sent' AND (r.sent_at, r.msg_key) > (m.sent_at, m.msg_key))
     ELSE false END
-  AND NOT EXISTS (SELECT 1 FROM message_index r
-                  WHERE r.parent_keys @> ARRAY[m.msg_key] AND r.account_id = $1 AND r.direction <> m.direction)"""
+  AND NOT EXISTS (SELECT 1 FROM reply_parents p JOIN message_index r ON r.account_id = $1 AND r.msg_key = p.msg_key
+                  WHERE p.account_id = $1 AND p.parent_key = m.msg_key AND r.direction <> m.direction)"""
 
 # $1 account, $2 oldest, $3 newest, $4 'received' (owed) or 'sent' (awaiting). A message's
 # correspondent is its sender, or its first To (else Cc): each waits under one name.
@@ -158,7 +158,7 @@ class PgInsights:
         """A correspondent's reply times, kept until a fold touches them (their contacts
         row's version) or the account's zone changes: the busiest have thousands of
         replies, and reading and sorting them is a card's biggest cost. The fold stores
-        each reply's working-hours time (rollups._business_seconds); until it has for the
+        each reply's working-hours time (replies.fold); until it has for the
         account's zone and hours as they are now, they are worked out here."""
         zone = str(state["time_zone"])
         stamp = (zone, version, state["business_hours"])

@@ -9,12 +9,16 @@ and the per-correspondent and per-domain tables the insights read.
    ``message_index``; only the rows whose insert did not conflict are counted, so a
    message harvested again after it was folded (a new UIDVALIDITY refetches a mailbox)
    adds nothing. Those add their counts to ``account_daily``, ``correspondent_daily``,
-   ``contacts`` (first/last contact, hours) and ``sender_domains`` (verdicts);
+   ``contacts`` (first/last contact, hours) and ``sender_domains`` (verdicts), and their
+   parent keys to ``reply_parents``;
 3. recounts the distinct correspondents of the days it touched;
-4. matches replies: the new messages to parents already indexed, and indexed messages to
-   new parents (``message_replies``, one row per reply), adding each new reply's time to
-   the arrays of its local day;
-5. flags new messages that fail a check their domain usually passes (``auth_flags``).
+4. matches replies (``replies.fold``): the new messages to parents already indexed, and
+   indexed messages to new parents (``message_replies``, one row per reply), adding each
+   new reply's time to the arrays of its local day, and flags new messages that fail a
+   check their domain usually passes (``auth_flags``).
+
+Every statement's work follows the batch, not the account's history, whatever statistics
+the planner has (tests/metrics/test_fold_plans_functional.py; docs/benchmarks.md, Metrics).
 
 A crash anywhere rolls all of it back: the raw rows are still there, and nothing was
 added. Days are local calendar dates in the account's time zone (PostgreSQL's
@@ -30,8 +34,9 @@ from typing import Any
 import asyncpg
 
 from inboxlens.metrics.insights import WorkingClock
-from inboxlens.metrics.model import (USUAL_MIN_CHECKED, USUAL_PASS_RATE, CorrespondentRollup, DayRollup, FoldResult, Period, PeriodRollup, Quantiles, WorkingHours)
+from inboxlens.metrics.model import (CorrespondentRollup, DayRollup, FoldResult, Period, PeriodRollup, Quantiles, WorkingHours)
 from inboxlens.metrics.keys import message_id_key_sql, thread_key_sql
+from inboxlens.metrics.postgres import replies
 from inboxlens.metrics.store import DEFAULT_BATCH
 from inboxlens.service_errors import AccountNotFound
 
@@ -52,20 +57,24 @@ ON CONFLICT (account_id) DO UPDATE SET runs = metrics_state.runs + 1
 # thread_key: metrics.keys.thread_key; to_me: a received message names you in To or Cc.
 _FOLD = r"""
 WITH taken AS (
+    -- up to $2 of the account's rows, each by its row id (a TID scan): one pass over the
+    -- account's queue. A join with the LIMIT subquery ran as a nested loop over the batch
+    -- when the queue looked empty to the planner. The ids cannot move under this statement.
     DELETE FROM raw_headers r
-    WHERE r.account_id = $1 AND r.msg_key IN (
-        SELECT msg_key FROM raw_headers WHERE account_id = $1 ORDER BY msg_key LIMIT $2)
+    WHERE r.ctid = ANY (ARRAY(SELECT ctid FROM raw_headers WHERE account_id = $1 LIMIT $2))
     RETURNING r.*
 ), indexed AS (
     INSERT INTO message_index (account_id, msg_key, sent_at, direction, automated, correspondents,
                                parent_keys, gm_thread_id, from_domain, dkim, spf, dmarc, message_id, thread_key,
                                to_me)
     SELECT t.account_id, t.msg_key, t.sent_at, t.direction, t.automated,
-           ARRAY(SELECT lower(u.a)  -- distinct, in header order (the first To first)
-                 FROM unnest(CASE WHEN t.direction = 'received' THEN ARRAY[t.from_address]
-                                  ELSE t.to_addresses || t.cc_addresses END) WITH ORDINALITY AS u (a, n)
-                 WHERE coalesce(u.a, '') <> '' AND lower(u.a) <> lower($4::text)
-                 GROUP BY lower(u.a) ORDER BY min(u.n)),
+           CASE WHEN t.direction <> 'received' THEN
+               ARRAY(SELECT lower(u.a)  -- distinct, in header order (the first To first)
+                     FROM unnest(t.to_addresses || t.cc_addresses) WITH ORDINALITY AS u (a, n)
+                     WHERE coalesce(u.a, '') <> '' AND lower(u.a) <> lower($4::text)
+                     GROUP BY lower(u.a) ORDER BY min(u.n))
+           WHEN coalesce(t.from_address, '') <> '' AND lower(t.from_address) <> lower($4::text)
+               THEN ARRAY[lower(t.from_address)] ELSE '{}' END,
            ARRAY(SELECT """ + message_id_key_sql("m") + r"""
                  FROM unnest(CASE WHEN cardinality(t.in_reply_to) > 0 THEN t.in_reply_to
                                   ELSE t.refs[cardinality(t.refs):] END) AS m),
@@ -78,8 +87,12 @@ WITH taken AS (
                SELECT 1 FROM unnest(t.to_addresses || t.cc_addresses) AS x (a) WHERE lower(x.a) = lower($4::text)) END
     FROM taken t
     ON CONFLICT (account_id, msg_key) DO NOTHING
-    RETURNING msg_key, direction, automated, correspondents, sent_at, sent_at AT TIME ZONE $3::text AS at_local,
-              from_domain, dkim, spf, dmarc
+    RETURNING msg_key, direction, automated, correspondents, parent_keys, sent_at,
+              sent_at AT TIME ZONE $3::text AS at_local, from_domain, dkim, spf, dmarc
+), parents AS (
+    INSERT INTO reply_parents (account_id, parent_key, msg_key)
+    SELECT $1, p.key, i.msg_key FROM indexed i CROSS JOIN unnest(i.parent_keys) AS p (key)
+    ON CONFLICT DO NOTHING
 ), hourly AS (
     SELECT at_local::date AS day, extract(hour FROM at_local)::integer AS hour,
            count(*) FILTER (WHERE direction = 'received')::integer AS received,
@@ -87,11 +100,9 @@ WITH taken AS (
     FROM indexed GROUP BY 1, 2
 ), days AS (
     INSERT INTO account_daily AS d (account_id, day, received, sent, received_by_hour, sent_by_hour)
-    SELECT $1, g.day, sum(coalesce(h.received, 0)), sum(coalesce(h.sent, 0)),
-           array_agg(coalesce(h.received, 0) ORDER BY hours.hour), array_agg(coalesce(h.sent, 0) ORDER BY hours.hour)
-    FROM (SELECT DISTINCT day FROM hourly) AS g CROSS JOIN generate_series(0, 23) AS hours (hour)
-         LEFT JOIN hourly h ON h.day = g.day AND h.hour = hours.hour
-    GROUP BY g.day
+    SELECT $1, day, sum(received), sum(sent), metrics_by_hour(array_agg(hour), array_agg(received)),
+           metrics_by_hour(array_agg(hour), array_agg(sent))
+    FROM hourly GROUP BY day
     ON CONFLICT (account_id, day) DO UPDATE SET
         received = d.received + excluded.received, sent = d.sent + excluded.sent,
         received_by_hour = metrics_array_add(d.received_by_hour, excluded.received_by_hour),
@@ -105,22 +116,26 @@ WITH taken AS (
     GROUP BY 2, 3
     ON CONFLICT (account_id, correspondent, day) DO UPDATE SET
         received = c.received + excluded.received, sent = c.sent + excluded.sent
+), people_hourly AS (
+    SELECT p.correspondent, extract(hour FROM i.at_local)::integer AS hour, min(i.sent_at) AS first_at,
+           max(i.sent_at) AS last_at, count(*) FILTER (WHERE i.direction = 'received')::integer AS received,
+           count(*) FILTER (WHERE i.direction = 'sent')::integer AS sent,
+           count(*) FILTER (WHERE i.direction = 'received' AND i.automated)::integer AS automated
+    FROM indexed i CROSS JOIN unnest(i.correspondents) AS p (correspondent)
+    GROUP BY 1, 2
 ), touched AS (
     INSERT INTO contacts AS k (account_id, correspondent, first_contact, last_contact, received, sent,
-                               automated_received, hours)
-    SELECT $1, p.correspondent, min(i.sent_at), max(i.sent_at),
-           count(*) FILTER (WHERE i.direction = 'received'), count(*) FILTER (WHERE i.direction = 'sent'),
-           count(*) FILTER (WHERE i.direction = 'received' AND i.automated),
-           coalesce(metrics_array_sum(metrics_one_hot(24, extract(hour FROM i.at_local)::integer + 1, 1))
-                        FILTER (WHERE i.direction = 'received'), array_fill(0, ARRAY[24]))
-    FROM indexed i CROSS JOIN unnest(i.correspondents) AS p (correspondent)
-    GROUP BY 2
+                               automated_received, hours, version)
+    SELECT $1, correspondent, min(first_at), max(last_at), sum(received), sum(sent), sum(automated),
+           metrics_by_hour(array_agg(hour), array_agg(received)), nextval('contacts_version_seq')
+    FROM people_hourly GROUP BY correspondent
     ON CONFLICT (account_id, correspondent) DO UPDATE SET
+        version = excluded.version,
         first_contact = least(k.first_contact, excluded.first_contact),
         last_contact = greatest(k.last_contact, excluded.last_contact),
         received = k.received + excluded.received, sent = k.sent + excluded.sent,
         automated_received = k.automated_received + excluded.automated_received,
-        hours = metrics_array_add(k.hours, excluded.hours)
+        hours = ARRAY(SELECT x + y FROM unnest(k.hours, excluded.hours) WITH ORDINALITY AS h (x, y, i) ORDER BY i)
     RETURNING correspondent
 ), domains AS (
     INSERT INTO sender_domains AS s (account_id, domain, messages, dkim_checked, dkim_pass, spf_checked, spf_pass,
@@ -140,85 +155,6 @@ WITH taken AS (
 SELECT (SELECT count(*) FROM taken) AS taken, (SELECT count(*) FROM indexed) AS folded,
        ARRAY(SELECT day FROM days) AS days, ARRAY(SELECT msg_key FROM indexed) AS new_keys,
        ARRAY(SELECT correspondent FROM touched) AS people
-"""
-
-# Replies, after the fold (it must see the rows just indexed). $1 account, $2 the newly
-# indexed keys, $3 time zone. Candidates: the new messages, indexed messages naming a new
-# one as parent, and parentless messages in a new message's Gmail thread; none matched yet.
-_REPLIES = r"""
-WITH threads AS (
-    SELECT DISTINCT gm_thread_id FROM message_index
-    WHERE account_id = $1 AND msg_key = ANY($2::bytea[]) AND gm_thread_id IS NOT NULL
-), cand AS (
-    SELECT m.msg_key, m.direction, m.sent_at, m.correspondents, m.parent_keys, m.gm_thread_id
-    FROM message_index m
-    WHERE m.account_id = $1
-      AND (m.msg_key = ANY($2::bytea[]) OR m.parent_keys && $2::bytea[]
-           OR (cardinality(m.parent_keys) = 0 AND m.gm_thread_id IN (SELECT gm_thread_id FROM threads)))
-      AND NOT EXISTS (SELECT 1 FROM message_replies r WHERE r.account_id = $1 AND r.msg_key = m.msg_key)
-), by_id AS (
-    SELECT DISTINCT ON (c.msg_key) c.msg_key, p.msg_key AS parent_key, c.direction, c.sent_at AS answered_at,
-           p.sent_at AS asked_at, c.correspondents AS own_people, p.correspondents AS parent_people
-    FROM cand c CROSS JOIN LATERAL unnest(c.parent_keys) AS parent (msg_key)
-         -- by primary key, one parent at a time (never a scan of the account's index)
-         JOIN message_index p ON p.account_id = $1 AND p.msg_key = parent.msg_key AND p.direction <> c.direction
-    ORDER BY c.msg_key, (p.sent_at <= c.sent_at) DESC, CASE WHEN p.sent_at <= c.sent_at THEN p.sent_at END DESC,
-             p.sent_at, p.msg_key
-), by_thread AS (
-    SELECT DISTINCT ON (c.msg_key) c.msg_key, p.msg_key AS parent_key, c.direction, c.sent_at AS answered_at,
-           p.sent_at AS asked_at, c.correspondents AS own_people, p.correspondents AS parent_people
-    FROM cand c JOIN message_index p ON p.account_id = $1 AND p.gm_thread_id = c.gm_thread_id
-                                     AND p.direction <> c.direction AND p.sent_at < c.sent_at
-    WHERE cardinality(c.parent_keys) = 0
-    ORDER BY c.msg_key, p.sent_at DESC, p.msg_key
-), replies AS (
-    INSERT INTO message_replies (account_id, msg_key, parent_key, direction, correspondent, asked_at, answered_at,
-                                 seconds)
-    SELECT $1, msg_key, parent_key, CASE WHEN direction = 'sent' THEN 'yours' ELSE 'theirs' END,
-           CASE WHEN direction = 'sent' THEN parent_people[1] ELSE own_people[1] END, asked_at, answered_at,
-           least(greatest(extract(epoch FROM answered_at - asked_at), 0), 2147483647)::integer
-    FROM (SELECT * FROM by_id UNION ALL SELECT * FROM by_thread) AS matched
-    ON CONFLICT (account_id, msg_key) DO NOTHING
-    RETURNING direction, correspondent, seconds, (answered_at AT TIME ZONE $3::text)::date AS day
-), per_day AS (
-    INSERT INTO account_daily AS d (account_id, day, received_by_hour, sent_by_hour, your_reply_seconds,
-                                    their_reply_seconds)
-    SELECT $1, day, array_fill(0, ARRAY[24]), array_fill(0, ARRAY[24]),
-           coalesce(array_agg(seconds) FILTER (WHERE direction = 'yours'), '{}'),
-           coalesce(array_agg(seconds) FILTER (WHERE direction = 'theirs'), '{}')
-    FROM replies GROUP BY day
-    ON CONFLICT (account_id, day) DO UPDATE SET
-        your_reply_seconds = d.your_reply_seconds || excluded.your_reply_seconds,
-        their_reply_seconds = d.their_reply_seconds || excluded.their_reply_seconds
-), per_person AS (
-    -- A reply counts for its correspondent even on a day they had no message (you answered
-    -- them to someone else): such a row has no messages and is not an active day.
-    INSERT INTO correspondent_daily AS d (account_id, correspondent, day, your_reply_seconds, their_reply_seconds)
-    SELECT $1, correspondent, day, coalesce(array_agg(seconds) FILTER (WHERE direction = 'yours'), '{}'),
-           coalesce(array_agg(seconds) FILTER (WHERE direction = 'theirs'), '{}')
-    FROM replies WHERE correspondent IS NOT NULL GROUP BY correspondent, day
-    ON CONFLICT (account_id, correspondent, day) DO UPDATE SET
-        your_reply_seconds = d.your_reply_seconds || excluded.your_reply_seconds,
-        their_reply_seconds = d.their_reply_seconds || excluded.their_reply_seconds
-)
-SELECT ARRAY(SELECT DISTINCT correspondent FROM replies WHERE correspondent IS NOT NULL) AS people
-"""
-
-# $1 account, $2 the newly indexed keys, $3 fewest other verdicts, $4 the usual pass rate.
-_FLAGS = """
-INSERT INTO auth_flags (account_id, msg_key, domain, correspondent, sent_at, failed)
-SELECT $1, m.msg_key, m.from_domain, m.correspondents[1], m.sent_at, f.failed
-FROM message_index m JOIN sender_domains d ON d.account_id = $1 AND d.domain = m.from_domain
-CROSS JOIN LATERAL (
-    SELECT ARRAY(SELECT v.name FROM (VALUES (1, 'dkim', m.dkim, d.dkim_checked, d.dkim_pass),
-                                            (2, 'spf', m.spf, d.spf_checked, d.spf_pass),
-                                            (3, 'dmarc', m.dmarc, d.dmarc_checked, d.dmarc_pass))
-                                    AS v (n, name, verdict, checked, passed)
-                 WHERE v.verdict <> 'pass' AND v.checked - 1 >= $3 AND v.passed::float8 / (v.checked - 1) >= $4
-                 ORDER BY v.n) AS failed) AS f
-WHERE m.account_id = $1 AND m.msg_key = ANY($2::bytea[]) AND m.direction = 'received'
-  AND cardinality(m.correspondents) > 0 AND cardinality(f.failed) > 0
-ON CONFLICT (account_id, msg_key) DO NOTHING
 """
 
 # A separate statement: it must see the correspondent_daily rows the fold just wrote.
@@ -257,19 +193,20 @@ async def _fold_batch(conn: asyncpg.Connection, account_id: int, batch_size: int
         account = await conn.fetchrow("SELECT address, time_zone FROM mail_accounts WHERE id = $1", account_id)
         if account is None:
             raise AccountNotFound(f"no mail account {account_id}")
+        zone = account["time_zone"]
         await conn.execute(_LOCK, account_id)
-        row = await conn.fetchrow(_FOLD, account_id, batch_size, account["time_zone"], account["address"])
+        clock = await _working_clock(conn, account_id, zone, hours) if hours is not None else None
+        row = await conn.fetchrow(_FOLD, account_id, batch_size, zone, account["address"])
         await _recount(conn, account_id, frozenset(row["days"]))
-        people = set(row["people"])
-        if row["new_keys"]:
-            people.update(await conn.fetchval(_REPLIES, account_id, row["new_keys"], account["time_zone"]))
-            await conn.execute(_FLAGS, account_id, row["new_keys"], USUAL_MIN_CHECKED, USUAL_PASS_RATE)
-        if people:
+        touched = set(row["people"])
+        answered = await replies.fold(conn, account_id, row["new_keys"], zone, clock) if row["new_keys"] else set()
+        if answered - touched:  # the fold's upsert stamped the contacts it touched
             await conn.execute("UPDATE contacts SET version = nextval('contacts_version_seq') "
-                               "WHERE account_id = $1 AND correspondent = ANY($2::text[])", account_id, sorted(people))
-        if hours is not None:
-            await _business_seconds(conn, account_id, account["time_zone"], hours)
-        result = FoldResult(int(row["taken"]), int(row["folded"]), frozenset(row["days"]), frozenset(people))
+                               "WHERE account_id = $1 AND correspondent = ANY($2::text[])", account_id,
+                               sorted(answered - touched))
+        if clock is not None:
+            await _business_backlog(conn, account_id, clock)
+        result = FoldResult(int(row["taken"]), int(row["folded"]), frozenset(row["days"]), frozenset(touched | answered))
         await conn.execute(_RECORD, account_id, result.folded, result.duplicates)
     return result
 
@@ -282,19 +219,25 @@ def business_key(zone: str, hours: WorkingHours) -> str:
 BUSINESS_BATCH = 20_000  # replies worked out per fold batch (after a change of hours, the rest come next time)
 
 
-async def _business_seconds(conn: asyncpg.Connection, account_id: int, zone: str, hours: WorkingHours) -> None:
-    """Within the batch's transaction: the working-hours time of the replies that have none
-    yet (all of them after the account's zone or the working hours changed), at most
-    BUSINESS_BATCH at a time; until all have one, cards work them out when read."""
+async def _working_clock(conn: asyncpg.Connection, account_id: int, zone: str, hours: WorkingHours) -> WorkingClock:
+    """Within the batch's transaction, before any reply is stored: the clock new replies'
+    working-hours time is worked out with. When the account's zone or the working hours
+    changed, every stored time is dropped, to be worked out again (_business_backlog)."""
     key = business_key(zone, hours)
     if await conn.fetchval("SELECT business_hours FROM metrics_state WHERE account_id = $1", account_id) != key:
         await conn.execute("UPDATE message_replies SET business_seconds = NULL "
                            "WHERE account_id = $1 AND business_seconds IS NOT NULL", account_id)
         await conn.execute("UPDATE metrics_state SET business_hours = $2 WHERE account_id = $1", account_id, key)
+    return WorkingClock(zone, hours)
+
+
+async def _business_backlog(conn: asyncpg.Connection, account_id: int, clock: WorkingClock) -> None:
+    """The working-hours time of replies that have none yet (after a change of zone or hours,
+    or stored by a fold without hours), at most BUSINESS_BATCH at a time; until all have
+    one, cards work them out when read."""
     todo = await conn.fetch("SELECT msg_key, asked_at, answered_at FROM message_replies "
                             "WHERE account_id = $1 AND business_seconds IS NULL LIMIT $2", account_id, BUSINESS_BATCH)
     if todo:
-        clock = WorkingClock(zone, hours)
         await conn.execute("UPDATE message_replies r SET business_seconds = v.seconds "
                            "FROM unnest($2::bytea[], $3::float8[]) AS v (msg_key, seconds) "
                            "WHERE r.account_id = $1 AND r.msg_key = v.msg_key", account_id,

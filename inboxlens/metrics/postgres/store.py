@@ -102,7 +102,7 @@ class PgMetricsStore:
         """The pool belongs to the caller (it serves the accounts too)."""
 
 
-_ACCOUNT_TABLES = ("raw_headers", "message_replies", "auth_flags", "sender_domains", "contacts",
+_ACCOUNT_TABLES = ("raw_headers", "reply_parents", "message_replies", "auth_flags", "sender_domains", "contacts",
                    "correspondent_daily", "account_daily", "message_index", "metrics_state")
 
 
