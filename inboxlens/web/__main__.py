@@ -34,7 +34,7 @@ from aiohttp import web
 from inboxlens import child
 from inboxlens.config.schema import Config
 from inboxlens.config.loader import from_dict
-from inboxlens.errors import StartError
+from inboxlens.errors import StartError, VaultError
 from inboxlens.metrics.factory import open_metrics
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.service_errors import MetricsUnavailable
@@ -50,6 +50,7 @@ from inboxlens.web.state import (ANONYMOUS_LIMITER, API_LIMITER, CORS_ORIGINS, D
 
 log = logging.getLogger("inboxlens.web")
 VAULT_TIMEOUT = 5.0
+ORPHAN_SWEEP_SECONDS = 10  # cheap: connect_pending is empty but for connects under way
 SWEEP_SECONDS = 300  # anonymous sessions expire after 10 minutes: sweep them soon after
 EXIT_CUT_SHORT = 75  # EX_TEMPFAIL: stopped, but some requests were cut off at the deadline
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -86,7 +87,7 @@ async def main(channel: child.Channel) -> None:
     log.info("listening on %s (providers: %s)", config.web.base_url, ", ".join(app[PROVIDERS].names()) or "none")
     metrics_listener = await exporter.start(config, app)
     channel.ready()
-    chores = [asyncio.create_task(_sweep(app[SESSIONS])),
+    chores = [asyncio.create_task(_sweep(app[SESSIONS])), asyncio.create_task(_forget_orphans(pool, app[VAULT])),
               asyncio.create_task(_forget_addresses(pool, app[SESSIONS].address_key()))]
     await _until_stopped(channel)
     log.info("stopping: no new connections; %d request(s) in flight get %.0f s", drain.in_flight,
@@ -175,6 +176,17 @@ async def _open_metrics(config: Config, pool: asyncpg.Pool) -> MetricsStore:
         return await open_metrics(config, pool)
     except MetricsUnavailable as e:
         raise StartError(f"cannot reach the metrics store ({e})") from None
+
+
+async def _forget_orphans(pool: asyncpg.Pool, vault: VaultClient) -> None:
+    """Tokens left in the vault by a connect that died before its account was saved: forgotten."""
+    while True:
+        try:
+            for account_id in await accounts.forget_orphans(pool, vault):
+                log.warning("forgot and revoked the token of account %d: its connect never finished", account_id)
+        except (OSError, asyncpg.PostgresError, VaultError) as e:
+            log.warning("orphaned token sweep failed (%s); trying again", type(e).__name__)
+        await asyncio.sleep(ORPHAN_SWEEP_SECONDS)
 
 
 async def _sweep(store: SessionStore) -> None:

@@ -159,6 +159,41 @@ async def disconnect(pool: asyncpg.Pool, vault: VaultClient, metrics: MetricsSto
     return str(answer["revocation"]), deleted
 
 
+# A connect's set and its account's commit are two stores: a token handed to the vault is
+# marked pending first (committed on its own), and unmarked once the account row is committed.
+# A mark older than any connect can take (web's vault calls time out after seconds) whose
+# account does not exist is a token nobody can see: the sweep has the vault forget and revoke it.
+ORPHAN_AFTER = timedelta(seconds=30)
+
+
+async def mark_pending(pool: asyncpg.Pool, account_id: int) -> None:
+    await pool.execute("INSERT INTO connect_pending (account_id) VALUES ($1) ON CONFLICT (account_id) "
+                       "DO UPDATE SET created_at = now()", account_id)
+
+
+async def settle_pending(pool: asyncpg.Pool, account_id: int) -> None:
+    await pool.execute("DELETE FROM connect_pending WHERE account_id = $1", account_id)
+
+
+async def forget_orphans(pool: asyncpg.Pool, vault: VaultClient, older: timedelta = ORPHAN_AFTER) -> list[int]:
+    """Tokens stored for accounts whose connect never committed: forgotten (and revoked at the
+    provider) in the vault, then unmarked; marks whose account exists are just unmarked.
+    Returns the account ids forgotten. A vault that cannot be reached leaves the mark for the next sweep."""
+    rows = await pool.fetch(
+        "SELECT p.account_id, EXISTS (SELECT 1 FROM mail_accounts a WHERE a.id = p.account_id) AS kept "
+        "FROM connect_pending p WHERE p.created_at < now() - $1::interval ORDER BY p.account_id LIMIT 100", older)
+    forgotten = []
+    for row in rows:
+        account_id = int(row["account_id"])
+        if not row["kept"]:
+            answer = await vault.forget(str(account_id), revoke=True)
+            if answer.get("forgotten"):
+                forgotten.append(account_id)
+        await pool.execute("DELETE FROM connect_pending WHERE account_id = $1 AND created_at < now() - $2::interval",
+                           account_id, older)
+    return forgotten
+
+
 async def holdings(metrics: MetricsStore, account_id: int) -> dict[str, int]:
     """What InboxLens learned from a mailbox, counted: shown before Disconnect and after it."""
     months = await metrics.monthly(account_id, date(1970, 1, 1), date.today() + timedelta(days=31))

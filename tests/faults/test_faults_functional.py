@@ -324,6 +324,55 @@ def vault_mid_refresh(world: World) -> float:
     return recovered
 
 
+def vault_mid_set(world: World) -> float:
+    """The vault dies inside a connect's set: strace holds its first fsync/fdatasync (the token's
+    write is in the WAL, not yet synced) and the vault is SIGKILLed there. Web answers 503 and
+    commits no account; whatever the WAL kept of the set, web's sweep leaves no token behind for
+    an account that does not exist; the user connects again and it works."""
+    address, _ = world.mailbox(3)
+    old = world.pid("vault")
+    assert old is not None
+    trace = world.base / "vault-mid-set.strace"
+    held = subprocess.Popen(["strace", "-f", "-p", str(old), "-o", str(trace), "-e", "trace=fsync,fdatasync",
+                             "-e", "inject=fsync,fdatasync:delay_enter=60000000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        until(lambda: trace.exists() or held.poll() is not None, 10, "strace attached to the vault")
+        assert held.poll() is None, held.stderr.read() if held.stderr else ""
+        time.sleep(0.2)  # strace writes its file before every thread is attached
+
+        async def connect() -> int:
+            world.oauth.login = address
+            async with aiohttp.ClientSession(f"http://127.0.0.1:{world.service.port}",
+                                             cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                             timeout=aiohttp.ClientTimeout(total=60)) as browser:
+                page = await browser.get("/connect/test?tz=Europe/Berlin")
+                text = await page.text()
+                assert "nothing was connected" in text, text[:500]
+                return page.status
+        browser = world.loop.submit(connect())
+        until(lambda: "sync(" in trace.read_text(errors="replace"), 30, "the vault's set held in its sync")
+        killed = world.kill(old)
+    finally:
+        held.kill()
+        held.wait(10)
+    assert browser.result(30) == 503
+    assert world.sql("SELECT count(*) AS n FROM mail_accounts WHERE address = $1", address)["n"] == 0
+    pending = world.sql("SELECT account_id FROM connect_pending")
+    assert pending is not None, "the connect did not mark its account id before the set"
+    orphan = int(pending["account_id"])
+    until(lambda: world.replaced("vault", old), 30, "the vault restarted")
+    world.results["vault-kill-mid-set: the set survived in the WAL"] = \
+        float(world.vault(orphan, "token_state") == {"state": "ok"})
+    until(lambda: world.vault(orphan, "token_state") == {"state": "missing"}
+          and world.sql("SELECT count(*) AS n FROM connect_pending")["n"] == 0, 60,
+          "web's sweep forgot the token of the account that never committed")
+    account = world.connect(address)  # the user tries again, and it works
+    recovered = time.monotonic() - killed
+    assert account != orphan and world.vault(account, "token_state") == {"state": "ok"} and world.gets(account)
+    return recovered
+
+
 def web_idle(world: World) -> float:
     old = world.pid("web")
     assert old is not None and world.http("/healthz") == 200
@@ -496,6 +545,10 @@ FAULTS = [
     Fault("vault-kill-mid-refresh", "mid-refresh (the provider holds /token)", "SIGKILL to the vault child",
           "the caller gets 'unavailable', nothing rotated; after restart get succeeds, token_state ok",
           20, vault_mid_refresh),
+    Fault("vault-kill-mid-set", "mid-set (a connect's token written to the WAL, its fsync held by strace)",
+          "SIGKILL to the vault child", "web answers 503 and commits no account; restarted; no token is left for "
+          "the account id that never committed (web's sweep forgets it if the WAL kept it); the user connects "
+          "again: one account, token opens", 60, vault_mid_set),
     Fault("web-kill", "idle", "SIGKILL to the web child", "restarted; /healthz 200", 15, web_idle),
     Fault("web-kill-mid-callback", "mid-callback (the code exchange hangs at the provider)",
           "SIGKILL to the web child", "no half-made account; after restart the user connects again: one account, "

@@ -215,7 +215,9 @@ def no_refresh_token(request: web.Request, provider: str) -> tuple[str, str]:
 
 async def _store(request: web.Request, provider: str, grant: Grant, refresh_token: str, flow: dict[str, Any],
                  user_id: int | None) -> tuple[int, int, bool]:
-    """Account row and sealed token together: the row commits only after the vault stored the token."""
+    """Account row and sealed token together: the row commits only after the vault stored the token.
+    The account id is marked pending before the set, so a death between the set and the commit
+    leaves a token the sweep forgets (``accounts.forget_orphans``), never one nobody can see."""
     vault = request.app[VAULT]
     pool: asyncpg.Pool = request.app[DB]
     async with pool.acquire() as conn, conn.transaction():
@@ -223,9 +225,11 @@ async def _store(request: web.Request, provider: str, grant: Grant, refresh_toke
         account_id, created = await accounts.attach_account(conn, user_id, grant.email, provider, grant.subject,
                                                             flow["tz"])
         key = await vault.public_key()  # fetched each time: a rotated key is picked up at once
+        await accounts.mark_pending(pool, account_id)  # on another connection: committed before the set
         await vault.set(str(account_id), provider, key.seal(str(account_id), provider, refresh_token))
         await accounts.audit(conn, "connect" if created else "reconnect", user_id, account_id,
                              address=grant.email, provider=provider, key_id=key.key_id)
+    await accounts.settle_pending(pool, account_id)
     return user_id, account_id, created
 
 

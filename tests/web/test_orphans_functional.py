@@ -1,0 +1,58 @@
+"""A connect that dies between the vault's set and the account's commit leaves no token behind
+(issue 12.12, "vault mid-set"/"web mid-callback"): web's sweep has the vault forget and revoke a
+token whose account never came to be, and leaves every other token alone."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import asyncpg
+
+from inboxlens.vault.client import VaultClient
+from inboxlens.web import accounts
+from tests.web.conftest import Stack, account_id, connect
+
+ALICE, BOB = "alice@example.test", "bob@example.test"
+
+
+async def test_the_sweep_forgets_and_revokes_only_tokens_whose_account_never_committed(stack: Stack):
+    async with stack.browser() as alice_browser, stack.browser() as bob_browser:
+        await connect(stack, alice_browser, ALICE)
+        await connect(stack, bob_browser, BOB)
+    alice, bob = await account_id(stack, ALICE), await account_id(stack, BOB)
+    pool = await asyncpg.create_pool(stack.dsn, min_size=1, max_size=2)
+    await stack.vault.register(os.getpid(), "web")
+    vault = VaultClient(stack.vault.socket)
+    try:
+        # Bob's connect "died" after the set: his row is gone (it never committed), his mark stays.
+        # Alice's mark is one a connect left after its commit; a third mark is a connect under way.
+        await pool.execute("DELETE FROM mail_accounts WHERE id = $1", bob)
+        await pool.execute("INSERT INTO connect_pending (account_id, created_at) VALUES "
+                           "($1, now() - interval '1 minute'), ($2, now() - interval '1 minute'), ($3, now())",
+                           alice, bob, bob + 1000)
+        assert await vault.token_state(str(bob)) == "ok"  # the orphan: a live grant nobody can see
+
+        assert await accounts.forget_orphans(pool, vault) == [bob]
+
+        assert await vault.token_state(str(bob)) == "missing"
+        assert [g.revoked for g in stack.oauth._grants if g.email == BOB] == [True]  # revoked at the provider
+        assert await vault.token_state(str(alice)) == "ok"
+        assert not any(g.revoked for g in stack.oauth._grants if g.email == ALICE)
+        left = [r["account_id"] for r in await pool.fetch("SELECT account_id FROM connect_pending")]
+        assert left == [bob + 1000]  # too young to judge: its connect may still commit
+        assert await accounts.forget_orphans(pool, vault, older=timedelta(0)) == []  # no account, no token: unmarked
+        assert await pool.fetchval("SELECT count(*) FROM connect_pending") == 0
+    finally:
+        await vault.close()
+        await pool.close()
+
+
+async def test_a_finished_connect_leaves_no_mark(stack: Stack):
+    async with stack.browser() as browser:
+        await connect(stack, browser, ALICE)
+    db = await stack.db()
+    try:
+        assert await db.fetchval("SELECT count(*) FROM connect_pending") == 0
+    finally:
+        await db.close()
