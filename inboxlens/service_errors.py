@@ -6,6 +6,8 @@ none of them, so it never loads this module. The tree, whole, is drawn in ``erro
 
 from __future__ import annotations
 
+import traceback
+
 from inboxlens.errors import (BadRequest, CannotOpen, Conflict, InboxLensError, NotPermitted, ProviderRejected,
                               ProviderUnavailable, ReauthRequired, UnknownAccount, VaultError, VaultRefused)
 
@@ -52,3 +54,10 @@ VAULT_ERRORS: dict[str, type[VaultRefused]] = {
     for cls in (NotPermitted, BadRequest, UnknownAccount, ReauthRequired,
                 ProviderUnavailable, ProviderRejected, CannotOpen, Conflict)
 }
+
+
+def traceback_without_message(error: BaseException) -> str:
+    """Where an unexpected error happened, without what it says: web and harvest hold tokens,
+    form fields and header data, and an exception's text (a library's, say) may quote any of them."""
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    return f"{type(error).__name__}\nTraceback (most recent call last; the message is left out):\n{frames}"

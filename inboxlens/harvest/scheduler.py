@@ -35,9 +35,10 @@ from inboxlens.metrics.model import AccountRef, FoldResult
 from inboxlens.metrics.store import DEFAULT_BATCH, MetricsStore
 from inboxlens.observability import (DURATION_BUCKETS, FAMILIES, SNAPSHOT_SECONDS, Sample, remove_leftovers,
                                      vault_samples, write_snapshot)
+from inboxlens.service_errors import traceback_without_message
 from inboxlens.vault.client import VaultClient
 from inboxlens.harvest import store
-from inboxlens.harvest.sync import Connect, Progress, SyncSettings, sync_account, traceback_without_message, words
+from inboxlens.harvest.sync import Connect, Progress, SyncSettings, sync_account, words
 
 log = logging.getLogger("inboxlens.harvest")
 SWEEP_EVERY = 3600.0

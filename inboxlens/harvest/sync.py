@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -29,7 +28,8 @@ from inboxlens.errors import ReauthRequired, VaultError
 from inboxlens.metrics.model import AccountRef
 from inboxlens.metrics.postgres.store import PgMetricsStore
 from inboxlens.metrics.store import MetricsStore
-from inboxlens.service_errors import AuthenticationRefused, LeaseLost, MailError, MailServerError, MetricsUnavailable
+from inboxlens.service_errors import (AuthenticationRefused, LeaseLost, MailError, MailServerError, MetricsUnavailable,
+                                      traceback_without_message)
 from inboxlens.vault.client import VaultClient
 from inboxlens.harvest import store
 from inboxlens.harvest.headers.parse import FIELDS, HeaderRecord, parse_header_block, parse_internaldate
@@ -383,13 +383,6 @@ def cause(sync: AccountSync, error: Exception) -> str:
         return words(error)
     log.error("account %d: unexpected error %s", sync.account.id, traceback_without_message(error))
     return f"internal error ({type(error).__name__}) while syncing {sync.where}; see the harvest log"
-
-
-def traceback_without_message(error: BaseException) -> str:
-    """Where it failed, without what the exception says: harvest holds access tokens and header
-    data, and an unexpected exception's text (aioimaplib's, say) may quote either."""
-    frames = "".join(traceback.format_tb(error.__traceback__))
-    return f"{type(error).__name__}\nTraceback (most recent call last; the message is left out):\n{frames}"
 
 
 def words(error: BaseException) -> str:

@@ -10,21 +10,26 @@ own: the form-CSRF guard here leaves it alone, and a bearer-token call loads no 
 
 from __future__ import annotations
 
+import logging
 from typing import Awaitable, Callable
 
 from aiohttp import web
 
 from inboxlens.errors import VaultError
+from inboxlens.service_errors import traceback_without_message
 from inboxlens.web import handoff, health
 from inboxlens.web.exporter import REQUEST_METRICS, RequestMetrics
 from inboxlens.web.limits import anonymous
 from inboxlens.web.pages import dashboard, render as pages, views
+from inboxlens.web.api.errors import STANDARD, error_response
 from inboxlens.web.api.routes import PREFIX as API_PREFIX, make_api
 from inboxlens.web.sessions import COOKIE
 from inboxlens.web.state import DB, SECURE_COOKIES, SESSIONS, VAULT, current_session
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024
+log = logging.getLogger("inboxlens.web")
+
 HEADERS = {
     # Nothing from elsewhere, no inline script or style, no framing; forms post only here.
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
@@ -80,6 +85,10 @@ async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except web.HTTPException as e:
         response = _styled(request, e)
+    except Exception as e:  # a page's unexpected error: logged where it was, not what it said (a form field?)
+        log.error("%s %s failed: %s", request.method, request.rel_url.path, traceback_without_message(e))
+        response = error_response(500, *STANDARD[500]) if _is_api(request) else \
+            views.problem(500, "Something went wrong on our side; it has been logged.", "Try again in a moment.", request)
     response.headers.update(HEADERS)
     return response
 

@@ -15,6 +15,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from inboxlens.errors import InboxLensError
+from inboxlens.service_errors import traceback_without_message
 
 log = logging.getLogger("inboxlens.web.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -29,6 +30,7 @@ STANDARD = {
     405: ("method_not_allowed", "This path does not take that method."),
     413: ("payload_too_large", f"Request bodies are limited to {MAX_BODY} bytes."),
     429: ("rate_limited", "Too many requests; wait and try again."),
+    500: ("internal_error", "Something went wrong on the server; it has been logged."),
 }
 
 
@@ -64,9 +66,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if e.status < 400:
             raise
         return from_http(e)
-    except Exception as e:  # the client learns nothing about the cause; the traceback has no locals
-        log.error("%s %s failed: %s", request.method, request.rel_url.path, type(e).__name__, exc_info=True)
-        return error_response(500, "internal_error", "Something went wrong on the server; it has been logged.")
+    except Exception as e:  # the client learns nothing about the cause, the log where it was (not what it said)
+        log.error("%s %s failed: %s", request.method, request.rel_url.path, traceback_without_message(e))
+        return error_response(500, *STANDARD[500])
 
 
 async def _body_fits(request: web.Request) -> bool:
