@@ -63,6 +63,10 @@ def ours(addresses: tuple[Address, ...]) -> list[tuple[str, str]]:
     return [(a.name, a.address) for a in addresses]
 
 
+def spaced(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(" ".join(name.split()), address) for name, address in pairs]
+
+
 def stdlib_date(value: str) -> datetime | None:
     try:
         parsed = parsedate_to_datetime(value)
@@ -646,8 +650,11 @@ def test_agrees_with_the_stdlib_on_well_formed_headers(subject: tuple[str, str],
               f"Date: {format_datetime(moment)}", f"Message-ID: <{local}@{domain}>"]
     record, expected = parse(*fields), reference(*fields)
     assert record.subject == stdlib_text(expected["subject"])
-    assert record.sender == Address(*stdlib_addresses(expected, "from")[0])
-    assert ours(record.to) == stdlib_addresses(expected, "to")
+    # Display names compared with runs of whitespace folded: inside a decoded encoded-word the
+    # stdlib folds some runs ("0  ¡" and "0 \xa0¡" become "0 ¡") but not others ("0\u2003 ¡"), and
+    # we keep the text as sent; what a name shows is the same either way.
+    assert spaced(ours((record.sender,))) == spaced(stdlib_addresses(expected, "from")[:1])
+    assert spaced(ours(record.to)) == spaced(stdlib_addresses(expected, "to"))
     date: Any = expected["date"]  # policy.default: a DateHeader
     assert record.date == date.datetime == moment
     assert record.message_id == str(expected["message-id"])[1:-1] == f"{local}@{domain}"
