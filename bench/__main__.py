@@ -17,7 +17,7 @@ from typing import Any
 from .report import machine
 
 SUITES = {"vault": "bench.vault", "parse": "bench.parse", "harvest": "bench.harvest", "metrics": "bench.metrics",
-          "api": "bench.api"}
+          "api": "bench.api", "loops": "bench.loops"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -97,6 +97,7 @@ class Bare:
 
     body: dict[str, Any]
     port: int = field(default_factory=free_port)
+    env: dict[str, str] | None = None  # None: this process's environment
     process: asyncio.subprocess.Process | None = None
 
     @property
@@ -105,7 +106,8 @@ class Bare:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.bare_api", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            sys.executable, "-m", "bench.bare_api", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env=self.env)
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(json.dumps({"port": self.port, "body": self.body}).encode() + b"\n")
         await self.process.stdin.drain()

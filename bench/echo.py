@@ -49,14 +49,15 @@ async def serve(path: Path) -> None:
 class EchoProcess:
     """Starts and stops the echo child, like ``tests.support.vaultproc`` does the vault."""
 
-    def __init__(self, socket: Path) -> None:
+    def __init__(self, socket: Path, env: dict[str, str] | None = None) -> None:
         self.socket = socket
+        self.env = env  # None: this process's environment
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.echo", str(self.socket),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent, env=self.env)
         assert self.process.stdout is not None
         if await asyncio.wait_for(self.process.stdout.readline(), START_TIMEOUT) != b"ready\n":
             raise RuntimeError(f"echo server did not start (exit {await self.process.wait()})")

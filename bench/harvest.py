@@ -27,6 +27,8 @@ writes ``realistic_messages`` (every one forced into INBOX) into a Maildir once 
   what a harvest process imports (none of the test helpers), so its peak is the harvest's.
   The vault authorises a caller by PID in development mode: the child's PID is registered
   as harvest, and the child waits for "go" until the vault has logged the registration.
+- ``loop``: d in that child on stock asyncio and on uvloop, alternating (issue 16.7); not in
+  the default run: ``python -m bench loops`` runs it, beside the other children's loop cases.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ BATCH = HarvestConfig().batch_size  # 250, the product's default
 AIO_BATCH = 200  # aioimaplib as shipped hangs on FETCH answers of ~1,000+ messages
 FETCH_TIMEOUT = 30.0  # per aioimaplib command
 CHILD_TIMEOUT = 120.0
-CASE_TIMEOUT = {"rate": 150.0, "memory": 300.0}
+CASE_TIMEOUT = {"rate": 150.0, "memory": 300.0, "loop": 60.0}
+LOOP_ROUNDS = 3  # the loop case: d in a child on each event loop, alternating
 TARGET = 0.5  # d / b
 TARGET_A = 0.3  # d / a, issue 16.1
 FLAT = 1.10  # peak at 100k / peak at 20k
@@ -364,11 +367,12 @@ async def bench_memory(bench: Bench) -> None:
            "growth kB", "VmRSS end kB"], rows, notes)
 
 
-async def harvest_in_child(mail: Mail, box: Box) -> dict[str, Any]:
+async def harvest_in_child(mail: Mail, box: Box, pythonpath: Sequence[str] = ()) -> dict[str, Any]:
+    """d in a child process; ``pythonpath``: more directories before the repository's (bench/loops.py)."""
     await empty_harvest_tables(mail.pool)
     process = await asyncio.create_subprocess_exec(
         *CHILD, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        cwd=REPO, env={**os.environ, "PYTHONPATH": os.pathsep.join([*pythonpath, str(REPO)])})
     assert process.stdin is not None and process.stdout is not None
     try:
         provider = dict(vars(mail.provider()))
@@ -388,6 +392,30 @@ async def harvest_in_child(mail: Mail, box: Box) -> dict[str, Any]:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+# -- 3. event loop (issue 16.7; run by ``python -m bench loops harvest``) --------------------------
+
+async def bench_loop(bench: Bench) -> None:
+    from .loops import UVLOOP_SITE, loop_verdict
+
+    box = await bench.box(SMALL)
+    sides: dict[str, Sequence[str]] = {"asyncio": (), "uvloop": (str(UVLOOP_SITE),)}
+    results: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+    for round_ in range(LOOP_ROUNDS):
+        for side in (list(sides) if round_ % 2 == 0 else list(reversed(sides))):
+            results[side].append(await harvest_in_child(bench.mail, box, sides[side]))
+    rows, rates = [], {}
+    for side, runs in results.items():
+        stored, seconds, cpu = (sum(r[key] for r in runs) for key in ("stored", "seconds", "cpu"))
+        rates[side] = stored / seconds
+        rows.append([side, " ".join(sorted({r["loop"] for r in runs})), stored, seconds, f"{cpu / stored * 1e6:.0f}",
+                     round(rates[side]), " / ".join(f"{r['stored'] / r['seconds']:,.0f}" for r in runs),
+                     ratio(rates[side], rates["asyncio"])])
+    table(f"harvest: d (Scheduler.once, fetch + parse + store) of {SMALL:,} messages in a child process on each "
+          f"loop, {LOOP_ROUNDS} alternating rounds (the order reversed every other round)",
+          ["child on", "loop class", "stored", "seconds", "CPU us/msg", "msg/s", "per round", "vs asyncio"], rows,
+          [loop_verdict("harvest", rates["uvloop"] / rates["asyncio"])])
 
 
 # -- the child ------------------------------------------------------------------------------------
@@ -419,8 +447,10 @@ async def _child() -> None:
     end = _memory_kb()
     # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over execve, so a child forked
     # from a parent that holds 100,000 generated messages would report the parent's size.
+    loop = type(asyncio.get_running_loop())
     print(json.dumps({"stored": stored, "seconds": seconds, "cpu": cpu, "ready_kb": ready["VmHWM"],
-                      "peak_kb": end["VmHWM"], "rss_kb": end["VmRSS"]}), flush=True)
+                      "peak_kb": end["VmHWM"], "rss_kb": end["VmRSS"], "loop": f"{loop.__module__}.{loop.__name__}"}),
+          flush=True)
 
 
 async def version(program: str) -> str:
@@ -431,7 +461,8 @@ async def version(program: str) -> str:
 
 # -- the suite -----------------------------------------------------------------------------------
 
-CASES: dict[str, Callable[[Bench], Awaitable[None]]] = {"rate": bench_rate, "memory": bench_memory}
+CASES: dict[str, Callable[[Bench], Awaitable[None]]] = {"rate": bench_rate, "memory": bench_memory, "loop": bench_loop}
+DEFAULT_CASES = ("rate", "memory")  # "loop" runs with the loops suite
 
 
 async def run(names: Sequence[str] = ()) -> None:
@@ -483,7 +514,7 @@ async def run(names: Sequence[str] = ()) -> None:
         dovecot_version = await version("dovecot")
         print(f"stack: PostgreSQL {pg_version}, Dovecot {dovecot_version}, aioimaplib {metadata.version('aioimaplib')}, "
               f"asyncpg {metadata.version('asyncpg')}; started in {time.perf_counter() - began:.1f} s")
-        for name in names or CASES:
+        for name in names or DEFAULT_CASES:
             async with asyncio.timeout(CASE_TIMEOUT[name]):
                 await CASES[name](bench)
         stopping = time.perf_counter()

@@ -30,12 +30,12 @@ class WebProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.slice['config']['web']['port']}"
 
-    async def start(self) -> None:
+    async def start(self, extra_env: dict[str, str] | None = None) -> None:
         with open(self.log_path, "ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "inboxlens.web", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=log, cwd="/",
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(extra_env or {})})
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(json.dumps(self.slice).encode() + b"\n")
         await self.process.stdin.drain()
