@@ -166,9 +166,15 @@ async def disconnect(pool: asyncpg.Pool, vault: VaultClient, metrics: MetricsSto
 ORPHAN_AFTER = timedelta(seconds=30)
 
 
-async def mark_pending(pool: asyncpg.Pool, account_id: int) -> None:
-    await pool.execute("INSERT INTO connect_pending (account_id) VALUES ($1) ON CONFLICT (account_id) "
-                       "DO UPDATE SET created_at = now()", account_id)
+MARK_WAIT = 5.0  # seconds for the mark's own connection (the connect's transaction holds another)
+
+
+async def mark_pending(pool: asyncpg.Pool, account_id: int, wait: float = MARK_WAIT) -> None:
+    """Mark on a second connection, waited for at most ``wait`` seconds (TimeoutError): a pool
+    full of connects, each holding one connection, fails fast instead of waiting on itself."""
+    async with pool.acquire(timeout=wait) as conn:
+        await conn.execute("INSERT INTO connect_pending (account_id) VALUES ($1) ON CONFLICT (account_id) "
+                           "DO UPDATE SET created_at = now()", account_id)
 
 
 async def settle_pending(pool: asyncpg.Pool, account_id: int) -> None:

@@ -4,10 +4,12 @@ token whose account never came to be, and leaves every other token alone."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import timedelta
 
 import asyncpg
+import pytest
 
 from inboxlens.vault.client import VaultClient
 from inboxlens.web import accounts
@@ -56,3 +58,17 @@ async def test_a_finished_connect_leaves_no_mark(stack: Stack):
         assert await db.fetchval("SELECT count(*) FROM connect_pending") == 0
     finally:
         await db.close()
+
+
+async def test_the_mark_waits_for_a_connection_a_bounded_time(stack: Stack):
+    """The connect's transaction holds one connection while the mark needs another: with every
+    connection held, the mark gives up (TimeoutError, a 503 for the user) instead of waiting forever."""
+    pool = await asyncpg.create_pool(stack.dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire():  # the connect's own transaction, holding the only connection
+            with pytest.raises(asyncio.TimeoutError):
+                await accounts.mark_pending(pool, 4242, wait=0.2)
+        await accounts.mark_pending(pool, 4242, wait=0.2)
+        assert await pool.fetchval("SELECT count(*) FROM connect_pending WHERE account_id = 4242") == 1
+    finally:
+        await pool.close()

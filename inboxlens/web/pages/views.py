@@ -8,6 +8,7 @@ The plaintext refresh token lives in this process only inside ``finish_connect``
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -189,6 +190,9 @@ async def finish_connect(request: web.Request, provider: str, grant: Grant, flow
         log.error("the vault did not store the token for %s", grant.email)
         return problem(503, "InboxLens could not store the access safely; nothing was connected.",
                        "Please try again in a moment.", request)
+    except asyncio.TimeoutError:  # no database connection for the pending mark: too many connects at once
+        log.error("a connect found no free database connection within %g s", accounts.MARK_WAIT)
+        return problem(503, "InboxLens is busy; nothing was connected.", "Please try again in a moment.", request)
     await _log_in(request, user_id)
     log.info("%s account %d (%s)", "connected" if created else "reconnected", account_id, provider)
     return redirect(flow["next"])
