@@ -160,43 +160,52 @@ async def disconnect(pool: asyncpg.Pool, vault: VaultClient, metrics: MetricsSto
 
 
 # A connect's set and its account's commit are two stores: a token handed to the vault is
-# marked pending first (committed on its own), and unmarked once the account row is committed.
-# A mark older than any connect can take (web's vault calls time out after seconds) whose
-# account does not exist is a token nobody can see: the sweep has the vault forget and revoke it.
+# marked pending first (committed on its own), then the connect's transaction locks the mark
+# (FOR UPDATE) until it commits, and unmarks it after. A mark older than any connect takes
+# (web's vault calls time out after seconds), unlocked, whose account does not exist is a token
+# nobody can see: the sweep has the vault forget it. Not revoke it: at some providers (Google)
+# revoking one refresh token ends the whole grant, the one a retried connect may just have got.
 ORPHAN_AFTER = timedelta(seconds=30)
-
-
 MARK_WAIT = 5.0  # seconds for the mark's own connection (the connect's transaction holds another)
 
 
-async def mark_pending(pool: asyncpg.Pool, account_id: int, wait: float = MARK_WAIT) -> None:
-    """Mark on a second connection, waited for at most ``wait`` seconds (TimeoutError): a pool
-    full of connects, each holding one connection, fails fast instead of waiting on itself."""
-    async with pool.acquire(timeout=wait) as conn:
-        await conn.execute("INSERT INTO connect_pending (account_id) VALUES ($1) ON CONFLICT (account_id) "
-                           "DO UPDATE SET created_at = now()", account_id)
+async def mark_pending(pool: asyncpg.Pool, conn: asyncpg.Connection, account_id: int,
+                       wait: float = MARK_WAIT) -> None:
+    """Mark on a second connection, waited for at most ``wait`` seconds (TimeoutError: a pool
+    full of connects, each holding one connection, fails fast instead of waiting on itself);
+    then lock the mark in the connect's transaction ``conn``, so no sweep judges it meanwhile."""
+    async with pool.acquire(timeout=wait) as own:
+        await own.execute("INSERT INTO connect_pending (account_id) VALUES ($1) ON CONFLICT (account_id) "
+                          "DO UPDATE SET created_at = now()", account_id)
+    await conn.execute("SELECT 1 FROM connect_pending WHERE account_id = $1 FOR UPDATE", account_id)
 
 
 async def settle_pending(pool: asyncpg.Pool, account_id: int) -> None:
-    await pool.execute("DELETE FROM connect_pending WHERE account_id = $1", account_id)
+    """Unmark after the commit; if that fails, the sweep unmarks it (its account exists)."""
+    try:
+        await pool.execute("DELETE FROM connect_pending WHERE account_id = $1", account_id)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        pass
 
 
 async def forget_orphans(pool: asyncpg.Pool, vault: VaultClient, older: timedelta = ORPHAN_AFTER) -> list[int]:
-    """Tokens stored for accounts whose connect never committed: forgotten (and revoked at the
-    provider) in the vault, then unmarked; marks whose account exists are just unmarked.
-    Returns the account ids forgotten. A vault that cannot be reached leaves the mark for the next sweep."""
-    rows = await pool.fetch(
-        "SELECT p.account_id, EXISTS (SELECT 1 FROM mail_accounts a WHERE a.id = p.account_id) AS kept "
-        "FROM connect_pending p WHERE p.created_at < now() - $1::interval ORDER BY p.account_id LIMIT 100", older)
+    """Tokens stored for accounts whose connect never committed: forgotten in the vault, then
+    unmarked; marks whose account exists are just unmarked; a mark a connect still holds locked
+    is skipped. Returns the account ids forgotten. A vault that cannot be reached leaves the
+    mark for the next sweep."""
     forgotten = []
-    for row in rows:
-        account_id = int(row["account_id"])
-        if not row["kept"]:
-            answer = await vault.forget(str(account_id), revoke=True)
-            if answer.get("forgotten"):
-                forgotten.append(account_id)
-        await pool.execute("DELETE FROM connect_pending WHERE account_id = $1 AND created_at < now() - $2::interval",
-                           account_id, older)
+    for account_id in await pool.fetch("SELECT account_id FROM connect_pending WHERE created_at < now() - "
+                                       "$1::interval ORDER BY account_id LIMIT 100", older):
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT p.account_id, EXISTS (SELECT 1 FROM mail_accounts a WHERE a.id = p.account_id) AS kept "
+                "FROM connect_pending p WHERE p.account_id = $1 AND p.created_at < now() - $2::interval "
+                "FOR UPDATE OF p SKIP LOCKED", account_id["account_id"], older)
+            if row is None:
+                continue  # a connect holds it, or it was re-marked or settled meanwhile
+            if not row["kept"] and (await vault.forget(str(row["account_id"]), revoke=False)).get("forgotten"):
+                forgotten.append(int(row["account_id"]))
+            await conn.execute("DELETE FROM connect_pending WHERE account_id = $1", row["account_id"])
     return forgotten
 
 

@@ -1,6 +1,7 @@
 """A connect that dies between the vault's set and the account's commit leaves no token behind
-(issue 12.12, "vault mid-set"/"web mid-callback"): web's sweep has the vault forget and revoke a
-token whose account never came to be, and leaves every other token alone."""
+(issue 12.12, "vault mid-set"/"web mid-callback"): web's sweep has the vault forget a token whose
+account never came to be (without revoking the grant, which a retried connect may share), and
+leaves every other token, and every mark a connect still holds, alone."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tests.web.conftest import Stack, account_id, connect
 ALICE, BOB = "alice@example.test", "bob@example.test"
 
 
-async def test_the_sweep_forgets_and_revokes_only_tokens_whose_account_never_committed(stack: Stack):
+async def test_the_sweep_forgets_only_tokens_whose_account_never_committed(stack: Stack):
     async with stack.browser() as alice_browser, stack.browser() as bob_browser:
         await connect(stack, alice_browser, ALICE)
         await connect(stack, bob_browser, BOB)
@@ -38,7 +39,8 @@ async def test_the_sweep_forgets_and_revokes_only_tokens_whose_account_never_com
         assert await accounts.forget_orphans(pool, vault) == [bob]
 
         assert await vault.token_state(str(bob)) == "missing"
-        assert [g.revoked for g in stack.oauth._grants if g.email == BOB] == [True]  # revoked at the provider
+        # Not revoked: at Google revoking one refresh token ends the grant a retried connect may hold.
+        assert not any(g.revoked for g in stack.oauth._grants if g.email == BOB)
         assert await vault.token_state(str(alice)) == "ok"
         assert not any(g.revoked for g in stack.oauth._grants if g.email == ALICE)
         left = [r["account_id"] for r in await pool.fetch("SELECT account_id FROM connect_pending")]
@@ -64,11 +66,34 @@ async def test_the_mark_waits_for_a_connection_a_bounded_time(stack: Stack):
     """The connect's transaction holds one connection while the mark needs another: with every
     connection held, the mark gives up (TimeoutError, a 503 for the user) instead of waiting forever."""
     pool = await asyncpg.create_pool(stack.dsn, min_size=1, max_size=1)
+    other = await stack.db()
     try:
         async with pool.acquire():  # the connect's own transaction, holding the only connection
             with pytest.raises(asyncio.TimeoutError):
-                await accounts.mark_pending(pool, 4242, wait=0.2)
-        await accounts.mark_pending(pool, 4242, wait=0.2)
-        assert await pool.fetchval("SELECT count(*) FROM connect_pending WHERE account_id = 4242") == 1
+                await accounts.mark_pending(pool, other, 4242, wait=0.2)
+        assert await pool.fetchval("SELECT count(*) FROM connect_pending WHERE account_id = 4242") == 0
     finally:
+        await other.close()
+        await pool.close()
+
+
+async def test_a_mark_its_connect_still_holds_is_not_judged(stack: Stack):
+    """A connect whose commit is slow (past the sweep's 30 s) keeps its mark locked: the sweep
+    skips it, so a token is never forgotten under an account that is about to commit."""
+    pool = await asyncpg.create_pool(stack.dsn, min_size=1, max_size=3)
+    await stack.vault.register(os.getpid(), "web")
+    vault = VaultClient(stack.vault.socket)
+    connect = await stack.db()
+    try:
+        async with connect.transaction():
+            await accounts.mark_pending(pool, connect, 777)
+            await asyncio.sleep(0.01)  # the mark is older than "now" in the sweep's next transaction
+            assert await accounts.forget_orphans(pool, vault, older=timedelta(0)) == []
+            assert await pool.fetchval("SELECT count(*) FROM connect_pending") == 1  # still there, locked
+        # unlocked (committed without its account, here): no token, so only unmarked
+        assert await accounts.forget_orphans(pool, vault, older=timedelta(0)) == []
+        assert await pool.fetchval("SELECT count(*) FROM connect_pending") == 0
+    finally:
+        await connect.close()
+        await vault.close()
         await pool.close()

@@ -229,7 +229,7 @@ async def _store(request: web.Request, provider: str, grant: Grant, refresh_toke
         account_id, created = await accounts.attach_account(conn, user_id, grant.email, provider, grant.subject,
                                                             flow["tz"])
         key = await vault.public_key()  # fetched each time: a rotated key is picked up at once
-        await accounts.mark_pending(pool, account_id)  # on another connection: committed before the set
+        await accounts.mark_pending(pool, conn, account_id)  # committed before the set, then locked by conn
         await vault.set(str(account_id), provider, key.seal(str(account_id), provider, refresh_token))
         await accounts.audit(conn, "connect" if created else "reconnect", user_id, account_id,
                              address=grant.email, provider=provider, key_id=key.key_id)
