@@ -106,10 +106,14 @@ def prepare_directories(config: Config, plan: Plan) -> None:
         return
     for path, mode, owner in _layout(config, plan):
         _directory(path, mode, owner)
-    # Keys made by 'inboxlens keys init' before the vault's user existed belong to root: hand them over.
+    # Keys made by 'inboxlens keys init' before the vault's user existed belong to root: hand them
+    # over. Only root's own regular, singly linked files: the vault owns this directory, and a link it
+    # planted (to a file of root's) must not be handed to it.
     vault = plan.identities["vault"]
     for key in config.vault_dir.iterdir():
-        os.chown(key, vault.uid, vault.gid, follow_symlinks=False)
+        st = key.lstat()
+        if st.st_uid == 0 and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            os.chown(key, vault.uid, vault.gid, follow_symlinks=False)
 
 
 def check_directories(config: Config, plan: Plan) -> None:

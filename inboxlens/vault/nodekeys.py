@@ -27,6 +27,7 @@ import json
 import os
 import pwd
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -124,11 +125,20 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _read_session_key(path: Path) -> bytes:
+    """The key, read without following a link and only from a regular file: web owns its
+    directory, so a compromised web could otherwise point root's export at any file."""
     try:
-        key = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise KeysetError(f"web has no cookie-signing key yet ({path}): it makes one when it first starts; "
                           "start 'inboxlens serve' on this node once, then export") from None
+    except OSError as e:
+        raise KeysetError(f"{path} cannot be read as web's key ({e.strerror}; a link is refused)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise KeysetError(f"{path} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        key = f.read(SESSION_KEY_BYTES + 1)
     if len(key) != SESSION_KEY_BYTES:
         raise KeysetError(f"{path} is damaged (not {SESSION_KEY_BYTES} bytes)")
     return key

@@ -18,7 +18,7 @@ from aiohttp import web
 from inboxlens.errors import VaultError
 from inboxlens.service_errors import traceback_without_message
 from inboxlens.web import handoff, health
-from inboxlens.web.exporter import REQUEST_METRICS, RequestMetrics
+from inboxlens.web.exporter import REQUEST_METRICS, RequestMetrics, route_of
 from inboxlens.web.limits import anonymous
 from inboxlens.web.pages import dashboard, render as pages, views
 from inboxlens.web.api.errors import STANDARD, error_response
@@ -86,7 +86,7 @@ async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as e:
         response = _styled(request, e)
     except Exception as e:  # a page's unexpected error: logged where it was, not what it said (a form field?)
-        log.error("%s %s failed: %s", request.method, request.rel_url.path, traceback_without_message(e))
+        log.error("%s %s failed: %s", request.method, route_of(request), traceback_without_message(e))
         response = error_response(500, *STANDARD[500]) if _is_api(request) else \
             views.problem(500, "Something went wrong on our side; it has been logged.", "Try again in a moment.", request)
     response.headers.update(HEADERS)

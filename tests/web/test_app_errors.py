@@ -23,6 +23,7 @@ async def client() -> TestClient:  # type: ignore[misc]
     app = web.Application(middlewares=[headers])
     app.router.add_get("/broken", broken)
     app.router.add_get("/api/v1/broken", broken)
+    app.router.add_get("/cards/{address}", broken)
     async with TestClient(TestServer(app)) as client:
         yield client
 
@@ -38,3 +39,10 @@ async def test_a_pages_unexpected_error_is_a_page_and_its_message_is_not_logged(
     assert api.status == 500 and (await api.json())["error"]["code"] == "internal_error"
     assert "GET /broken failed: RuntimeError" in caplog.text and "broken" in caplog.text  # where: the frames
     assert SECRET not in caplog.text
+
+
+async def test_the_log_names_the_route_not_the_address_in_the_path(client: TestClient,
+                                                                   caplog: pytest.LogCaptureFixture):
+    with caplog.at_level(logging.ERROR):
+        assert (await client.get("/cards/bob@example.test")).status == 500
+    assert "GET /cards/{address} failed" in caplog.text and "bob@example.test" not in caplog.text

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from inboxlens.errors import InboxLensError
 from inboxlens.service_errors import traceback_without_message
+from inboxlens.web.exporter import route_of
 
 log = logging.getLogger("inboxlens.web.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -67,7 +68,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         return from_http(e)
     except Exception as e:  # the client learns nothing about the cause, the log where it was (not what it said)
-        log.error("%s %s failed: %s", request.method, request.rel_url.path, traceback_without_message(e))
+        log.error("%s %s failed: %s", request.method, route_of(request), traceback_without_message(e))
         return error_response(500, *STANDARD[500])
 
 
