@@ -43,43 +43,24 @@ async function test() {
   return box;
 }
 
-function askForOrigin(pattern) {
-  // Must be called in the click itself (a user gesture); resolves false when refused or impossible.
-  try {
-    return chrome.permissions.request({ origins: [pattern] }).catch(() => false);
-  } catch {
-    return Promise.resolve(false);
-  }
-}
-
 $("setup").addEventListener("submit", async (event) => {
   event.preventDefault();
   const parsed = parseServer($("server").value);
   if (!parsed.ok) return show("problem", parsed.reason);
-  const granted = askForOrigin(parsed.pattern);
   const saved = await chrome.runtime.sendMessage({ type: "configure", server: parsed.base,
                                                    token: $("token").value.trim() });
   $("token").value = "";
   if (!saved?.ok) return show("problem", saved?.reason ?? "That token does not look like an InboxLens token.");
-  const box = await test();
-  if (!(await granted)) {
-    box.append(el("p", `Access to ${parsed.origin} was not granted; InboxLens still works while the server `
-      + "lists this extension in web.cors_origins."));
-  }
+  await test();
 });
 
 $("handoff").addEventListener("click", async () => {
   const parsed = parseServer($("server").value);
   if (!parsed.ok) return show("problem", parsed.reason);
-  const granted = askForOrigin(parsed.pattern);
   show("ok", `Waiting for you to allow InboxLens in the window of ${parsed.origin}…`);
   const done = await chrome.runtime.sendMessage({ type: "handoff", server: parsed.base });
   if (!done?.ok) return show("problem", done?.reason ?? "The hand-off failed.");
-  const box = await test();
-  if (!(await granted)) {
-    box.append(el("p", `Access to ${parsed.origin} was not granted; InboxLens still works while the server `
-      + "lists this extension in web.cors_origins."));
-  }
+  await test();
 });
 
 $("test").addEventListener("click", () => test());

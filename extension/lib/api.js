@@ -26,7 +26,7 @@ export function parseServer(text) {
     return { ok: false, reason: "Use https:// (plain http:// only for localhost)." };
   }
   const base = url.origin + url.pathname.replace(/\/+$/, "");
-  return { ok: true, origin: url.origin, base, pattern: `${url.protocol}//${url.hostname}/*` };
+  return { ok: true, origin: url.origin, base };
 }
 
 export function apiUrl(base, path) {

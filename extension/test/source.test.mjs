@@ -42,6 +42,13 @@ test("the manifest asks for the least, and its key gives the documented id", () 
   const manifest = JSON.parse(readFileSync(new URL("manifest.json", ROOT), "utf8"));
   assert.deepEqual(manifest.permissions, ["storage", "alarms", "sidePanel", "identity"]); // identity: the token hand-off
   assert.equal(manifest.host_permissions, undefined);
+  // No site beyond the mail pages: the server is reached through its own CORS answer
+  // (web.cors_origins names this extension's id), so no host permission is asked at all.
+  assert.equal(manifest.optional_host_permissions, undefined);
+  for (const script of manifest.content_scripts) {
+    assert.deepEqual(script.matches, ["https://mail.google.com/*", "https://outlook.office.com/*",
+                                      "https://outlook.live.com/*"]);
+  }
   assert.ok(!JSON.stringify(manifest).includes("<all_urls>"));
   const der = Buffer.from(manifest.key, "base64");
   assert.ok(der.length > 200 && der.length < 600, "a public key (SubjectPublicKeyInfo), not a private one");
