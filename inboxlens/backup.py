@@ -53,7 +53,7 @@ from inboxlens.config.schema import Config
 from inboxlens.db.embedded import EmbeddedPostgres, PostgresBinariesMissing, postgres_bin
 from inboxlens.service_errors import BackupError
 from inboxlens.supervisor.plan import USERS, Plan, make_plan, prepare_directories
-from inboxlens.vault.keyset import KEYSET_FILE, LOCK_FILE, REVOKED, KeysetLock
+from inboxlens.vault.keyset import KEYSET_FILE, LOCK_FILE, REVOKED, KeysetLock, fsync_dir
 from inboxlens.vault.store.postgres import SCHEMA as VAULT_SCHEMA
 
 FORMAT = 1
@@ -200,14 +200,6 @@ def write_file(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None
         if owner is not None:
             os.fchown(fd, *owner)
         os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
         os.fsync(fd)
     finally:
         os.close(fd)

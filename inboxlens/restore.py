@@ -26,13 +26,13 @@ from nacl.public import PrivateKey
 
 from inboxlens import paths
 from inboxlens.backup import (DB_DUMP, FORMAT, MANIFEST, PG_TOKENS, PRIVATE, SESSION_KEY, SQLITE_TOKENS,
-                              Database, fetch, fsync_dir, keyset_ids,
+                              Database, fetch, keyset_ids,
                               open_database, permitted, refuse, run_tool, service_running, sha256, split_password,
                               tool, write_file)
 from inboxlens.config.schema import Config
 from inboxlens.db.migrate import MIGRATIONS_DIR
 from inboxlens.service_errors import BackupError
-from inboxlens.vault.keyset import KEYSET_FILE
+from inboxlens.vault.keyset import KEYSET_FILE, fsync_dir
 from inboxlens.vault.store.postgres import SCHEMA as VAULT_SCHEMA
 
 

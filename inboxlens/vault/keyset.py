@@ -144,7 +144,7 @@ def write_atomic(path: Path, data: bytes, mode: int, owner: Owner) -> None:
     tmp.unlink(missing_ok=True)
     _write_new(tmp, data, mode, owner)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_new(path: Path, data: bytes, mode: int, owner: Owner) -> None:
@@ -157,10 +157,10 @@ def _write_new(path: Path, data: bytes, mode: int, owner: Owner) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
