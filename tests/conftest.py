@@ -31,21 +31,25 @@ TEST_PG_USER = "inboxlens-test-pg"
 
 
 # =============================================================================================
-# Apache Cassandra: a real node for the Cassandra cases of tests/metrics.
+# Apache Cassandra: a real node for the Cassandra cases of tests/metrics and for tests/multinode.
 #
 # INBOXLENS_TEST_CASSANDRA=host[:port][,host...] names a cluster (.ci/run starts one). When it
-# is unset and the run includes tests/metrics, one node is started here on 127.0.0.1 and free
-# ports (tests/support/cassandra_node.py: Cassandra from Maven Central on the JDK), and stopped
-# at the end. Where it cannot start: in CI that is a failure; elsewhere those cases skip.
+# is unset and the run includes tests/metrics or tests/multinode, one node is started here on
+# 127.0.0.1 and free ports (tests/support/cassandra_node.py: Cassandra from Maven Central on the
+# JDK), and stopped at the end. Where it cannot start: in CI that is a failure; elsewhere those cases skip.
 # =============================================================================================
-def _runs_metrics(args: list[str]) -> bool:
-    metrics = (Path(__file__).parent / "metrics").resolve()
+def _runs_cassandra(args: list[str]) -> bool:
+    """Whether the run includes tests/metrics or tests/multinode (the two-node test's metrics)."""
     paths = [Path(a.split("::")[0]).resolve() for a in args] or [Path(__file__).parent.resolve()]
-    return any(metrics == p or metrics in p.parents or p in metrics.parents for p in paths)
+    for folder in ("metrics", "multinode"):
+        needs = (Path(__file__).parent / folder).resolve()
+        if any(needs == p or needs in p.parents or p in needs.parents for p in paths):
+            return True
+    return False
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if os.environ.get("INBOXLENS_TEST_CASSANDRA") or not _runs_metrics(list(config.args)):
+    if os.environ.get("INBOXLENS_TEST_CASSANDRA") or not _runs_cassandra(list(config.args)):
         return
     from tests.support.cassandra_node import CassandraNode, NodeError
     from tests.support.pg_tcp import free_port
@@ -58,8 +62,9 @@ def pytest_configure(config: pytest.Config) -> None:
         node.stop()
         shutil.rmtree(node.directory, ignore_errors=True)
         if os.environ.get("CI"):
-            raise pytest.UsageError(f"CI needs a Cassandra node for tests/metrics and none started: {e}") from None
-        print(f"\nno Cassandra node for tests/metrics ({e}); its cluster cases will skip")
+            raise pytest.UsageError("CI needs a Cassandra node for tests/metrics and tests/multinode "
+                                    f"and none started: {e}") from None
+        print(f"\nno Cassandra node ({e}): the cluster cases of tests/metrics and tests/multinode will skip")
         return
     os.environ["INBOXLENS_TEST_CASSANDRA"] = node.contact_point
     config.stash[_CASSANDRA] = node

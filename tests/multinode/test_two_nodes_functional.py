@@ -1,12 +1,15 @@
-"""Two ``inboxlens serve`` nodes on one PostgreSQL (issue 15.3): any node serves any user, harvest
-leases spread the accounts, and a node that dies mid-harvest leaves its accounts to the other.
+"""Two ``inboxlens serve`` nodes on one PostgreSQL and one Cassandra (issue 15.3): any node serves
+any user, harvest leases spread the accounts, and a node that dies mid-harvest leaves its accounts
+to the other, with every message counted once in Cassandra.
 
 Each node is a whole service as root (supervisor, vault, web, harvest under their own uids), with
-its own state and runtime directories and web port on 127.0.0.1. They share a PostgreSQL server
-on a loopback TCP port with a password (tests/support/pg_tcp.py) for accounts, sessions, leases,
-metrics (``metrics.backend = "postgresql"``) and the vault's tokens (``token_store = "postgres"``),
-the tests' OAuth provider and Dovecot (the fault suite's world: tests/faults). Node B gets node A's
-keyset and cookie-signing key the way an admin gives them: ``inboxlens keys export`` on A,
+its own state and runtime directories and web port on 127.0.0.1. They share what docs/scaling.md
+shares: a PostgreSQL server on a loopback TCP port with a password (tests/support/pg_tcp.py) for
+accounts, sessions, leases, checkpoints and the vault's tokens (``token_store = "postgres"``), and
+an Apache Cassandra node for the metrics (``metrics.backend = "cassandra"``: the one .ci/run or
+tests/conftest.py started, a keyspace of this module's own, created by ``inboxlens migrate``);
+and the tests' OAuth provider and Dovecot (the fault suite's world: tests/faults). Node B gets node
+A's keyset and cookie-signing key the way an admin gives them: ``inboxlens keys export`` on A,
 ``inboxlens keys import`` on B.
 
 A rotation on node A reaches node B the same way (export, stop B, import, start B), and both
@@ -14,9 +17,9 @@ nodes then rewrap the shared token store at once.
 
 Each harvester may run one sync at a time (``harvest.max_connections = 1``), so a node that is
 busy leaves the next due account to the other; the test makes a node busy deterministically by
-holding a SHARE lock on ``metrics_state``, which a fold's first write waits for (as the fault
-suite does). The lease is the shortest allowed (30 s), so a dead node's account is free again
-within 30 s of its last stored batch.
+holding a SHARE lock on ``mailbox_checkpoints``, which a sync's first checkpoint write waits for.
+The lease is the shortest allowed (30 s), so a dead node's account is free again within 30 s of
+its last stored batch.
 """
 
 from __future__ import annotations
@@ -35,10 +38,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import asyncpg
 import pytest
+from cassandra.cluster import Cluster as CassandraCluster
 
 from inboxlens.supervisor import plan as supervisor
 from tests.conftest import TEST_PG_USER
@@ -50,7 +55,7 @@ from tests.support.osusers import ensure_user
 from tests.support.pg_tcp import TcpPostgres
 from tests.test_end_to_end_functional import SECRET, provider_env
 from tests.test_supervisor_functional import children_of, role_of
-from tests.web.conftest import new_token
+from tests.web.conftest import bearer, new_token
 
 pytestmark = [pytest.mark.root, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="the supervisor's root mode needs root")]
@@ -59,18 +64,22 @@ REPO = Path(__file__).resolve().parents[2]
 BATCH = 25
 LEASE = 30  # harvest.lease_seconds: the minimum the config allows
 BIG = 400  # messages in the mailbox node A is killed in the middle of
-KILL_AT = 50  # stored raw rows of it: A's sync is under way, far from done
+KILL_AT = 50  # messages of it stored (harvest_state.messages_seen): A's sync is under way, far from done
 SYNCED = re.compile(r"inboxlens-harvest\[\d+\] INFO inboxlens\.harvest: account (\d+): (\d+) new message\(s\)")
 
 
 class Node(LoggedService):
     """One node's ``inboxlens serve``, in a session of its own so that it can die as a whole."""
 
-    def __init__(self, name: str, base: Path, dsn: str) -> None:
+    def __init__(self, name: str, base: Path, dsn: str, cassandra: Metrics) -> None:
         base.mkdir(mode=0o711)
         super().__init__(base, dsn)
         self.name = name
-        self.env.update({"INBOXLENS_VAULT__TOKEN_STORE": "postgres", "INBOXLENS_VAULT__TOKEN_STORE_DSN": dsn})
+        self.env.update({"INBOXLENS_VAULT__TOKEN_STORE": "postgres", "INBOXLENS_VAULT__TOKEN_STORE_DSN": dsn,
+                         "INBOXLENS_METRICS__BACKEND": "cassandra",
+                         "INBOXLENS_METRICS__CASSANDRA_HOSTS": cassandra.contact,
+                         "INBOXLENS_METRICS__CASSANDRA_KEYSPACE": cassandra.keyspace,
+                         "INBOXLENS_METRICS__CASSANDRA_REPLICATION_FACTOR": "1"})
 
     def start(self) -> None:
         self.log_path = self.base / "serve.log"
@@ -123,6 +132,35 @@ class Node(LoggedService):
         return [(int(a), int(n)) for a, n in SYNCED.findall(self.log())]
 
 
+class Metrics:
+    """What the nodes folded, read from Cassandra the way an operator's cqlsh would (whole-table
+    reads: the keyspace is this module's own and small)."""
+
+    def __init__(self, contact: str) -> None:
+        self.contact = contact
+        self.keyspace = f"inboxlens_nodes_{os.getpid()}"
+        host, _, port = contact.rpartition(":") if ":" in contact else (contact, "", "9042")
+        self.cluster = CassandraCluster([host], port=int(port), protocol_version=5)
+        self.session: Any = None
+
+    def open(self) -> None:
+        self.session = self.cluster.connect(self.keyspace)
+
+    def counts(self, account: int) -> tuple[int, int, int]:
+        """(messages indexed and complete, sum of the daily rollups, raw rows not folded yet)."""
+        indexed = sum(1 for r in self.session.execute("SELECT account_id, complete FROM message_index")
+                      if r.account_id == account and r.complete)
+        daily = sum(r.received + r.sent for r in self.session.execute(
+            "SELECT account_id, received, sent FROM day_rollups") if r.account_id == account)
+        raw = sum(1 for r in self.session.execute("SELECT account_id FROM raw_rows") if r.account_id == account)
+        return indexed, daily, raw
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}", timeout=60)
+        self.cluster.shutdown()
+
+
 def descendants(pid: int) -> list[int]:
     found = []
     for child in children_of(pid):
@@ -138,6 +176,7 @@ class Cluster:
     dovecot: Dovecot
     a: Node
     b: Node
+    metrics: Metrics
     mailboxes: dict[int, int] = field(default_factory=dict)  # account -> messages harvest must count
     user: dict[str, Any] = field(default_factory=dict)  # the user of the first test: cookie, token, account
 
@@ -177,10 +216,11 @@ class Cluster:
         return account
 
     def counts(self, account: int) -> tuple[int, int, int]:
-        row = self.sql("SELECT (SELECT count(*) FROM message_index WHERE account_id = $1) AS indexed, "
-                       "(SELECT coalesce(sum(received + sent), 0) FROM account_daily WHERE account_id = $1) AS daily, "
-                       "(SELECT count(*) FROM raw_headers WHERE account_id = $1) AS raw", account)[0]
-        return int(row["indexed"]), int(row["daily"]), int(row["raw"])
+        return self.metrics.counts(account)
+
+    def stored(self, account: int) -> int:
+        """Messages harvest stored for the account so far (its checkpointed batches)."""
+        return int(self.sql("SELECT messages_seen FROM harvest_state WHERE account_id = $1", account)[0]["messages_seen"])
 
     def harvested(self, account: int, seconds: float) -> None:
         """Until the account's counts are a clean harvest's: every message indexed once, the daily
@@ -192,9 +232,12 @@ class Cluster:
             assert got[0] <= wanted and got[1] <= wanted, f"counted twice: {got} for {wanted} messages"
             return got == (wanted, wanted, 0)
         until(clean, seconds, f"a clean harvest of account {account} ({wanted} messages)")
+        # A sync logs its end after the fold and the lease's release: wait for the line too.
+        until(lambda: any(account == a for node in (self.a, self.b) for a, _ in node.synced()), 10,
+              f"the end of account {account}'s sync in a node's log")
 
     def connect_and(self, node: Node, count: int, rows: int, act: Callable[[], None]) -> int:
-        """Connect a new mailbox through ``node`` and ``act`` as soon as ``rows`` of its raw rows
+        """Connect a new mailbox through ``node`` and ``act`` as soon as ``rows`` of its messages
         are stored; watched from before the connect (one connection, polled every 2 ms), since a
         harvester that has room starts the sync within a tick of the callback."""
         address, wanted = self.mailbox(count)
@@ -203,8 +246,8 @@ class Cluster:
             db = await asyncpg.connect(self.pg.dsn, timeout=5)
             try:
                 deadline = time.monotonic() + 60
-                while await db.fetchval("SELECT count(*) FROM raw_headers r JOIN mail_accounts m "
-                                        "ON m.id = r.account_id WHERE m.address = $1", address) < rows:
+                while (await db.fetchval("SELECT h.messages_seen FROM harvest_state h JOIN mail_accounts m "
+                                         "ON m.id = h.account_id WHERE m.address = $1", address) or 0) < rows:
                     assert time.monotonic() < deadline, f"the sync of {address} never got under way"
                     await asyncio.sleep(0.002)
                 act()
@@ -221,20 +264,21 @@ class Cluster:
         rows = self.sql("SELECT account_id, lease_owner FROM harvest_state")
         return {r["account_id"]: r["lease_owner"] for r in rows}
 
-    def hold_folds(self) -> asyncpg.Connection:
-        """Every fold waits at its first write (metrics_state) until ``let_folds_go``."""
+    def hold_syncs(self) -> asyncpg.Connection:
+        """Every sync waits at its first checkpoint write (a new mailbox's checkpoint row, or a
+        stored batch's) until ``let_syncs_go``, holding its lease."""
         async def hold() -> asyncpg.Connection:
             db = await asyncpg.connect(self.pg.dsn, timeout=5)
-            await db.execute("BEGIN; LOCK TABLE metrics_state IN SHARE MODE")
+            await db.execute("BEGIN; LOCK TABLE mailbox_checkpoints IN SHARE MODE")
             return db
         return self.loop.run(hold())
 
-    def let_folds_go(self, lock: asyncpg.Connection) -> None:
+    def let_syncs_go(self, lock: asyncpg.Connection) -> None:
         self.loop.run(lock.close())
 
-    def folds_waiting(self) -> int:
+    def syncs_waiting(self) -> int:
         return int(self.sql("SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                            "AND query LIKE '%INSERT INTO metrics_state%'")[0]["n"])
+                            "AND query LIKE '%mailbox_checkpoints%' AND pid <> pg_backend_pid()")[0]["n"])
 
 
 def harvest_env() -> dict[str, str]:
@@ -252,6 +296,9 @@ def start(node: Node) -> None:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     require_dovecot()
+    contact = os.environ.get("INBOXLENS_TEST_CASSANDRA", "").split(",")[0]
+    if not contact:  # tests/conftest.py starts a node for this module; in CI one that cannot start fails
+        pytest.skip("no Cassandra node: set INBOXLENS_TEST_CASSANDRA=host:port (docs/cassandra.md)")
     import shutil
     import tempfile
     base = Path(tempfile.mkdtemp(prefix="inboxlens-nodes-"))
@@ -261,23 +308,28 @@ def cluster() -> Iterator[Cluster]:
     oauth = OAuthProvider(clients={"inboxlens-test": [SECRET]})
     loop.run(oauth.start())
     dovecot = Dovecot(oauth.introspect_url)
+    metrics = Metrics(contact)
     nodes: list[Node] = []
     try:
         dsn = pg.start()
         dovecot.start()
-        nodes = [Node("A", base / "a", dsn), Node("B", base / "b", dsn)]
+        nodes = [Node("A", base / "a", dsn, metrics), Node("B", base / "b", dsn, metrics)]
         for node in nodes:
             node.env.update({**provider_env(oauth, dovecot), **harvest_env()})
         a, b = nodes
         assert a.cli("keys", "init").returncode == 0
-        start(a)  # migrates the shared database; its web makes the cookie-signing key
+        migrated = a.cli("migrate")  # the shared PostgreSQL database and the Cassandra keyspace
+        assert migrated.returncode == 0 and f"cassandra keyspace {metrics.keyspace}" in migrated.stdout, \
+            migrated.stderr
+        metrics.open()
+        start(a)  # its web makes the cookie-signing key
         exported = a.cli("keys", "export", str(base / "keys"))
         assert exported.returncode == 0, exported.stderr
         imported = b.cli("keys", "import", str(base / "keys"))
         assert imported.returncode == 0, imported.stderr
         shutil.rmtree(base / "keys")
         start(b)
-        yield Cluster(loop, pg, oauth, dovecot, a, b)
+        yield Cluster(loop, pg, oauth, dovecot, a, b, metrics)
         code, log = b.stop()
         assert code == 0, log[-3000:]
         secrets = {SECRET, *(r.get(k, "") for r in oauth.token_requests for k in ("refresh_token", "code")),
@@ -293,6 +345,7 @@ def cluster() -> Iterator[Cluster]:
         loop.run(oauth.stop())
         loop.close()
         pg.stop()
+        metrics.close()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -326,20 +379,35 @@ def test_a_user_who_connected_through_one_node_is_served_by_the_other(cluster: C
         return token
     cluster.user = {"jar": jar, "account": account, "token": cluster.loop.run(on_both())}
     cluster.harvested(account, 30)
+    # The numbers are Cassandra's (PostgreSQL's metrics tables stay empty), and both webs read them.
+    assert cluster.sql("SELECT (SELECT count(*) FROM raw_headers) + (SELECT count(*) FROM account_daily) "
+                       "+ (SELECT count(*) FROM message_index) AS n")[0]["n"] == 0
+
+    async def read(node: Node) -> tuple[list[tuple[str, int, int]], dict[str, Any]]:
+        async with aiohttp.ClientSession(node.url, headers=bearer(cluster.user["token"])) as extension:
+            status, found = await _status(extension, f"/api/v1/accounts/{account}/correspondents?order=volume")
+            assert status == 200 and found["correspondents"], (node.name, status, found)
+            people = [(c["correspondent"], c["received"], c["sent"]) for c in found["correspondents"]]
+            status, card = await _status(extension, f"/api/v1/accounts/{account}/correspondents/{quote(people[0][0])}")
+            assert status == 200, (node.name, status, card)
+        relationship = card["card"]["relationship"]
+        return people, {k: relationship[k] for k in ("received", "sent", "first_contact", "last_contact")}
+    at_a, at_b = cluster.loop.run(read(cluster.a)), cluster.loop.run(read(cluster.b))
+    assert at_a == at_b and sum(r + s for _, r, s in at_a[0]) >= at_a[1]["received"] + at_a[1]["sent"] > 0
 
 
 def test_leases_spread_the_accounts_and_each_is_synced_by_one_node(cluster: Cluster):
-    lock = cluster.hold_folds()
+    lock = cluster.hold_syncs()
     try:
         accounts = [cluster.connect(cluster.b, 60 + 10 * i) for i in range(4)]
-        # One sync at a time per harvester: two accounts are now held in their folds, one on each
+        # One sync at a time per harvester: two accounts are now held in their syncs, one on each
         # node, and the other two wait, leased by no one.
-        until(lambda: cluster.folds_waiting() == 2, 30, "both harvesters held in a fold")
+        until(lambda: cluster.syncs_waiting() == 2, 30, "both harvesters held in a sync")
         leases = cluster.leases()
         assert sorted(filter(None, (leases.get(a) for a in accounts))) == sorted(
             [cluster.a.lease_owner(), cluster.b.lease_owner()]), leases
     finally:
-        cluster.let_folds_go(lock)
+        cluster.let_syncs_go(lock)
     for account in accounts:
         cluster.harvested(account, 30)
     by_node = {node.name: [a for a, _ in node.synced()] for node in (cluster.a, cluster.b)}
@@ -378,29 +446,21 @@ def test_a_rotation_on_one_node_reaches_the_other_and_both_rewrap_at_once(cluste
 
 def test_a_node_killed_mid_harvest_leaves_its_account_to_the_other(cluster: Cluster):
     a, b = cluster.a, cluster.b
-    lock = cluster.hold_folds()
+    owner = a.lease_owner()
+    node_a = a.processes()
+    os.kill(b.pid("harvest"), signal.SIGSTOP)  # B cannot claim: only A syncs the new mailbox
     try:
-        os.kill(a.pid("harvest"), signal.SIGSTOP)  # A cannot claim: B takes the small mailbox and is held
-        try:
-            busy = cluster.connect(b, 30)
-            until(lambda: cluster.folds_waiting() == 1, 30, "B's harvester held in a fold")
-            assert cluster.leases()[busy] == b.lease_owner()
-        finally:
-            os.kill(a.pid("harvest"), signal.SIGCONT)
-        owner = a.lease_owner()
-        node_a = a.processes()
-        # Connected through B (whose web outlives the kill); only A has room to sync it.
+        # Connected through B (whose web outlives the kill).
         big = cluster.connect_and(b, BIG, KILL_AT, lambda: a.crash(node_a))
         killed = time.monotonic()
         assert cluster.leases()[big] == owner
-        stored = cluster.counts(big)[2]
+        stored = cluster.stored(big)
         assert stored < cluster.mailboxes[big], "A finished before it was killed"
     finally:
-        cluster.let_folds_go(lock)
-    cluster.harvested(busy, 30)
+        os.kill(b.pid("harvest"), signal.SIGCONT)
     cluster.harvested(big, LEASE + 40)
     taken = time.monotonic() - killed
-    print(f"\nnode A SIGKILLed with {stored} of {cluster.mailboxes[big]} rows stored; "
+    print(f"\nnode A SIGKILLed with {stored} of {cluster.mailboxes[big]} messages stored; "
           f"node B finished the account {taken:.1f} s later (lease {LEASE} s)")
     assert [n for account, n in a.synced() if account == big] == []  # A died before it finished
     assert [account for account, _ in b.synced()].count(big) == 1
