@@ -196,12 +196,16 @@ def read_bundle(source: Path) -> Bundle:
     except (ValueError, KeyError, TypeError, AttributeError):
         raise KeysetError(f"{source / MANIFEST} is damaged or of another format") from None
     for name, digest in files.items():
-        if "/" in name or name.startswith("."):
+        if not name or "/" in name or "\0" in name or name.startswith("."):
             raise KeysetError(f"{source / MANIFEST} names a file outside the export ({name!r})")
+        if not isinstance(digest, str):
+            raise KeysetError(f"{source / MANIFEST} is damaged or of another format")
         try:
             data = (source / name).read_bytes()
         except FileNotFoundError:
             raise KeysetError(f"{source / name} is missing") from None
+        except OSError as e:
+            raise KeysetError(f"{source / name} cannot be read: {e.strerror}") from None
         if hashlib.sha256(data).hexdigest() != digest:
             raise KeysetError(f"{source / name} does not match its checksum in the manifest: damaged in transit?")
     if KEYSET_FILE not in files or SESSION_KEY not in files:
