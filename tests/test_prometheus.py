@@ -315,3 +315,19 @@ def test_the_cli_and_supervisor_do_not_load_prometheus_client():
     code = "import sys, inboxlens.cli, inboxlens.supervisor; print('prometheus_client' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_a_scrape_does_not_wait_on_a_busy_pool_longer_than_its_bound(tmp_path: Path, monkeypatch, caplog):
+    """The count of accounts is left out when no database connection frees up in time (the pool's
+    wait is bounded too, not only the query)."""
+    from inboxlens.web import exporter
+
+    class BusyPool:  # every connection taken: acquiring waits forever
+        async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.Event().wait()
+
+    monkeypatch.setattr(exporter, "QUERY_SECONDS", 0.05)
+    scrape = exporter.Exporter(BusyPool(), exporter.RequestMetrics(), None, tmp_path)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING):
+        assert await asyncio.wait_for(scrape._accounts(), 5) == []
+    assert "cannot count accounts by state (TimeoutError)" in caplog.text

@@ -19,6 +19,7 @@ Gathered at each scrape:
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
@@ -125,8 +126,8 @@ class Exporter:
 
     async def _accounts(self) -> list[Metric]:
         try:
-            rows = await self.pool.fetch("SELECT status, count(*) AS n FROM mail_accounts GROUP BY status",
-                                         timeout=QUERY_SECONDS)
+            async with asyncio.timeout(QUERY_SECONDS):  # the wait for a pool connection too, not only the query
+                rows = await self.pool.fetch("SELECT status, count(*) AS n FROM mail_accounts GROUP BY status")
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             log.warning("metrics: cannot count accounts by state (%s); left out of this scrape", type(e).__name__)
             return []
