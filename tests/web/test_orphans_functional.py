@@ -97,3 +97,18 @@ async def test_a_mark_its_connect_still_holds_is_not_judged(stack: Stack):
         await connect.close()
         await vault.close()
         await pool.close()
+
+
+async def test_a_connect_the_vault_cannot_store_connects_nothing_and_logs_no_address(stack: Stack):
+    await stack.vault.stop()
+    stack.oauth.login = ALICE
+    async with stack.browser() as browser:
+        response = await browser.get("/connect/test")
+        assert response.status == 503 and "nothing was connected" in await response.text()
+    db = await stack.db()
+    try:
+        assert await db.fetchval("SELECT count(*) FROM mail_accounts") == 0
+    finally:
+        await db.close()
+    assert "the vault did not store a test token (VaultUnavailable)" in stack.web.log()
+    assert ALICE not in stack.web.log()

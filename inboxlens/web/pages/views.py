@@ -186,8 +186,8 @@ async def finish_connect(request: web.Request, provider: str, grant: Grant, flow
     except accounts.AddressTaken as e:
         _refused(provider, "the address belongs to another user or provider identity")
         return problem(409, str(e), "Log in as that user, or disconnect the mailbox there first.", request)
-    except VaultError:
-        log.error("the vault did not store the token for %s", grant.email)
+    except VaultError as e:  # the mailbox's address stays out of the log, as in every line here
+        log.error("the vault did not store a %s token (%s); nothing was connected", provider, type(e).__name__)
         return problem(503, "InboxLens could not store the access safely; nothing was connected.",
                        "Please try again in a moment.", request)
     except asyncio.TimeoutError:  # no database connection for the pending mark: too many connects at once
