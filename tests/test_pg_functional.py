@@ -292,3 +292,34 @@ async def wait_for_lock_waiters(connection: asyncpg.Connection, count: int, time
     while await connection.fetchval(query) < count:
         assert time.monotonic() < deadline, "the migrate() calls never queued on the lock"
         await asyncio.sleep(0.01)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts a process as another user")
+def test_a_process_of_another_user_named_postgres_is_not_taken_for_the_postmaster():
+    """Only the data directory's owner can run its postmaster: another local user's process
+    called postgres, in that directory and naming it with -D, is not the cluster's."""
+    from inboxlens.db.embedded import _is_postgres
+    from tests.conftest import TEST_PG_USER
+    from tests.support.osusers import ensure_user
+
+    owner, stranger = ensure_user(TEST_PG_USER), ensure_user("inboxlens-t-dev")
+    with tempfile.TemporaryDirectory(prefix="inboxlens-fakepg-") as base:  # under /tmp: others may enter
+        Path(base).chmod(0o755)
+        data = Path(base) / "data"
+        data.mkdir(mode=0o755)
+        os.chown(data, owner.pw_uid, owner.pw_gid)
+        fake = Path(base) / "postgres"  # a shell under the name: its comm is "postgres"
+        fake.write_bytes(Path("/bin/sh").read_bytes())
+        fake.chmod(0o755)
+        for user in (stranger, owner):
+            process = subprocess.Popen([str(fake), "-c", "sleep 30; :", "-D", str(data)], cwd=data,
+                                       user=user.pw_uid, group=user.pw_gid)
+            try:
+                until = time.monotonic() + 5
+                while Path(f"/proc/{process.pid}/comm").read_text().strip() != "postgres":
+                    assert time.monotonic() < until
+                    time.sleep(0.01)
+                assert _is_postgres(process.pid, data) is (user is owner), user.pw_name
+            finally:
+                process.kill()
+                process.wait()

@@ -334,13 +334,17 @@ def _live_postmaster(data_dir: Path) -> int | None:
 
 
 def _is_postgres(pid: int, data_dir: Path | None) -> bool:
-    """Whether pid is a live (not zombie) postgres process, working in data_dir if given."""
+    """Whether pid is a live (not zombie) postgres process, working in data_dir if given: then it
+    must also run as the data directory's owner, so no other local user's process named postgres
+    passes for the cluster's postmaster."""
     proc = Path(f"/proc/{pid}")
     try:
         state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         if state in ("Z", "X") or (proc / "comm").read_text().strip() != "postgres":
             return False
-        return data_dir is None or _works_in(proc, data_dir)
+        if data_dir is None:
+            return True
+        return proc.stat().st_uid == data_dir.stat().st_uid and _works_in(proc, data_dir)
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
 
