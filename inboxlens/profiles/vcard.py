@@ -346,8 +346,8 @@ class _CardReader:
 
 
 _HANDLERS: dict[str, Callable[[_CardReader, Params, str], None]] = {
-    "VERSION": _CardReader.on_version, "FN": _CardReader.on_fn, "N": _CardReader.on_n, "ORG": _CardReader.on_org, "TITLE": _CardReader.on_title,
-    "UID": _CardReader.on_uid, "EMAIL": _CardReader.on_email, "PHOTO": _CardReader.on_photo,
+    "VERSION": _CardReader.on_version, "FN": _CardReader.on_fn, "N": _CardReader.on_n, "ORG": _CardReader.on_org,
+    "TITLE": _CardReader.on_title, "UID": _CardReader.on_uid, "EMAIL": _CardReader.on_email, "PHOTO": _CardReader.on_photo,
     "URL": _CardReader.on_url, "X-SOCIALPROFILE": _CardReader.on_socialprofile, "IMPP": _CardReader.on_impp,
 }
 
