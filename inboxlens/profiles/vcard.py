@@ -137,6 +137,7 @@ def split_cards(data: bytes) -> list[bytes]:
     """The file's top-level BEGIN:VCARD ... END:VCARD blocks (an unterminated last one too)."""
     if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
         data = data.decode("utf-16", "replace").encode()
+    data = data.removeprefix(codecs.BOM_UTF8)
     cards, current, depth = [], list[bytes](), 0
     for line in data.splitlines(keepends=True):
         word = line.strip().upper()
