@@ -15,12 +15,6 @@
     ├── MailError *             talking to an IMAP server
     │   ├── MailServerError *       the world's fault: unreachable, failed, broke the protocol or a limit
     │   └── AuthenticationRefused * the server refused our XOAUTH2 login (the token, or the account)
-    ├── ContactsError *         reading someone's contacts: a CardDAV address book or a .vcf file
-    │   ├── AddressBookRefused *    the server refused the user name or app password (401, 403)
-    │   ├── AddressBookUnavailable * the world's fault: unreachable, timed out, failing (5xx); try later
-    │   ├── NotAnAddressBook *      the user's mistake: the URL is not a CardDAV address book (or not https)
-    │   ├── AddressBookBroken *     the server's fault: malformed XML, an answer over a limit or not per RFC 6352
-    │   └── BadVCard *              a card or .vcf file cannot be read (``.reason``); a file is refused whole
     └── VaultError              talking to the vault
         ├── VaultUnavailable *  the world's fault: no socket, connection lost, timed out
         ├── ProtocolError       a frame broke the protocol (either side)

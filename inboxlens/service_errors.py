@@ -44,35 +44,6 @@ class AuthenticationRefused(MailError):
     """The IMAP server refused the XOAUTH2 login."""
 
 
-class ContactsError(InboxLensError):
-    """Reading contacts failed; the message names the server (scheme, host, port), never a path,
-    user name, password or address: an address book's URL often holds its owner's address."""
-
-
-class AddressBookRefused(ContactsError):
-    """The CardDAV server refused the user name or app password (HTTP 401 or 403)."""
-
-
-class AddressBookUnavailable(ContactsError):
-    """The world's fault: the CardDAV server is unreachable, timed out or failing; try later."""
-
-
-class NotAnAddressBook(ContactsError):
-    """The user's mistake: the URL answers, but not as a CardDAV address book (or is not https)."""
-
-
-class AddressBookBroken(ContactsError):
-    """The server's fault: its answer is malformed XML, over a limit, or not what RFC 6352 says."""
-
-
-class BadVCard(ContactsError, ValueError):
-    """A vCard, or a whole .vcf file, cannot be read; ``reason`` says why without quoting it."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class VaultUnavailable(VaultError):
     """The vault could not be reached or did not answer in time."""
 

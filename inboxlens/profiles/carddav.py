@@ -39,10 +39,10 @@ from xml.parsers import expat
 
 import aiohttp
 
+from inboxlens.profiles.errors import (AddressBookBroken, AddressBookRefused, AddressBookUnavailable, BadVCard,
+                                       NotAnAddressBook)
 from inboxlens.profiles.vcard import DEFAULT_LIMITS as VCARD_LIMITS
 from inboxlens.profiles.vcard import Profile, VCardLimits, parse_card
-from inboxlens.service_errors import (AddressBookBroken, AddressBookRefused, AddressBookUnavailable, BadVCard,
-                                      NotAnAddressBook)
 
 log = logging.getLogger(__name__)
 DAV = "{DAV:}"

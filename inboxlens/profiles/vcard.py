@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 
 from vobject.base import getLogicalLines, parseLine
 
+from inboxlens.profiles.errors import BadVCard
 from inboxlens.profiles.match import normalise_address
-from inboxlens.service_errors import BadVCard
 
 VERSIONS = frozenset({"2.1", "3.0", "4.0"})
 # Only raster images a browser shows without running anything (no SVG), told by their bytes.

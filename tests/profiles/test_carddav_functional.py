@@ -13,10 +13,11 @@ from itertools import count
 import pytest
 from aiohttp import web
 
+from inboxlens.errors import InboxLensError
 from inboxlens.profiles.carddav import AddressBook, CardDavLimits, SyncResult, SyncState, sync
+from inboxlens.profiles.errors import (AddressBookBroken, AddressBookRefused, AddressBookUnavailable, ContactsError,
+                                       NotAnAddressBook)
 from inboxlens.profiles.match import CardRef, match, merge
-from inboxlens.service_errors import (AddressBookBroken, AddressBookRefused, AddressBookUnavailable, ContactsError,
-                                      NotAnAddressBook)
 from tests.profiles.conftest import PASSWORD
 from tests.support.pg_tcp import free_port
 from tests.support.radicale import Radicale
@@ -212,7 +213,7 @@ async def test_hostile_or_broken_answers_are_the_servers_fault(fake, status, bod
     url = await fake(status, body)
     with pytest.raises(error, match=why) as raised:
         await sync(book(url), limits=CardDavLimits(listing_bytes=1024 * 1024))
-    assert isinstance(raised.value, ContactsError)
+    assert isinstance(raised.value, ContactsError) and isinstance(raised.value, InboxLensError)
 
 
 async def test_profiles_from_two_books_merge_and_match_correspondents(radicale):

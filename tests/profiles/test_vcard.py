@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inboxlens.profiles.errors import BadVCard
 from inboxlens.profiles.vcard import Link, Photo, VCardLimits, parse_card, parse_vcards
-from inboxlens.service_errors import BadVCard
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(40)
 GIF = b"GIF89a" + bytes(20)
