@@ -169,3 +169,16 @@ async def test_sqlite_one_bad_write_fails_alone_in_its_batch(tmp_path: Path):
     assert results[0] is None and results[2] is None and isinstance(results[1], sqlite3.IntegrityError), results
     await s.close()
     assert _stored(tmp_path / "t.sqlite3") == {"a": b"a1", "c": b"c1"}
+
+
+async def test_sqlite_get_reads_committed_tokens_without_waiting_for_a_commit(tmp_path: Path):
+    s = await SqliteTokenStore.open(tmp_path / "t.sqlite3")
+    await s.put("a", "google", 1, b"a1")
+    s._db = spy = _Db(s._open_db())  # type: ignore[assignment]
+    held = asyncio.create_task(s.replace("a", b"a1", 2, b"a2"))
+    assert await asyncio.to_thread(spy.at_commit.wait, 10)
+    assert (await s.get("a")).sealed == b"a1"  # answered while the store thread is held; nothing uncommitted
+    spy.go.set()
+    assert await held
+    assert (await s.get("a")).sealed == b"a2"
+    await s.close()

@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from inboxlens.vault.store import Statement, TokenStore
+from inboxlens.vault.store import RECORD, Statement, TokenRecord, TokenStore
 
 T = TypeVar("T")
 Queued = tuple[Sequence[Statement], "asyncio.Future[list[int]]"]
@@ -66,6 +66,9 @@ class SqliteTokenStore(TokenStore):
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(_SCHEMA)
+        # A WAL reader waits for no writer: a get by key on the loop costs less than a hop to the thread.
+        self._reader = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+        self._reader.execute("PRAGMA busy_timeout=100")  # never long on the loop (WAL recovery by another)
         self._db = db
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -77,6 +80,11 @@ class SqliteTokenStore(TokenStore):
 
     async def _rows(self, sql: str, *args: Any) -> list[Sequence[Any]]:
         return await self._run(lambda: self._open_db().execute(sql.replace("$", "?"), args).fetchall())
+
+    async def get(self, account_id: str) -> TokenRecord | None:
+        self._open_db()  # fetchall: the read transaction ends with the statement, no snapshot is kept
+        rows = self._reader.execute(self._sql(RECORD + "WHERE account_id = ?"), (account_id,)).fetchall()
+        return TokenRecord(*rows[0]) if rows else None
 
     async def _write(self, *statements: Statement) -> list[int]:
         done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
@@ -128,5 +136,6 @@ class SqliteTokenStore(TokenStore):
             await asyncio.wait([self._committing])
         if self._db is not None:
             db, self._db = self._db, None
+            self._reader.close()
             await self._run(db.close)
         self._executor.shutdown(wait=True)
