@@ -89,8 +89,8 @@ class SqliteTokenStore(TokenStore):
     async def _write(self, *statements: Statement) -> list[int]:
         done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.append((statements, done))
-        if self._committing is None:
-            self._commit_queued()
+        if self._committing is None and len(self._queue) == 1:  # at the end of this loop turn: with its peers
+            asyncio.get_running_loop().call_soon(self._commit_queued)
         return await done
 
     def _commit_queued(self) -> None:
@@ -132,8 +132,8 @@ class SqliteTokenStore(TokenStore):
         return contextlib.nullcontext()  # one vault per file: the keyset lock sees to that
 
     async def close(self) -> None:
-        while self._committing is not None:
-            await asyncio.wait([self._committing])
+        while self._queue or self._committing is not None:
+            await (asyncio.wait([self._committing]) if self._committing else asyncio.sleep(0))
         if self._db is not None:
             db, self._db = self._db, None
             self._reader.close()
