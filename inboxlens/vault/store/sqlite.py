@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS events (
 class SqliteTokenStore(TokenStore):
     """WAL mode with ``synchronous=FULL``: a write that returned survives power loss.
 
-    sqlite3 blocks, so every call runs on one dedicated thread, which also owns the connection.
+    sqlite3 blocks, so every call but a get by key runs on one thread, which owns the connection.
     Group commit: writes that arrive while a commit is running wait, then go in the next one,
     one transaction and one fsync for all, each in a savepoint so one's error fails only it.
     Each ``_write`` returns only after the commit that holds it did; a failed commit fails all.
