@@ -16,8 +16,10 @@ hits both.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
+import sys
 import tempfile
 import time
 from contextlib import asynccontextmanager
@@ -30,6 +32,7 @@ from nacl.public import PrivateKey
 
 from inboxlens.vault import sealed
 from inboxlens.vault.client import VaultClient
+from inboxlens.vault.store.sqlite import SqliteTokenStore
 from tests.support import tokens
 from tests.support.oauth_provider import OAuthProvider
 from tests.support.vaultproc import VaultProcess, make_vault
@@ -151,7 +154,8 @@ async def bench_refresh(tmp: Path, oauth: OAuthProvider) -> None:
     # Configured as the vault configures its own client (refresh.Refresher._client).
     direct = AsyncOAuth2Client(CLIENT_ID, CLIENT_SECRET, token_endpoint_auth_method="client_secret_post",
                                timeout=10.0, follow_redirects=False, trust_env=False)
-    async with running(vault), clients(vault.socket, 1) as (client,), direct:
+    async with running(vault), clients(vault.socket, 1) as (client,), direct, \
+            AuthlibProcess(oauth) as other, RefreshParts(vault.vault_dir) as parts:
         await store_token(vault, client, oauth, ACCOUNT)
         chain = [oauth.issue_refresh_token("direct@example.test", CLIENT_ID, SCOPE)]
 
@@ -159,26 +163,138 @@ async def bench_refresh(tmp: Path, oauth: OAuthProvider) -> None:
             # The provider rotates refresh tokens and revokes a grant whose spent token comes back.
             chain[0] = (await direct.refresh_token(oauth.token_url, refresh_token=chain[0]))["refresh_token"]
 
-        sides: dict[str, list[Call]] = {"authlib": [refresh_directly], "vault": gets([client])}
+        sides: dict[str, Callable[[int], Awaitable[Sample]]] = {
+            "authlib": partial(timed_workers, [refresh_directly]), "vault": partial(timed_workers, gets([client])),
+            "authlib, own process": other.refreshes, "durable write": parts.durable_writes,
+            **{name: partial(timed_workers, [call]) for name, call in parts.calls(client).items()}}
         grants = oauth.refresh_grants
-        for calls in sides.values():
-            await timed_workers(calls, REFRESH_WARMUP)
-        samples = await alternate(lambda side, n: timed_workers(sides[side], n), list(sides), REFRESHES)
+        for measure in sides.values():
+            await measure(REFRESH_WARMUP)
+        samples = await alternate(lambda side, n: sides[side](n), list(sides), REFRESHES)
         grants = oauth.refresh_grants - grants
     flight = await single_flight(tmp, oauth)
-    d, v = samples["authlib"], samples["vault"]
+    report_refresh(samples, grants, flight)
+
+
+def report_refresh(samples: dict[str, Sample], grants: int, flight: str) -> None:
+    d, v, w = samples["authlib"], samples["vault"], samples["durable write"]
+    overhead, budget = v.mean_ms - d.mean_ms, w.mean_ms + 1.0
+    rows = [["authlib -> token endpoint (provider in the same loop)", d.count, d.mean_ms, d.ms(50), d.ms(99), ""],
+            ["vault get (refreshes)", v.count, v.mean_ms, v.ms(50), v.ms(99), ratio(v.mean_ms, d.mean_ms)]]
+    rows += [[f"  part: {name}", s.count, s.mean_ms, s.ms(50), s.ms(99), ""] for name, s in samples.items()
+             if name not in ("authlib", "vault")]
+    parts = {name: s.mean_ms for name, s in samples.items() if name in RefreshParts.IN_A_REFRESH}
+    hop = samples["authlib, own process"].mean_ms - d.mean_ms
+    rest = overhead - sum(parts.values()) - hop
     table(f"2. get that refreshes: {REFRESHES} sequential refreshes each way ({REFRESH_WARMUP} warm-up each, "
-          f"{ROUNDS} alternating rounds)",
-          ["path", "refreshes", "mean ms", "p50 ms", "p99 ms", "per s", "vault/authlib (mean)"],
-          [["authlib -> token endpoint", d.count, d.mean_ms, d.ms(50), d.ms(99), round(d.rate), ""],
-           ["vault get (refreshes)", v.count, v.mean_ms, v.ms(50), v.ms(99), round(v.rate), ratio(v.mean_ms, d.mean_ms)]],
-          [f"vault overhead per refresh: {v.mean_ms - d.mean_ms:+.2f} ms (mean); "
-           f"grants at the provider: {grants} for {2 * (REFRESHES + REFRESH_WARMUP)} refreshes",
-           flight])
+          f"{ROUNDS} alternating rounds); each part timed alone, in the same rounds",
+          ["path", "calls", "mean ms", "p50 ms", "p99 ms", "vault/authlib (mean)"], rows,
+          [f"target: vault overhead per refresh <= durable write + 1 ms: {overhead:+.2f} ms vs "
+           f"{w.mean_ms:.2f} + 1 = {budget:.2f} ms {verdict(overhead <= budget)} (mean); "
+           f"beyond the durable write: {overhead - w.mean_ms:+.2f} ms (at p50: {v.ms(50) - d.ms(50):+.2f} ms, "
+           f"durable write {w.ms(50):.2f} ms)",
+           "where the overhead goes (means, ms): " + ", ".join(f"{n} {t:.3f}" for n, t in parts.items())
+           + f", authlib's POST from another process than the provider's {hop:+.3f}, the rest (refresh task, "
+           f"locks, dispatch, scheduling) {rest:+.3f}",
+           f"grants at the provider: {grants} for {3 * (REFRESHES + REFRESH_WARMUP)} refreshes", flight])
+
+
+class RefreshParts:
+    """What the vault does in a refreshing get besides authlib's POST, each part timed alone.
+
+    The round trip is a ``public_key`` call to the same vault; the store calls run on a
+    SqliteTokenStore of the bench's own in the vault's directory, the crypto in this process.
+    """
+
+    IN_A_REFRESH = ("round trip to the vault", "store read", "unseal", "seal", "store write (replace)")
+
+    def __init__(self, vault_dir: Path) -> None:
+        self.dir = vault_dir
+        self.key = PrivateKey.generate()
+        self.blob, self.other = self._seal("refresh-token-" + "x" * 40), self._seal("refresh-token-" + "z" * 40)
+
+    def _seal(self, token: str) -> bytes:
+        return sealed.seal(self.key.public_key, 1, ACCOUNT, PROVIDER, token)
+
+    async def __aenter__(self) -> "RefreshParts":
+        self.store = await SqliteTokenStore.open(self.dir / "parts.sqlite3")
+        await self.store.put(ACCOUNT, PROVIDER, 1, self.blob)
+        self.bare = SqliteBaseline(self.dir / "durable.sqlite3")
+        self.bare.db.execute("INSERT INTO tokens VALUES (?, ?, 1, ?)", (ACCOUNT, PROVIDER, self.blob))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.store.close()
+        self.bare.close()
+
+    def calls(self, client: VaultClient) -> dict[str, Call]:
+        async def replace() -> None:  # between two blobs sealed beforehand: the write alone is timed
+            assert await self.store.replace(ACCOUNT, self.blob, 1, self.other)
+            self.blob, self.other = self.other, self.blob
+
+        async def crypto(work: Callable[[], object]) -> None:
+            work()
+        return {"round trip to the vault": client.public_key, "store read": partial(self.store.get, ACCOUNT),
+                "unseal": partial(crypto, partial(sealed.open_sealed, self.key, self.blob, ACCOUNT, PROVIDER)),
+                "seal": partial(crypto, partial(self._seal, "refresh-token-" + "y" * 40)),
+                "store write (replace)": replace}
+
+    async def durable_writes(self, count: int) -> Sample:
+        """Bare sqlite3 UPDATEs of a token-sized row, WAL, synchronous=FULL, one transaction each."""
+        sample, start = Sample(), time.perf_counter()
+        for i in range(count):
+            blob = (self.blob, self.other)[i % 2]
+            began = time.perf_counter_ns()
+            self.bare.db.execute("UPDATE tokens SET sealed = ? WHERE account_id = ?", (blob, ACCOUNT))
+            sample.latencies_ns.append(time.perf_counter_ns() - began)
+        sample.wall = time.perf_counter() - start
+        return sample
+
+
+class AuthlibProcess:
+    """authlib refreshing from a process of its own, as the vault does: the provider is a hop away."""
+
+    SCRIPT = """
+import asyncio, json, sys, time
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+async def main(url, client_id, secret, token):
+    async with AsyncOAuth2Client(client_id, secret, token_endpoint_auth_method="client_secret_post",
+                                 timeout=10.0, follow_redirects=False, trust_env=False) as client:
+        for line in sys.stdin:
+            out = []
+            for _ in range(int(line)):
+                began = time.perf_counter_ns()
+                token = (await client.refresh_token(url, refresh_token=token))["refresh_token"]
+                out.append(time.perf_counter_ns() - began)
+            print(json.dumps(out), flush=True)
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+    def __init__(self, oauth: OAuthProvider) -> None:
+        self.oauth = oauth
+
+    async def __aenter__(self) -> "AuthlibProcess":
+        token = self.oauth.issue_refresh_token("other@example.test", CLIENT_ID, SCOPE)
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", self.SCRIPT, self.oauth.token_url, CLIENT_ID, CLIENT_SECRET, token,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        await asyncio.wait_for(self.process.wait(), 15)
+
+    async def refreshes(self, count: int) -> Sample:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        start = time.perf_counter()
+        self.process.stdin.write(b"%d\n" % count)
+        line = await self.process.stdout.readline()
+        return Sample(json.loads(line), time.perf_counter() - start)
 
 
 async def single_flight(tmp: Path, oauth: OAuthProvider) -> str:
-    vault = new_vault(tmp, "single-flight", oauth)
+    vault = new_vault(tmp, "single-flight", oauth, max_connections_harvest=SINGLE_FLIGHT)
     async with running(vault), clients(vault.socket, 1) as (client,):
         await store_token(vault, client, oauth, ACCOUNT)
         grants, oauth.delay = oauth.refresh_grants, SINGLE_FLIGHT_DELAY
@@ -216,7 +332,9 @@ async def bench_set(tmp: Path, oauth: OAuthProvider) -> None:
     table(f"3. set: {SETS:,} sets of distinct accounts, sealed beforehand ({SET_WARMUP} warm-up, {ROUNDS} alternating rounds)",
           ["path", "writes", "per s", "p50 ms", "p99 ms", "vault/sqlite"],
           [["sqlite3 INSERT, WAL, synchronous=FULL, 1 writer", b.count, round(b.rate), b.ms(50), b.ms(99), ""],
-           [f"vault set, {SET_CLIENTS} web clients", v.count, round(v.rate), v.ms(50), v.ms(99), ratio(v.rate, b.rate)]])
+           [f"vault set, {SET_CLIENTS} web clients", v.count, round(v.rate), v.ms(50), v.ms(99), ratio(v.rate, b.rate)]],
+          [f"target: vault >= 0.6 of bare SQLite writes/s: {v.rate / b.rate:.2f} {verdict(v.rate >= 0.6 * b.rate)} "
+           "(each set answered only after the commit that holds it)"])
 
 
 def _setter(client: VaultClient, blobs: Iterator[tuple[str, bytes]]) -> Call:

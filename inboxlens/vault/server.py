@@ -201,9 +201,9 @@ class Vault:
         if task is None:
             task = self._refreshing[account_id] = asyncio.create_task(self._refresh_locked(account_id))
             task.add_done_callback(lambda t: self._refresh_done(account_id, t))
-        left = DEADLINE.get() - asyncio.get_running_loop().time()
         try:
-            return await asyncio.wait_for(asyncio.shield(task), max(left, 0.0))
+            async with asyncio.timeout_at(DEADLINE.get()):  # no wait_for: it costs a task per call
+                return await asyncio.shield(task)
         except TimeoutError:
             raise ProviderUnavailable("the provider is slow; the refresh goes on, ask again shortly") from None
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 OK, REAUTH_REQUIRED = "ok", "reauth_required"
 MAX_EVENTS = 10_000
 Statement = tuple[str, tuple[Any, ...]]
-_RECORD = "SELECT account_id, provider, key_id, sealed, status, updated_at FROM {T} "
+RECORD = "SELECT account_id, provider, key_id, sealed, status, updated_at FROM {T} "
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class TokenStore:
         await self._write((upsert, (account_id, provider, key_id, sealed, time.time())), *events)
 
     async def get(self, account_id: str) -> TokenRecord | None:
-        rows = await self._rows(self._sql(_RECORD + "WHERE account_id = $1"), account_id)
+        rows = await self._rows(self._sql(RECORD + "WHERE account_id = $1"), account_id)
         return TokenRecord(*rows[0]) if rows else None
 
     async def replace(self, account_id: str, old_sealed: bytes, key_id: int, new_sealed: bytes) -> bool:
@@ -100,7 +100,7 @@ class TokenStore:
 
     async def not_under(self, key_id: int, limit: int) -> list[TokenRecord]:
         """Up to ``limit`` records sealed under any key other than ``key_id``."""
-        rows = await self._rows(self._sql(_RECORD + "WHERE key_id != $1 ORDER BY account_id LIMIT $2"), key_id, limit)
+        rows = await self._rows(self._sql(RECORD + "WHERE key_id != $1 ORDER BY account_id LIMIT $2"), key_id, limit)
         return [TokenRecord(*row) for row in rows]
 
     async def count_by_status(self) -> dict[str, int]:

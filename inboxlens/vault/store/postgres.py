@@ -2,6 +2,7 @@
 
 The tables live in their own schema (``inboxlens_vault``); the DSN is the vault's
 own (``vault.token_store_dsn``), for a role that is the only one granted that schema.
+No group commit here: the server already flushes concurrent commits' WAL together.
 """
 
 from __future__ import annotations
