@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 
@@ -496,7 +496,8 @@ async def _child() -> None:
     args = json.loads(sys.stdin.readline())
     logging.basicConfig(filename=args["log"], level=logging.INFO,  # the product's level, into a file
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    provider = ProviderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args["provider"].items()})
+    provider = ProviderConfig(**cast(dict[str, Any], {k: tuple(v) if isinstance(v, list) else v
+                                                      for k, v in args["provider"].items()}))
     pool = await asyncpg.create_pool(args["dsn"], min_size=1, max_size=HARVEST.max_connections + 2, command_timeout=60)
     vault = VaultClient(Path(args["socket"]))
     commands: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {

@@ -31,7 +31,7 @@ from typing import Any
 EVENT_LOOP = "event loop"
 UNTAGGED = "other"
 PHASE: ContextVar[str] = ContextVar("bench_phase", default=UNTAGGED)
-_Transport = asyncio.selector_events._SelectorSocketTransport
+_Transport: Any = getattr(asyncio.selector_events, "_SelectorSocketTransport")  # private: no stub
 
 
 class PhaseClock:
@@ -66,18 +66,18 @@ class PhaseClock:
             finally:
                 clock.switch(EVENT_LOOP)
 
-        def noted_write(transport: _Transport, data: Any) -> None:
+        def noted_write(transport: Any, data: Any) -> None:
             clock._writers[transport] = PHASE.get()
             write(transport, data)
 
         self._since, self._current = time.thread_time(), EVENT_LOOP
-        asyncio.events.Handle._run = charged_run  # type: ignore[method-assign]
-        _Transport.write = noted_write  # type: ignore[method-assign]
+        setattr(asyncio.events.Handle, "_run", charged_run)
+        _Transport.write = noted_write
         try:
             yield self
         finally:
-            asyncio.events.Handle._run = run  # type: ignore[method-assign]
-            _Transport.write = write  # type: ignore[method-assign]
+            setattr(asyncio.events.Handle, "_run", run)
+            _Transport.write = write
             self.switch(EVENT_LOOP)
 
     def tagged(self, phase: str, function: Callable[..., Any]) -> Callable[..., Any]:
