@@ -23,10 +23,13 @@ ticks (each claims up to 8 due accounts), without the 15 s wait between them.
    /proc around each round: the harvest child, the vault, PostgreSQL (the postmaster and
    its children), Dovecot (its process group; exited imap processes are in their parent's
    cutime) and this process (the OAuth provider, answering Dovecot's token introspection).
-   Rounds take turns instrumented and plain: in instrumented ones ``bench.phases.PhaseClock``
+   Rounds take turns (``MODES``): in instrumented ones ``bench.phases.PhaseClock``
    splits the harvest's CPU into phases (login, token, fetch, parse, store, fold, lease; the
    rest is sync code and the event loop), right though eight syncs interleave; plain rounds
-   give the harvest's CPU without the clock, for the capacity.
+   give the harvest's CPU without the clock, for the capacity; "one SSL context" rounds pass
+   ``ImapSession.open`` one context for all sessions (the product makes one a session): the
+   what-if of that fix, measured. Then ``Scheduler.run`` itself runs for ``TICKS`` ticks of
+   ``TICK`` s with every account due, to count the syncs a tick starts.
 3. The baseline, after each plain round: a bare ``imaplib`` session per account over
    TLS (login, EXAMINE and FETCH of that round's new messages in INBOX and Sent, logout), one
    after another in a thread, for ``BASELINE_SAMPLE`` accounts: the least CPU any client
@@ -85,7 +88,9 @@ REPO = Path(__file__).resolve().parents[1]
 ACCOUNTS = int(os.environ.get("INBOXLENS_BENCH_CAPACITY_ACCOUNTS", "1000"))
 MESSAGES = int(os.environ.get("INBOXLENS_BENCH_CAPACITY_MESSAGES", "200"))
 NEW = 3  # new messages per account per round
-ROUNDS = int(os.environ.get("INBOXLENS_BENCH_CAPACITY_ROUNDS", "2"))  # instrumented and plain taking turns
+ROUNDS = int(os.environ.get("INBOXLENS_BENCH_CAPACITY_ROUNDS", "3"))  # taking MODES in turn
+INSTRUMENTED, PLAIN, ONE_CONTEXT = "instrumented", "plain", "one SSL context"
+MODES = (INSTRUMENTED, PLAIN, ONE_CONTEXT)
 BASELINE_SAMPLE = 200  # bare imaplib sessions per baseline pass
 HARVEST = HarvestConfig()
 INTERVAL = HARVEST.interval_seconds
@@ -277,7 +282,7 @@ async def start_child(rig: Rig) -> None:
 
 async def bench_steady(rig: Rig) -> None:
     n = len(rig.accounts)
-    first = await measured(rig, "first", {"do": "sync", "instrumented": False, "first": True}, FIRST_TIMEOUT)
+    first = await measured(rig, "first", {"do": "sync", "instrumented": False, "one_context": True}, FIRST_TIMEOUT)
     check(first, n, None)
     print(f"\nfirst syncs: {n:,} accounts, {first.answer['stored']:,} messages stored and folded in {first.wall:.1f} s "
           f"(harvest {first.cpu['harvest']:.1f} s CPU, PostgreSQL {first.cpu['postgresql']:.1f} s, "
@@ -287,11 +292,12 @@ async def bench_steady(rig: Rig) -> None:
     for round_ in range(ROUNDS):
         counts = await asyncio.to_thread(deliver_new, rig.dovecot, rig.accounts, round_)
         await rig.pool.execute("UPDATE harvest_state SET next_run_at = now()")
-        mode = "instrumented" if round_ % 2 == 0 else "plain"
-        done = await measured(rig, mode, {"do": "sync", "instrumented": mode == "instrumented"}, ROUND_TIMEOUT)
+        mode = MODES[round_ % len(MODES)]
+        done = await measured(rig, mode, {"do": "sync", "instrumented": mode == INSTRUMENTED,
+                                          "one_context": mode == ONE_CONTEXT}, ROUND_TIMEOUT)
         check(done, n, sum(sum(c.values()) for c in counts.values()))
         rounds.append(done)
-        if round_ % 2 == 1:
+        if mode == PLAIN:
             sample = [[a.address, counts[a.address]["INBOX"], counts[a.address]["Sent"], a.id]
                       for a in rig.accounts[:BASELINE_SAMPLE]]
             baselines.append(await measured(rig, "baseline", {"do": "baseline", "sessions": sample}, ROUND_TIMEOUT))
@@ -324,10 +330,8 @@ def report(rounds: list[Measured], baselines: list[Measured], n: int, ticks: dic
           ["harvest: the harvest child's CPU (/proc); in instrumented rounds it includes the phase clock; "
            "the baseline's client CPU is its thread's (thread_time)",
            "provider: this process, which serves Dovecot's token introspection (the mail provider's side)"])
-    split = [r for r in rounds if r.what == "instrumented"]
-    plain = [r for r in rounds if r.what == "plain"]
-    report_phases(split, plain)
-    report_capacity(rounds, plain, baselines, ticks)
+    report_phases([r for r in rounds if r.what == INSTRUMENTED], [r for r in rounds if r.what == PLAIN])
+    report_capacity(rounds, baselines, ticks)
 
 
 def report_phases(split: list[Measured], plain: list[Measured]) -> None:
@@ -344,16 +348,17 @@ def report_phases(split: list[Measured], plain: list[Measured]) -> None:
           ["phase", "ms / sync", "share", "what"], rows)
 
 
-def report_capacity(rounds: list[Measured], plain: list[Measured], baselines: list[Measured],
-                    ticks: dict[str, Any]) -> None:
+def report_capacity(rounds: list[Measured], baselines: list[Measured], ticks: dict[str, Any]) -> None:
     def mean(process: str, of: Sequence[Measured]) -> float:
         return statistics.mean(r.ms(process) for r in of)
 
+    plain = [r for r in rounds if r.what == PLAIN]
+    one_context = [r for r in rounds if r.what == ONE_CONTEXT]
     harvest = mean("harvest", plain)
     node_other = mean("vault", rounds) + mean("postgresql", rounds)
     mail_side = mean("dovecot", rounds) + mean("provider", rounds)
     tls_context = statistics.mean(r.answer["phases"].get("tls context", 0.0) / r.syncs * 1000
-                                  for r in rounds if r.what == "instrumented")
+                                  for r in rounds if r.what == INSTRUMENTED)
     bare = statistics.mean(b.answer["client_cpu"] / b.syncs * 1000 for b in baselines)
     bounds = [("harvest core (one asyncio process)", harvest, INTERVAL / harvest * 1000),
               ("other core: PostgreSQL + vault", node_other, INTERVAL / node_other * 1000),
@@ -364,14 +369,15 @@ def report_capacity(rounds: list[Measured], plain: list[Measured], baselines: li
     achieved = statistics.mean(r.syncs / r.wall for r in rounds) * INTERVAL
     per_tick = ticks["syncs"] / TICKS
     scheduler_cap = per_tick * INTERVAL / HARVEST.tick_seconds
-    without_context = INTERVAL / (harvest - tls_context) * 1000
+    one_context_ms = mean("harvest", one_context) if one_context else harvest - tls_context
+    without_context = INTERVAL / one_context_ms * 1000
     context_bound = min([("harvest core", without_context), *((b[0], b[2]) for b in bounds[1:2])], key=lambda b: b[1])
     rows = [[name, f"{ms:.2f}", round(accounts), ratio(accounts, node[2])] for name, ms, accounts in bounds]
     rows += [["measured: rounds here, everything on the 2 cores", "", round(achieved), ratio(achieved, node[2])],
              [f"Scheduler.run, default config ({per_tick:.0f} syncs a {HARVEST.tick_seconds:.0f} s tick)", "",
               round(scheduler_cap), ratio(scheduler_cap, node[2])],
-             ["what if: harvest core with one SSL context per process", f"{harvest - tls_context:.2f}",
-              round(without_context), ratio(without_context, node[2])],
+             [f"what if: harvest core with one SSL context per process ({'measured' if one_context else 'estimated'})",
+              f"{one_context_ms:.2f}", round(without_context), ratio(without_context, node[2])],
              ["baseline: harvest core if a sync cost a bare imaplib session", f"{bare:.2f}",
               round(INTERVAL / bare * 1000), ratio(INTERVAL / bare * 1000, node[2])]]
     table(f"accounts per node at the {INTERVAL:.0f} s interval on {CORES} cores (CPU ms per account-sync; "
@@ -384,7 +390,7 @@ def report_capacity(rounds: list[Measured], plain: list[Measured], baselines: li
            f"{ticks['syncs']} syncs in {TICKS} ticks of {TICK:.0f} s here (outcomes {ticks['outcomes']}), while "
            f"{LIMITS.total} syncs take {statistics.mean(r.wall / r.syncs * LIMITS.total for r in rounds):.2f} s",
            f"with one SSL context per process the bound would be {context_bound[0]}: "
-           f"{round(context_bound[1]):,} accounts",
+           f"{round(context_bound[1]):,} accounts (the clock's tls-context phase: {tls_context:.2f} ms a sync)",
            "full CPU is no operating point: keep headroom (a node at 70% carries 0.7x these)"])
 
 
@@ -425,12 +431,12 @@ def scheduler_for(pool: asyncpg.Pool, vault: VaultClient, provider: ProviderConf
 
 
 async def child_sync(pool: asyncpg.Pool, vault: VaultClient, provider: ProviderConfig, instrumented: bool,
-                     first: bool) -> dict[str, Any]:
-    """Every due account once. ``first``: the untimed first syncs, with one SSL context for all
-    sessions (the product makes one a session: 20 ms of CPU that would only slow the set-up)."""
+                     one_context: bool) -> dict[str, Any]:
+    """Every due account once. ``one_context``: one SSL context for all sessions, where the product
+    makes one a session (20 ms of CPU): for the untimed first syncs, and the what-if rounds."""
     clock = PhaseClock()
     connect = partial(ImapSession.open, limits=ImapLimits.of(HARVEST),
-                      ssl_context=ssl.create_default_context() if first else None)
+                      ssl_context=ssl.create_default_context() if one_context else None)
     scheduler = scheduler_for(pool, vault, provider, clock.tagged("login", connect) if instrumented else connect)
     began = time.thread_time()
     if instrumented:
@@ -502,7 +508,7 @@ async def _child() -> None:
     vault = VaultClient(Path(args["socket"]))
     commands: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
         "ready": lambda c: _ready(),
-        "sync": lambda c: child_sync(pool, vault, provider, bool(c["instrumented"]), bool(c.get("first"))),
+        "sync": lambda c: child_sync(pool, vault, provider, bool(c["instrumented"]), bool(c["one_context"])),
         "ticks": lambda c: child_ticks(pool, vault, provider, float(c["tick"]), float(c["seconds"])),
         "baseline": lambda c: child_baseline(vault, provider, c["sessions"]),
     }
