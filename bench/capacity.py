@@ -8,7 +8,7 @@ into each Dovecot user's Maildir (in /dev/shm): ``MESSAGES`` (default 200;
 ``INBOXLENS_BENCH_CAPACITY_MESSAGES``) in INBOX and Sent (Archive's go to INBOX, since harvest
 reads INBOX and Sent), keeping the user's next ``ROUNDS * NEW`` messages for later.
 
-The harvest runs in a child process (``python -m bench.capacity --child``), registered with
+The harvest runs in a child process (``bench/capacity_child.py``), registered with
 the vault as harvest, built as ``inboxlens.harvest`` builds it: the product's ``Scheduler``,
 ``HarvestConfig`` defaults (8 connections, 4 per host, batches of 250, folding after each
 sync), IMAP over TLS as with every real provider (``ImapSession.open`` makes its own default
@@ -46,10 +46,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import shutil
-import ssl
 import statistics
 import subprocess
 import sys
@@ -58,24 +56,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import timedelta
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from inboxlens.config.schema import HarvestConfig
 from inboxlens.config.vault import ProviderConfig
-from inboxlens.harvest import store as harvest_store
-from inboxlens.harvest.imap import ImapLimits, ImapSession
-from inboxlens.harvest.scheduler import Limits, Scheduler
-from inboxlens.harvest.sync import AccountSync, SyncSettings
-from inboxlens.metrics.postgres.store import PgMetricsStore
 from inboxlens.vault.client import VaultClient
 
-from .harvest import ITEMS, version
-from .phases import EVENT_LOOP, UNTAGGED, PhaseClock
+from .capacity_child import HARVEST, INTERVAL, LIMITS, TICK
+from .harvest import version
+from .phases import EVENT_LOOP, UNTAGGED
 from .report import ratio, table
 
 if TYPE_CHECKING:  # the test helpers are imported where the parent uses them: never in the child
@@ -92,19 +83,14 @@ ROUNDS = int(os.environ.get("INBOXLENS_BENCH_CAPACITY_ROUNDS", "3"))  # taking M
 INSTRUMENTED, PLAIN, ONE_CONTEXT = "instrumented", "plain", "one SSL context"
 MODES = (INSTRUMENTED, PLAIN, ONE_CONTEXT)
 BASELINE_SAMPLE = 200  # bare imaplib sessions per baseline pass
-HARVEST = HarvestConfig()
-INTERVAL = HARVEST.interval_seconds
-LIMITS = Limits(HARVEST.max_connections, HARVEST.max_connections_per_host)
-FIRST_SYNC_DAYS = 3650  # the generated mail is from 2022-2024
 CORES = 2
 SYSTEM_CAS = Path("/etc/ssl/certs/ca-certificates.crt")
 # Dovecot's 200,000 files in memory: on a shared disk writing and removing them took 20-115 s and
 # 20-40 s; Dovecot stands in for the mail provider, so its disk is no part of the node.
 MAIL_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 FIRST_TIMEOUT, ROUND_TIMEOUT, SUITE_TIMEOUT = 420.0, 150.0, 900.0
-TICK = 1.0  # the scheduler's tick in the tick case (the product's is 15 s)
-TICKS = 3
-CHILD = (sys.executable, "-m", "bench.capacity", "--child")
+TICKS = 3  # of TICK s, in the tick case
+CHILD = (sys.executable, "-m", "bench.capacity_child")
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 PROCESSES = ("harvest", "vault", "postgresql", "dovecot", "provider")
 PHASES = ("login", "tls context", "token", "fetch", "parse", "store", "fold", "lease", UNTAGGED, EVENT_LOOP)
@@ -397,137 +383,6 @@ def report_capacity(rounds: list[Measured], baselines: list[Measured], ticks: di
            "full CPU is no operating point: keep headroom (a node at 70% carries 0.7x these)"])
 
 
-# -- the child: the harvest --------------------------------------------------------------------------
-
-def _tags(clock: PhaseClock) -> list[tuple[object, Sequence[str], str]]:
-    return [(ImapSession, ("authenticate", "identify", "logout"), "login"),
-            (ImapSession, ("mailboxes", "examine", "search_since", "search_above", "fetch_headers"), "fetch"),
-            (VaultClient, ("get",), "token"), (AccountSync, ("parse",), "parse"),
-            (harvest_store, ("checkpoint", "reset_checkpoint", "store_batch"), "store"),
-            (harvest_store, ("schedule_new_accounts", "claim_due", "release", "failures", "set_account_status"),
-             "lease"),
-            (PgMetricsStore, ("aggregate",), "fold"), (ssl, ("create_default_context",), "tls context")]
-
-
-def _syncs(scheduler: Scheduler) -> dict[str, int]:
-    return {labels["outcome"]: int(value) for name, labels, value in scheduler.telemetry.samples()
-            if name == "inboxlens_harvest_syncs_total"}
-
-
-async def sync_all(scheduler: Scheduler) -> int:
-    """Every due account once, LIMITS.total at a time; returns messages stored."""
-    stored, before = 0, -1
-    while sum(_syncs(scheduler).values()) != before:
-        before = sum(_syncs(scheduler).values())
-        stored += await scheduler.once()
-    return stored
-
-
-def scheduler_for(pool: asyncpg.Pool, vault: VaultClient, provider: ProviderConfig,
-                  connect: Callable[[ProviderConfig], Awaitable[ImapSession]]) -> Scheduler:
-    """The harvest's scheduler as ``inboxlens.harvest`` builds it from HarvestConfig's defaults."""
-    settings = SyncSettings(batch_size=HARVEST.batch_size, first_sync_days=FIRST_SYNC_DAYS,
-                            lease=timedelta(seconds=HARVEST.lease_seconds),
-                            trusted_authserv_ids=frozenset(provider.trusted_authserv_ids))
-    return Scheduler(pool, vault, connect, {"test": provider}, settings, interval=timedelta(seconds=INTERVAL),
-                     limits=LIMITS, owner="bench-capacity")
-
-
-async def child_sync(pool: asyncpg.Pool, vault: VaultClient, provider: ProviderConfig, instrumented: bool,
-                     one_context: bool) -> dict[str, Any]:
-    """Every due account once. ``one_context``: one SSL context for all sessions, where the product
-    makes one a session (20 ms of CPU): for the untimed first syncs, and the what-if rounds."""
-    clock = PhaseClock()
-    connect = partial(ImapSession.open, limits=ImapLimits.of(HARVEST),
-                      ssl_context=ssl.create_default_context() if one_context else None)
-    scheduler = scheduler_for(pool, vault, provider, clock.tagged("login", connect) if instrumented else connect)
-    began = time.thread_time()
-    if instrumented:
-        with clock.installed(), clock.patched(_tags(clock)):
-            stored = await sync_all(scheduler)
-    else:
-        stored = await sync_all(scheduler)
-    outcomes = _syncs(scheduler)
-    return {"syncs": sum(outcomes.values()), "outcomes": {k: v for k, v in outcomes.items() if v},
-            "stored": stored, "thread_cpu": time.thread_time() - began, "phases": dict(clock.cpu)}
-
-
-async def child_ticks(pool: asyncpg.Pool, vault: VaultClient, provider: ProviderConfig, tick: float,
-                      seconds: float) -> dict[str, Any]:
-    """The product's own loop, ``Scheduler.run``, for ``seconds`` with every account due: how many
-    syncs a tick starts."""
-    scheduler = scheduler_for(pool, vault, provider, partial(ImapSession.open, limits=ImapLimits.of(HARVEST)))
-    stopping = asyncio.Event()
-    running = asyncio.create_task(scheduler.run(stopping, tick, drain=30.0))
-    await asyncio.sleep(seconds)  # the length of the observation, not a wait for an event
-    stopping.set()
-    await running
-    outcomes = _syncs(scheduler)
-    return {"syncs": sum(outcomes.values()), "outcomes": {k: v for k, v in outcomes.items() if v}}
-
-
-def bare_session(provider: ProviderConfig, context: ssl.SSLContext, address: str, token: str,
-                 new: dict[str, int]) -> int:
-    """The baseline: login, EXAMINE and FETCH of the new messages, logout, with imaplib (blocking)."""
-    import imaplib
-
-    conn = imaplib.IMAP4_SSL(provider.imap_host, provider.imap_port, ssl_context=context)
-    fetched = 0
-    try:
-        conn.authenticate("XOAUTH2", lambda _: f"user={address}\1auth=Bearer {token}\1\1".encode())
-        for mailbox, count in new.items():
-            typ, data = conn.select(mailbox, readonly=True)
-            exists = int(data[0] or 0)
-            if typ == "OK" and count:
-                typ, answer = conn.fetch(f"{exists - count + 1}:*", ITEMS)
-                fetched += sum(isinstance(item, tuple) for item in answer)
-    finally:
-        conn.logout()
-    return fetched
-
-
-async def child_baseline(vault: VaultClient, provider: ProviderConfig, sessions: list[list[Any]]) -> dict[str, Any]:
-    tokens = [(address, (await vault.get(str(account))).token, {"INBOX": inbox, "Sent": sent})
-              for address, inbox, sent, account in sessions]
-    context = ssl.create_default_context()  # one for all sessions: what imaplib users do
-
-    def run_all() -> tuple[int, float]:
-        began, fetched = time.thread_time(), 0
-        for address, token, new in tokens:
-            fetched += bare_session(provider, context, address, token, new)
-        return fetched, time.thread_time() - began
-
-    fetched, cpu = await asyncio.to_thread(run_all)
-    return {"sessions": len(tokens), "fetched": fetched, "client_cpu": cpu}
-
-
-async def _child() -> None:
-    args = json.loads(sys.stdin.readline())
-    logging.basicConfig(filename=args["log"], level=logging.INFO,  # the product's level, into a file
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    provider = ProviderConfig(**cast(dict[str, Any], {k: tuple(v) if isinstance(v, list) else v
-                                                      for k, v in args["provider"].items()}))
-    pool = await asyncpg.create_pool(args["dsn"], min_size=1, max_size=HARVEST.max_connections + 2, command_timeout=60)
-    vault = VaultClient(Path(args["socket"]))
-    commands: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
-        "ready": lambda c: _ready(),
-        "sync": lambda c: child_sync(pool, vault, provider, bool(c["instrumented"]), bool(c["one_context"])),
-        "ticks": lambda c: child_ticks(pool, vault, provider, float(c["tick"]), float(c["seconds"])),
-        "baseline": lambda c: child_baseline(vault, provider, c["sessions"]),
-    }
-    try:
-        while line := await asyncio.to_thread(sys.stdin.readline):
-            command = json.loads(line)
-            print(json.dumps(await commands[command["do"]](command)), flush=True)
-    finally:
-        await vault.close()
-        await pool.close()
-
-
-async def _ready() -> dict[str, Any]:
-    return {"ready": True}
-
-
 # -- the suite ----------------------------------------------------------------------------------------
 
 CASES: dict[str, Callable[[Rig], Awaitable[None]]] = {"steady": bench_steady}
@@ -615,9 +470,6 @@ async def stop_child(rig: Rig) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--child"]:
-        asyncio.run(_child())
-    else:
-        from . import __main__ as bench_main
+    from . import __main__ as bench_main
 
-        bench_main.main(["capacity", *sys.argv[1:]])
+    bench_main.main(["capacity", *sys.argv[1:]])
