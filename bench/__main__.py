@@ -17,7 +17,8 @@ from typing import Any
 from .report import machine
 
 SUITES = {"vault": "bench.vault", "parse": "bench.parse", "harvest": "bench.harvest", "metrics": "bench.metrics",
-          "api": "bench.api", "loops": "bench.loops"}
+          "api": "bench.api", "loops": "bench.loops",
+          "capacity": "bench.capacity"}
 
 
 def main(argv: list[str] | None = None) -> None:
