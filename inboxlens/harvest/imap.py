@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import gc
 import ipaddress
 from array import array
@@ -287,6 +288,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@functools.cache
+def default_tls() -> ssl.SSLContext:
+    """One verifying TLS context for every session of the process: making one parses the whole
+    CA bundle, about 19 ms of CPU, which was 70 % of a steady-state account sync (bench
+    capacity, issue 16.6). A CA bundle changed on disk is read at harvest's next start."""
+    return ssl.create_default_context()
+
+
 class ImapSession:
     """The MailSession harvest uses: one authenticated connection. Errors name ``host:port``."""
 
@@ -305,7 +314,7 @@ class ImapSession:
             raise MailServerError(f"refusing plain-text IMAP to {host}:{port}: only loopback may go without TLS")
         if mode not in ("tls", "plain"):
             raise MailServerError(f"imap_tls = {mode!r} is not supported (use 'tls', or 'plain' on loopback)")
-        context = (ssl_context or ssl.create_default_context()) if mode == "tls" else None
+        context = (ssl_context or default_tls()) if mode == "tls" else None
         client = _Client(limits, host=host, port=port, timeout=timeout, ssl_context=context)
         session = cls(client, host, port)
         await session._call(client.wait_hello_from_server(), "connecting")
