@@ -20,7 +20,7 @@ from inboxlens.web.api import views as api_views, openapi
 from inboxlens.web import handoff, tokens
 from inboxlens.web.api.errors import ApiError, Handler, errors
 from inboxlens.web.api.cors import cors
-from inboxlens.web.state import API_LIMITER, CALLER, DB, Caller, current_session
+from inboxlens.web.state import API_LIMITER, CALLER, DB, VERIFIED_TOKENS, Caller, current_session
 from inboxlens.web.pages.views import csrf_ok
 
 PREFIX = "/api/v1"
@@ -51,7 +51,8 @@ async def _caller(request: web.Request) -> Caller:
 
 async def _bearer(request: web.Request, header: str) -> Caller:
     scheme, _, token = header.strip().partition(" ")
-    principal = await tokens.authenticate(request.config_dict[DB], token.strip()) \
+    verified = request.config_dict[VERIFIED_TOKENS]
+    principal = await tokens.authenticate(request.config_dict[DB], token.strip(), verified) \
         if scheme.lower() == "bearer" else None
     if principal is None:
         # Never echo what was sent: it may be a real token of some other service.
