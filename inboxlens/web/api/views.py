@@ -9,6 +9,7 @@ page sizes are bounded so that no request can ask for unbounded work.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, TypeVar
@@ -223,15 +224,18 @@ def plain(value: Any) -> Any:
     """JSON-able data: dataclasses as objects, times as ISO 8601 (UTC), durations as seconds.
 
     A card is a few hundred values: each is converted by a function looked up by its exact
-    type (a dataclass's field names found once), not by a chain of isinstance tests."""
-    convert = _CONVERT.get(type(value))
+    type (a dataclass's fields found once), not by a chain of isinstance tests; strings,
+    numbers, booleans and None pass as they are without a call."""
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    convert = _CONVERT.get(kind)
     return convert(value) if convert is not None else _plain_other(value)
 
 
 def _plain_other(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        names = tuple(f.name for f in dataclasses.fields(value))
-        _CONVERT[type(value)] = lambda v: {name: plain(getattr(v, name)) for name in names}
+        _CONVERT[type(value)] = _object_of(tuple(f.name for f in dataclasses.fields(value)))
         return plain(value)
     if isinstance(value, datetime):
         return _time(value)
@@ -246,23 +250,26 @@ def _plain_other(value: Any) -> Any:
     return value
 
 
+def _object_of(names: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:
+    values = operator.attrgetter(*names) if len(names) > 1 else lambda v: (getattr(v, names[0]),)
+    return lambda v: {name: x if type(x) in _AS_IS else plain(x) for name, x in zip(names, values(v))}
+
+
 def _time(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if value.tzinfo is not timezone.utc:  # PostgreSQL's are in UTC already
+        value = value.astimezone(timezone.utc)
+    return value.isoformat().replace("+00:00", "Z")
 
 
 def _object(value: dict[Any, Any]) -> dict[str, Any]:
-    return {str(k): plain(v) for k, v in value.items()}
+    return {str(k): v if type(v) in _AS_IS else plain(v) for k, v in value.items()}
 
 
 def _array(value: Any) -> list[Any]:
     return [v if type(v) in _AS_IS else plain(v) for v in value]
 
 
-def _as_is(value: Any) -> Any:
-    return value
-
-
 _AS_IS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
 _CONVERT: dict[type, Callable[[Any], Any]] = {
-    **{kind: _as_is for kind in _AS_IS}, datetime: _time, date: date.isoformat, timedelta: timedelta.total_seconds,
-    dict: _object, list: _array, tuple: _array, frozenset: _array}
+    datetime: _time, date: date.isoformat, timedelta: timedelta.total_seconds, dict: _object, list: _array,
+    tuple: _array, frozenset: _array}
