@@ -33,6 +33,7 @@ class Caller:
 
     user_id: int
     bucket: str  # "token:<id>" or "session:<hash of the session id>"
+    accounts: frozenset[int] | None = None  # a token's: the user's accounts as of VERIFIED_FOR ago at most
 
 
 CALLER = web.RequestKey("caller", Caller)

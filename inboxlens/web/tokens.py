@@ -37,10 +37,12 @@ _SHAPE = re.compile(PREFIX + r"[A-Za-z0-9_-]{43}")
 
 @dataclass(frozen=True)
 class Principal:
-    """Who an API request acts for: the user, and the token it came with."""
+    """Who an API request acts for: the user, the token it came with, and the user's mail
+    accounts when PostgreSQL vouched for the token (a card needs no lookup of its own)."""
 
     user_id: int
     token_id: int
+    accounts: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,13 @@ async def revoke(pool: asyncpg.Pool, user_id: int, token_id: int) -> str | None:
     return str(name) if name is not None else None
 
 
+_VOUCH = """
+SELECT t.id, t.user_id, t.last_used_at < now() - $2::interval OR t.last_used_at IS NULL AS stale,
+       ARRAY(SELECT a.id FROM mail_accounts a WHERE a.user_id = t.user_id) AS accounts
+FROM api_tokens t WHERE t.token_hash = $1
+"""
+
+
 async def authenticate(pool: asyncpg.Pool, token: str, verified: VerifiedTokens | None = None) -> Principal | None:
     """The principal a presented token stands for, or None (malformed, unknown or revoked;
     revoked elsewhere within ``verified``'s ttl: it may still be trusted until then)."""
@@ -137,13 +146,12 @@ async def authenticate(pool: asyncpg.Pool, token: str, verified: VerifiedTokens 
     principal = verified.get(token_hash) if verified is not None else None
     if principal is not None:
         return principal
-    row = await pool.fetchrow("SELECT id, user_id, last_used_at < now() - $2::interval OR last_used_at IS NULL "
-                              "AS stale FROM api_tokens WHERE token_hash = $1", token_hash, TOUCH_EVERY)
+    row = await pool.fetchrow(_VOUCH, token_hash, TOUCH_EVERY)
     if row is None:
         return None
     if row["stale"]:
         await pool.execute("UPDATE api_tokens SET last_used_at = now() WHERE id = $1", row["id"])
-    principal = Principal(int(row["user_id"]), int(row["id"]))
+    principal = Principal(int(row["user_id"]), int(row["id"]), frozenset(row["accounts"]))
     if verified is not None:
         verified.put(token_hash, principal)
     return principal

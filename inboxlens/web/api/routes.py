@@ -58,7 +58,7 @@ async def _bearer(request: web.Request, header: str) -> Caller:
         # Never echo what was sent: it may be a real token of some other service.
         raise ApiError(401, "unauthorized", "This API token is not valid: it may have been revoked or mistyped.",
                        {"WWW-Authenticate": 'Bearer realm="inboxlens", error="invalid_token"'})
-    return Caller(principal.user_id, f"token:{principal.token_id}")
+    return Caller(principal.user_id, f"token:{principal.token_id}", principal.accounts)
 
 
 @web.middleware
