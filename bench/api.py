@@ -5,15 +5,18 @@
 mailbox). One run starts what the
 tests start: an embedded PostgreSQL (``bench.metrics.database``), the local OAuth provider,
 a vault and the web process (``tests.support``), the web at the product's INFO log level
-with its API rate limit raised out of the way (100,000 a minute, burst 10,000). A user
-connects a mailbox through the real OAuth flow and makes an API token on the settings page.
+with its API rate limit raised out of the way (100,000 a minute, burst 10,000, per token). A
+user connects a mailbox through the real OAuth flow and makes ``TOKENS`` API tokens on the
+settings page.
 The account (Europe/Berlin) gets ``MAIL`` messages over two years up to now from
 ``bench.metrics.Mailbox`` (Zipf-like correspondents, 40 % replies, DKIM/SPF/DMARC verdicts),
 folded by ``PgMetricsStore.aggregate``, then ``VACUUM (ANALYZE)`` (as autovacuum would within a
 minute). Before the load, each distinct card is asked for once, one at a time ("cold":
 its reply times not kept yet), and those latencies are printed.
 
-The requests: ``GET /api/v1/accounts/{id}/correspondents/{address}`` with the bearer token,
+The requests: ``GET /api/v1/accounts/{id}/correspondents/{address}`` with one of ``TOKENS``
+bearer tokens of the user, in turn (each has a rate-limit bucket of its own: together they
+stay under the limit at any rate this machine reaches),
 for ``PATHS`` addresses drawn Zipf-like from the mailbox's correspondents (the people
 whose mail one reads most are the cards one opens most), each checked to answer 200 first.
 The baseline, ``bench.bare_api``, serves the card body of the busiest correspondent from a
@@ -90,6 +93,7 @@ SATURATION_SECONDS = float(os.environ.get("INBOXLENS_BENCH_API_SECONDS", 8))
 CONNECTIONS = 16  # saturation; the rate case may open up to RATE_CONNECTIONS when answers lag
 RATE_CONNECTIONS = 64
 ROUNDS = 2
+TOKENS = 16  # the API limit is per token, at most 100,000 a minute: 16 of them allow 26,000 cards/s
 WARMUP = 300
 START_TIMEOUT = 30.0
 JOB_TIMEOUT = 180.0  # a load generator's own bound is its seconds + 30 s; this one is the parent's
@@ -147,7 +151,7 @@ class Target:
     name: str
     base: str
     paths: list[str]
-    headers: dict[str, str]
+    headers: list[dict[str, str]]  # request i sends set i mod n
     pid: int
     pg_dsn: str | None = None  # where to find the PostgreSQL backends serving it (WEB_APP_NAME), if any
 
@@ -385,9 +389,11 @@ def targets_note(bench: Bench) -> list[str]:
         lines += [f"card server CPU per request / bare's: {cpu:.2f}x (web {us_per_request(card, card.server_cpu):.0f}"
                   f" us, bare {us_per_request(bare, bare.server_cpu):.0f} us; PostgreSQL "
                   f"{us_per_request(card, card.pg_cpu):.0f} us more per card, not in the ratio); target <= "
-                  f"{TARGET_CPU_RATIO:.0f}x: {verdict(0 < cpu <= TARGET_CPU_RATIO)}",
+                  f"{TARGET_CPU_RATIO:.0f}x: {verdict(0 < cpu <= TARGET_CPU_RATIO and card.failures == 'none')}",
                   f"card / bare saturation throughput: {throughput:.2f} ({card.rate:,.0f} / {bare.rate:,.0f} req/s); "
-                  f"target >= {TARGET_SATURATION}: {verdict(throughput >= TARGET_SATURATION)}"]
+                  f"target >= {TARGET_SATURATION}: "
+                  f"{verdict(throughput >= TARGET_SATURATION and card.failures == 'none')} (a MISS too if not every "
+                  "answer was 200)"]
     if rate is not None:
         card = rate["card"]
         machine = (f"this machine's bare endpoint saturates at {saturation['bare aiohttp'].rate:,.0f} req/s in this run"
@@ -480,16 +486,17 @@ async def run(names: Sequence[str] = ()) -> None:
             async with asyncio.timeout(TIMEOUT["setup"]):
                 async with stack.browser() as browser:
                     await connect(stack, browser, USER, ZONE)
-                    token = await new_token(browser, "bench")
+                    tokens = [await new_token(browser, f"bench {i}") for i in range(TOKENS)]
                 account = AccountRef(await account_id(stack, USER), USER, ZONE)
                 box, mail = await fill(stack, account)
-                paths, body, cards = await card_paths(stack, box, account.id, token)
+                paths, body, cards = await card_paths(stack, box, account.id, tokens[0])
             print(f"stack: web and vault processes, PostgreSQL, aiohttp {aiohttp.__version__}; "
                   f"set up in {time.perf_counter() - began:.0f} s\nmail: {mail}\ncards: {cards}")
             async with running(Bare(body)) as bare:
                 assert stack.web.process is not None and bare.process is not None
-                targets = [Target("bare aiohttp", bare.url, paths, {}, bare.process.pid),
-                           Target("card", stack.web.url, paths, bearer(token), stack.web.process.pid, stack.dsn)]
+                targets = [Target("bare aiohttp", bare.url, paths, [{}], bare.process.pid),
+                           Target("card", stack.web.url, paths, [bearer(token) for token in tokens],
+                                  stack.web.process.pid, stack.dsn)]
                 bench = Bench(targets, stack.dsn, box, account)
                 for name in names or CASES:
                     async with asyncio.timeout(TIMEOUT[name]):
