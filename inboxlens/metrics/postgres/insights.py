@@ -14,6 +14,7 @@ waits, and how long; strength) from what it kept.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -135,6 +136,19 @@ LEFT JOIN sender_domains d ON d.account_id = $1 AND d.domain = $5
 
 
 @dataclass(frozen=True)
+class _Waiting:
+    """One direction's waiting messages, oldest first: when each was sent (to bisect), and each."""
+
+    times: tuple[datetime, ...]
+    messages: tuple[tuple[str, datetime, str | None], ...]  # hex msg_key, sent_at, Message-ID
+
+    @classmethod
+    def of(cls, rows: list[tuple[str, datetime, bytes, str | None]], direction: str) -> _Waiting:
+        mine = [(key.hex(), at, message_id) for d, at, key, message_id in rows if d == direction]
+        return cls(tuple(at for _, at, _ in mine), tuple(mine))
+
+
+@dataclass(frozen=True)
 class _Facts:
     """What a card read from PostgreSQL, valid while its ``stamp`` is the account's."""
 
@@ -143,7 +157,7 @@ class _Facts:
     row: asyncpg.Record  # the relationship's columns
     domain: DomainAuth | None
     flags: tuple[AuthFlag, ...]
-    waiting: tuple[tuple[str, datetime, str, str | None], ...]  # direction, sent_at, hex msg_key, Message-ID
+    waiting: dict[str, _Waiting]  # by direction: 'received' (owed), 'sent' (awaiting)
 
 
 class PgInsights:
@@ -186,7 +200,8 @@ class PgInsights:
             self._cards.move_to_end(key)
             return kept
         facts = await self._read_facts(db, account_id, who, stamp, today, now)
-        if facts is not None and state["runs"] is not None and len(facts.waiting) <= MAX_KEPT_WAITING:
+        if facts is not None and state["runs"] is not None \
+                and sum(len(w.times) for w in facts.waiting.values()) <= MAX_KEPT_WAITING:
             self._cards[key] = facts
             self._cards.move_to_end(key)
             while len(self._cards) > CARD_CACHE:
@@ -201,16 +216,16 @@ class PgInsights:
             return None
         flags = tuple(AuthFlag(key.hex(), flag_domain, person, at, tuple(failed))
                       for key, flag_domain, person, at, failed in row["flags"])
-        waiting = tuple((direction, at, key.hex(), message_id) for direction, at, key, message_id in row["waiting"])
+        waiting = {direction: _Waiting.of(row["waiting"], direction) for direction in ("received", "sent")}
         return _Facts(stamp, now, row, _domain(row) if row["domain"] is not None else None, flags, waiting)
 
     def _waiting(self, facts: _Facts, who: str, direction: str, now: datetime) -> tuple[tuple[Pending, ...], int]:
         """The CARD_LIST messages of one direction waiting longest now, and how many wait."""
-        oldest, newest = now - self.settings.lookback, now - self._wait(direction)
-        found = [(at, key, message_id) for d, at, key, message_id in facts.waiting
-                 if d == direction and oldest <= at <= newest]
-        return tuple(Pending(key, who, at, now - at, message_id) for at, key, message_id in found[:CARD_LIST]), \
-            len(found)
+        waiting = facts.waiting[direction]
+        first = bisect_left(waiting.times, now - self.settings.lookback)
+        end = max(first, bisect_right(waiting.times, now - self._wait(direction)))
+        return tuple(Pending(key, who, at, now - at, message_id)
+                     for key, at, message_id in waiting.messages[first:min(end, first + CARD_LIST)]), end - first
 
     async def _reply_stats(self, db: Db, account_id: int, correspondent: str, state: asyncpg.Record,
                            version: int) -> ReplyStats:
