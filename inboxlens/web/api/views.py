@@ -9,8 +9,10 @@ page sizes are bounded so that no request can ask for unbounded work.
 from __future__ import annotations
 
 import dataclasses
+import json
 import operator
 import re
+from collections import OrderedDict
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, TypeVar
 from zoneinfo import ZoneInfo
@@ -18,7 +20,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from inboxlens.errors import VaultError
-from inboxlens.metrics.model import Order, Period
+from inboxlens.metrics.model import Card, Order, Period
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.web import accounts
@@ -36,6 +38,7 @@ EARLIEST, LATEST = date(1970, 1, 1), date(2999, 12, 31)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ADDRESS = re.compile(r"[^\s\x00-\x1f\x7f]{1,320}")
 T = TypeVar("T")
+KEPT_JSON = 2_048  # card parts whose JSON is kept, for a store that hands out the same object again
 
 
 @requires_api_caller
@@ -87,7 +90,7 @@ async def card(request: web.Request) -> web.Response:
     found = await _guard(_metrics(request).card(account_id, address, now=_now()))
     if found is None:
         raise ApiError(404, "not_found", "This account has no message from or to that address.")
-    return _json({"account_id": account_id, "correspondent": address, "card": found})
+    return web.json_response(text=card_json(account_id, address, found))
 
 
 @requires_api_caller
@@ -230,6 +233,34 @@ def _now() -> datetime:
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.json_response(plain(body), status=status)
+
+
+def card_json(account_id: int, address: str, card: Card) -> str:
+    """``json.dumps(plain(...))`` of a card's answer, byte for byte, but the parts a store may
+    hand out again and again (the PostgreSQL store keeps reply times, domain and flags until
+    the next fold: the very same objects) are encoded once."""
+    fields = ", ".join(f'"{name}": {_encoded_once(value) if name in _KEPT_PARTS else json.dumps(plain(value))}'
+                       for name, value in zip(_CARD_FIELDS, _card_values(card)))
+    return f'{{"account_id": {json.dumps(account_id)}, "correspondent": {json.dumps(address)}, "card": {{{fields}}}}}'
+
+
+def _encoded_once(value: Any) -> str:
+    """The JSON of an immutable value, by identity (kept with it, so its id is not reused)."""
+    found = _ENCODED.get(id(value))
+    if found is not None and found[0] is value:
+        _ENCODED.move_to_end(id(value))
+        return found[1]
+    text = json.dumps(plain(value))
+    _ENCODED[id(value)] = (value, text)
+    if len(_ENCODED) > KEPT_JSON:
+        _ENCODED.popitem(last=False)
+    return text
+
+
+_CARD_FIELDS = tuple(f.name for f in dataclasses.fields(Card))
+_card_values = operator.attrgetter(*_CARD_FIELDS)
+_KEPT_PARTS = frozenset({"replies", "domain", "flags"})  # frozen dataclasses, and a tuple of them
+_ENCODED: OrderedDict[int, tuple[Any, str]] = OrderedDict()
 
 
 def plain(value: Any) -> Any:
