@@ -5,15 +5,18 @@
 mailbox). One run starts what the
 tests start: an embedded PostgreSQL (``bench.metrics.database``), the local OAuth provider,
 a vault and the web process (``tests.support``), the web at the product's INFO log level
-with its API rate limit raised out of the way (100,000 a minute, burst 10,000). A user
-connects a mailbox through the real OAuth flow and makes an API token on the settings page.
+with its API rate limit raised out of the way (100,000 a minute, burst 10,000, per token). A
+user connects a mailbox through the real OAuth flow and makes ``TOKENS`` API tokens on the
+settings page.
 The account (Europe/Berlin) gets ``MAIL`` messages over two years up to now from
 ``bench.metrics.Mailbox`` (Zipf-like correspondents, 40 % replies, DKIM/SPF/DMARC verdicts),
 folded by ``PgMetricsStore.aggregate``, then ``VACUUM (ANALYZE)`` (as autovacuum would within a
 minute). Before the load, each distinct card is asked for once, one at a time ("cold":
 its reply times not kept yet), and those latencies are printed.
 
-The requests: ``GET /api/v1/accounts/{id}/correspondents/{address}`` with the bearer token,
+The requests: ``GET /api/v1/accounts/{id}/correspondents/{address}`` with one of ``TOKENS``
+bearer tokens of the user, in turn (each has a rate-limit bucket of its own: together they
+stay under the limit at any rate this machine reaches),
 for ``PATHS`` addresses drawn Zipf-like from the mailbox's correspondents (the people
 whose mail one reads most are the cards one opens most), each checked to answer 200 first.
 The baseline, ``bench.bare_api``, serves the card body of the busiest correspondent from a
@@ -31,9 +34,16 @@ Both are driven by ``bench.loadgen`` in a second process over loopback TCP with 
 
 The baseline and the card take turns, ``ROUNDS`` times, so a noisy neighbour hits both.
 Each job warms up with ``WARMUP`` requests. Reported next to the latencies: CPU seconds per
-1,000 requests of the server process and of the load generator, and how busy the whole
+1,000 requests of the server process, of the PostgreSQL backends serving the web's pool (the
+web connects with ``application_name`` ``WEB_APP_NAME``; its backends are found in
+``pg_stat_activity`` and read in ``/proc``) and of the load generator, and how busy the whole
 machine was (``/proc/stat``): on 2 cores the generator, the web process and PostgreSQL
 share them, so the saturation rate is this machine's, not the server's alone.
+
+The run ends with issue 16's targets, each against the baseline of the same run: the card's
+server CPU per request at saturation at most ``TARGET_CPU_RATIO`` times the bare endpoint's,
+its throughput at least ``TARGET_SATURATION`` of the bare endpoint's, and the rate case's
+p99 next to the bare endpoint's saturation rate (a slow machine, or a slow card?).
 """
 
 from __future__ import annotations
@@ -75,11 +85,15 @@ PATHS = 1_000
 SEED = 20261129
 RATE = 500.0
 TARGET_P99_MS = 20.0
+TARGET_CPU_RATIO = 4.0  # card / bare server CPU per request at saturation, at most (issue 16.2)
+TARGET_SATURATION = 0.2  # card / bare requests per second at saturation, at least
+WEB_APP_NAME = "inboxlens-web-bench"  # the web pool's application_name: how its backends are found
 RATE_SECONDS = float(os.environ.get("INBOXLENS_BENCH_API_SECONDS", 10))
 SATURATION_SECONDS = float(os.environ.get("INBOXLENS_BENCH_API_SECONDS", 8))
 CONNECTIONS = 16  # saturation; the rate case may open up to RATE_CONNECTIONS when answers lag
 RATE_CONNECTIONS = 64
 ROUNDS = 2
+TOKENS = 16  # the API limit is per token, at most 100,000 a minute: 16 of them allow 26,000 cards/s
 WARMUP = 300
 START_TIMEOUT = 30.0
 JOB_TIMEOUT = 180.0  # a load generator's own bound is its seconds + 30 s; this one is the parent's
@@ -137,8 +151,9 @@ class Target:
     name: str
     base: str
     paths: list[str]
-    headers: dict[str, str]
+    headers: list[dict[str, str]]  # request i sends set i mod n
     pid: int
+    pg_dsn: str | None = None  # where to find the PostgreSQL backends serving it (WEB_APP_NAME), if any
 
 
 @dataclass
@@ -148,13 +163,15 @@ class Result(Sample):
     statuses: Counter[str] = field(default_factory=Counter)
     client_cpu: float = 0.0
     server_cpu: float = 0.0
+    pg_cpu: float = 0.0
     machine_busy: list[float] = field(default_factory=list)
 
-    def add_run(self, report: dict[str, Any], server_cpu: float, busy: float) -> None:
+    def add_run(self, report: dict[str, Any], server_cpu: float, pg_cpu: float, busy: float) -> None:
         self.add(Sample([us * 1000 for us in report["latencies_us"]], report["wall"]))
         self.statuses.update(report["statuses"])
         self.client_cpu += report["cpu"]
         self.server_cpu += server_cpu
+        self.pg_cpu += pg_cpu
         self.machine_busy.append(busy)
 
     def per_thousand(self, seconds: float) -> float:
@@ -172,6 +189,47 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds_if_alive(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0  # a backend that ended: its time is lost (the web's pool keeps its connections)
+
+
+class Backends:
+    """The CPU time of the PostgreSQL backends a target's pool uses, between ``start`` and ``stop``."""
+
+    def __init__(self, dsn: str | None) -> None:
+        self.dsn = dsn
+        self.conn: asyncpg.Connection | None = None
+        self.before: dict[int, float] = {}
+
+    async def pids(self) -> list[int]:
+        assert self.conn is not None
+        rows = await self.conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1", WEB_APP_NAME,
+                                     timeout=10)
+        return [int(r["pid"]) for r in rows]
+
+    async def open(self) -> None:
+        if self.dsn is not None:
+            self.conn = await asyncpg.connect(self.dsn, timeout=10)
+
+    async def start(self) -> None:
+        if self.conn is not None:
+            self.before = {pid: cpu_seconds_if_alive(pid) for pid in await self.pids()}
+
+    async def stop(self) -> float:
+        """CPU seconds since ``start``; a backend that appeared meanwhile counts from its start."""
+        if self.conn is None:
+            return 0.0
+        pids = set(await self.pids()) | set(self.before)
+        return sum(cpu_seconds_if_alive(pid) - self.before.get(pid, 0.0) for pid in pids)
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+
+
 def machine_ticks() -> tuple[int, int]:
     """(busy, total) jiffies of all cores since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -179,10 +237,13 @@ def machine_ticks() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-async def drive(target: Target, mode: str, **job: Any) -> tuple[dict[str, Any], float, float]:
-    """One load-generator run against ``target``: its report, the server's CPU seconds, machine busy share."""
+async def drive(target: Target, mode: str, **job: Any) -> tuple[dict[str, Any], float, float, float]:
+    """One load-generator run against ``target``: its report, the server's and its PostgreSQL
+    backends' CPU seconds, machine busy share."""
     spec = {"base": target.base, "paths": target.paths, "headers": target.headers, "mode": mode, "warmup": WARMUP,
             **job}
+    backends = Backends(target.pg_dsn)
+    await backends.open()  # its own backend is not the web's: not counted
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.loadgen", stdin=asyncio.subprocess.PIPE,
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
@@ -192,19 +253,22 @@ async def drive(target: Target, mode: str, **job: Any) -> tuple[dict[str, Any], 
             await process.stdin.drain()
             if await process.stdout.readline() != b"warm\n":  # timed from here, warm-up excluded
                 raise RuntimeError(f"the load generator failed:\n{(await process.stderr.read()).decode(errors='replace')}")
+            await backends.start()
             cpu, (busy, total) = cpu_seconds(target.pid), machine_ticks()
             out, err = await process.communicate()
             cpu, (busy, total) = cpu_seconds(target.pid) - cpu, [a - b for a, b in zip(machine_ticks(), (busy, total))]
+            pg = await backends.stop()
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+        await backends.close()
     if process.returncode != 0:
         raise RuntimeError(f"the load generator failed (exit {process.returncode}):\n{err.decode(errors='replace')}")
     report = json.loads(out)
     if set(report["warmup_statuses"]) != {"200"}:
         raise RuntimeError(f"{target.name} answered the warm-up with {report['warmup_statuses']}")
-    return report, cpu, busy / total if total else 0.0
+    return report, cpu, pg, busy / total if total else 0.0
 
 
 async def alternate(targets: Sequence[Target], mode: str, during: Callable[[Target], Any] | None = None,
@@ -225,6 +289,7 @@ class Bench:
     box: Mailbox
     account: AccountRef
     folds: list[float] = field(default_factory=list)  # seconds each fold during the ``folding`` case took
+    results: dict[str, dict[str, Result]] = field(default_factory=dict)  # by case, for the targets at the end
     last_mail: datetime = field(default_factory=lambda: datetime.now(timezone.utc) - timedelta(hours=1))
 
     @asynccontextmanager
@@ -260,13 +325,14 @@ class Bench:
 
 # -- the cases -------------------------------------------------------------------------------------
 
-HEADER = ["server", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "server cpu s/1k",
+HEADER = ["server", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "server cpu s/1k", "pg cpu s/1k",
           "loadgen cpu s/1k", "machine busy", "not 200"]
 
 
 def rows_of(results: dict[str, Result]) -> list[list[object]]:
     return [[name, r.count, round(r.rate), r.ms(50), r.ms(90), r.ms(99), r.ms(100), r.per_thousand(r.server_cpu),
-             r.per_thousand(r.client_cpu), f"{max(r.machine_busy):.0%}", r.failures] for name, r in results.items()]
+             r.per_thousand(r.pg_cpu), r.per_thousand(r.client_cpu), f"{max(r.machine_busy):.0%}", r.failures]
+            for name, r in results.items()]
 
 
 def target_note(results: dict[str, Result]) -> str:
@@ -279,6 +345,7 @@ def target_note(results: dict[str, Result]) -> str:
 
 async def bench_rate(bench: Bench) -> None:
     results = await alternate(bench.targets, "rate", rate=RATE, seconds=RATE_SECONDS, connections=RATE_CONNECTIONS)
+    bench.results["rate"] = results
     table(f"1. fixed rate: {RATE:.0f} requests/s open loop for {RATE_SECONDS:.0f} s, {ROUNDS} alternating rounds; "
           "latency from when each request was due", HEADER, rows_of(results), [target_note(results)])
 
@@ -297,12 +364,43 @@ async def bench_folding(bench: Bench) -> None:
 
 async def bench_saturation(bench: Bench) -> None:
     results = await alternate(bench.targets, "closed", seconds=SATURATION_SECONDS, connections=CONNECTIONS)
+    bench.results["saturation"] = results
     bare, card = results["bare aiohttp"], results["card"]
     table(f"3. saturation: {CONNECTIONS} connections, closed loop, {SATURATION_SECONDS:.0f} s, "
           f"{ROUNDS} alternating rounds", HEADER, rows_of(results),
-          [f"card/bare throughput: {ratio(card.rate, bare.rate)}; the card's server CPU per request is "
-           f"{ratio(card.per_thousand(card.server_cpu), bare.per_thousand(bare.server_cpu))}x the bare endpoint's "
-           "(PostgreSQL's CPU not counted)"])
+          [f"per card request: web {us_per_request(card, card.server_cpu):.0f} us of CPU, its PostgreSQL backends "
+           f"{us_per_request(card, card.pg_cpu):.0f} us, the load generator {us_per_request(card, card.client_cpu):.0f}"
+           f" us; per bare request: server {us_per_request(bare, bare.server_cpu):.0f} us, load generator "
+           f"{us_per_request(bare, bare.client_cpu):.0f} us"])
+
+
+def us_per_request(result: Result, seconds: float) -> float:
+    return result.per_thousand(seconds) * 1000
+
+
+def targets_note(bench: Bench) -> list[str]:
+    """Issue 16's card targets, each against the bare endpoint of the same run."""
+    lines = []
+    saturation, rate = bench.results.get("saturation"), bench.results.get("rate")
+    if saturation is not None:
+        bare, card = saturation["bare aiohttp"], saturation["card"]
+        cpu = card.per_thousand(card.server_cpu) / bare.per_thousand(bare.server_cpu) if bare.server_cpu else 0.0
+        throughput = card.rate / bare.rate if bare.rate else 0.0
+        lines += [f"card server CPU per request / bare's: {cpu:.2f}x (web {us_per_request(card, card.server_cpu):.0f}"
+                  f" us, bare {us_per_request(bare, bare.server_cpu):.0f} us; PostgreSQL "
+                  f"{us_per_request(card, card.pg_cpu):.0f} us more per card, not in the ratio); target <= "
+                  f"{TARGET_CPU_RATIO:.0f}x: {verdict(0 < cpu <= TARGET_CPU_RATIO and card.failures == 'none')}",
+                  f"card / bare saturation throughput: {throughput:.2f} ({card.rate:,.0f} / {bare.rate:,.0f} req/s); "
+                  f"target >= {TARGET_SATURATION}: "
+                  f"{verdict(throughput >= TARGET_SATURATION and card.failures == 'none')} (a MISS too if not every "
+                  "answer was 200)"]
+    if rate is not None:
+        card = rate["card"]
+        machine = (f"this machine's bare endpoint saturates at {saturation['bare aiohttp'].rate:,.0f} req/s in this run"
+                   if saturation is not None else "the bare endpoint's saturation was not measured in this run")
+        lines.append(f"card p99 at {RATE:.0f}/s: {card.ms(99):.2f} ms, target < {TARGET_P99_MS:.0f} ms: "
+                     f"{verdict(card.ms(99) < TARGET_P99_MS and card.failures == 'none')} ({machine})")
+    return lines
 
 
 CASES: dict[str, Callable[[Bench], Awaitable[None]]] = {"rate": bench_rate, "folding": bench_folding,
@@ -317,7 +415,8 @@ async def web_stack(tmp: Path, dsn: str) -> AsyncIterator[Stack]:
     await oauth.start()
     vault = make_vault(tmp, providers=providers(oauth))
     vault.slice["config"]["log_level"] = "INFO"
-    web: WebProcess = make_web(tmp, vault.state_dir, vault.runtime_dir, dsn, providers(oauth),
+    web: WebProcess = make_web(tmp, vault.state_dir, vault.runtime_dir, f"{dsn}&application_name={WEB_APP_NAME}",
+                               providers(oauth),
                                {"api_requests_per_minute": 100_000, "api_burst": 10_000})
     web.slice["config"]["log_level"] = "INFO"  # the product's default; tests run web at DEBUG
     try:
@@ -387,20 +486,23 @@ async def run(names: Sequence[str] = ()) -> None:
             async with asyncio.timeout(TIMEOUT["setup"]):
                 async with stack.browser() as browser:
                     await connect(stack, browser, USER, ZONE)
-                    token = await new_token(browser, "bench")
+                    tokens = [await new_token(browser, f"bench {i}") for i in range(TOKENS)]
                 account = AccountRef(await account_id(stack, USER), USER, ZONE)
                 box, mail = await fill(stack, account)
-                paths, body, cards = await card_paths(stack, box, account.id, token)
+                paths, body, cards = await card_paths(stack, box, account.id, tokens[0])
             print(f"stack: web and vault processes, PostgreSQL, aiohttp {aiohttp.__version__}; "
                   f"set up in {time.perf_counter() - began:.0f} s\nmail: {mail}\ncards: {cards}")
             async with running(Bare(body)) as bare:
                 assert stack.web.process is not None and bare.process is not None
-                targets = [Target("bare aiohttp", bare.url, paths, {}, bare.process.pid),
-                           Target("card", stack.web.url, paths, bearer(token), stack.web.process.pid)]
+                targets = [Target("bare aiohttp", bare.url, paths, [{}], bare.process.pid),
+                           Target("card", stack.web.url, paths, [bearer(token) for token in tokens],
+                                  stack.web.process.pid, stack.dsn)]
                 bench = Bench(targets, stack.dsn, box, account)
                 for name in names or CASES:
                     async with asyncio.timeout(TIMEOUT[name]):
                         await CASES[name](bench)
+                table("issue 16.2, the card against the bare endpoint of this run", ["target"],
+                      [[line] for line in targets_note(bench)])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\napi suite: {time.perf_counter() - began:.0f} s")

@@ -10,8 +10,10 @@
 Child: ``python -m bench.loadgen`` reads one job as a JSON line on stdin (the bearer token
 travels there, never on the command line that ``ps`` shows)::
 
-    {"base": "http://127.0.0.1:8080", "paths": ["/api/v1/..."], "headers": {...},
+    {"base": "http://127.0.0.1:8080", "paths": ["/api/v1/..."], "headers": {...} or [{...}, ...],
      "mode": "rate" | "closed", "rate": 500, "connections": 32, "seconds": 10, "warmup": 300}
+
+With a list of header sets (several API tokens, say), request ``i`` sends set ``i mod n``.
 
 prints ``warm`` once its untimed warm-up requests are answered, then one JSON line: ``latencies_us`` (every timed request, in order of sending),
 ``statuses`` (status code, or ``error`` with the exception's class, and counts), ``wall``
@@ -39,13 +41,14 @@ MAX_SECONDS = 120.0
 MAX_RATE = 20_000
 MAX_CONNECTIONS = 256
 MAX_WARMUP = 10_000
+MAX_HEADER_SETS = 256
 
 
 @dataclass
 class Job:
     base: str
     paths: list[str]
-    headers: dict[str, str]
+    headers: list[dict[str, str]]
     mode: str
     seconds: float
     connections: int
@@ -57,9 +60,13 @@ class Job:
     @classmethod
     def parse(cls, line: bytes) -> Job:
         raw = json.loads(line)
-        job = cls(str(raw["base"]), [str(p) for p in raw["paths"]], {str(k): str(v) for k, v in raw["headers"].items()},
+        sets = raw["headers"] if isinstance(raw["headers"], list) else [raw["headers"]]
+        job = cls(str(raw["base"]), [str(p) for p in raw["paths"]],
+                  [{str(k): str(v) for k, v in headers.items()} for headers in sets[:MAX_HEADER_SETS + 1]],
                   str(raw["mode"]), float(raw["seconds"]), int(raw["connections"]), float(raw.get("rate", 0)),
                   int(raw.get("warmup", 0)))
+        if not 0 < len(job.headers) <= MAX_HEADER_SETS:
+            raise ValueError(f"a job needs 1-{MAX_HEADER_SETS} header sets")
         if job.mode not in ("rate", "closed") or not job.paths or not 0 < job.seconds <= MAX_SECONDS \
                 or not 0 < job.connections <= MAX_CONNECTIONS or (job.mode == "rate" and not 0 < job.rate <= MAX_RATE) \
                 or not 0 <= job.warmup <= MAX_WARMUP:
@@ -70,7 +77,7 @@ class Job:
 
 async def send(session: aiohttp.ClientSession, job: Job, i: int) -> None:
     try:
-        async with session.get(job.paths[i % len(job.paths)], headers=job.headers) as response:
+        async with session.get(job.paths[i % len(job.paths)], headers=job.headers[i % len(job.headers)]) as response:
             await response.read()
             job.statuses[str(response.status)] += 1
     except (aiohttp.ClientError, asyncio.TimeoutError) as e:

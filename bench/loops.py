@@ -168,7 +168,7 @@ async def bench_web(tmp: Path) -> None:
     async with AsyncExitStack() as stack:
         for server in servers.values():
             await stack.enter_async_context(api.running(server))
-        targets = [api.Target(f"bare {loop}", s.url, ["/api/v1/card"], {}, s.process.pid)
+        targets = [api.Target(f"bare {loop}", s.url, ["/api/v1/card"], [{}], s.process.pid)
                    for loop, s in servers.items() if s.process]
         running_on = {t.name: loop_of(t.pid) for t in targets}
         results = await api.alternate(targets, "closed", seconds=WEB_SECONDS, connections=WEB_CONNECTIONS)
@@ -181,10 +181,10 @@ async def bench_card(tmp: Path) -> None:
     async with database(tmp) as dsn, api.web_stack(tmp, dsn) as stack:
         async with stack.browser() as browser:
             await connect(stack, browser, api.USER, api.ZONE)
-            token = await new_token(browser, "bench")
+            tokens = [await new_token(browser, f"bench {i}") for i in range(api.TOKENS)]  # a rate limit each
         account = AccountRef(await account_id(stack, api.USER), api.USER, api.ZONE)
         box, mail = await api.fill(stack, account)
-        paths, _, cards = await api.card_paths(stack, box, account.id, token)
+        paths, _, cards = await api.card_paths(stack, box, account.id, tokens[0])
         print(f"mail: {mail}\ncards: {cards}")
         uv = WebProcess(copy.deepcopy(stack.web.slice), tmp / "web-uvloop.log")
         uv.slice["config"]["web"]["port"] = free_port()
@@ -192,7 +192,7 @@ async def bench_card(tmp: Path) -> None:
             await uv.start(extra_env={"PYTHONPATH": str(UVLOOP_SITE)})
             assert stack.web.process is not None and uv.process is not None
             await stack.vault.register(uv.process.pid, "web")
-            targets = [api.Target(f"card {loop}", web.url, paths, bearer(token), pid)
+            targets = [api.Target(f"card {loop}", web.url, paths, [bearer(token) for token in tokens], pid)
                        for loop, web, pid in (("asyncio", stack.web, stack.web.process.pid),
                                               ("uvloop", uv, uv.process.pid))]
             running_on = {t.name: loop_of(t.pid) for t in targets}

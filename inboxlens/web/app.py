@@ -24,7 +24,8 @@ from inboxlens.web.pages import dashboard, render as pages, views
 from inboxlens.web.api.errors import STANDARD, error_response
 from inboxlens.web.api.routes import PREFIX as API_PREFIX, make_api
 from inboxlens.web.sessions import COOKIE
-from inboxlens.web.state import DB, SECURE_COOKIES, SESSIONS, VAULT, current_session
+from inboxlens.web.state import DB, SECURE_COOKIES, SESSIONS, VAULT, VERIFIED_TOKENS, current_session
+from inboxlens.web.tokens import VerifiedTokens
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024
@@ -126,6 +127,7 @@ def make_app() -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[requests.middleware, headers, sessions, anonymous,
                                                                  guard])
     app[REQUEST_METRICS] = requests
+    app[VERIFIED_TOKENS] = VerifiedTokens()
     r = app.router
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", health.readyz)

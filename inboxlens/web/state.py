@@ -12,6 +12,7 @@ from inboxlens.vault.client import VaultClient
 from inboxlens.web.oauth import Providers
 from inboxlens.web.api.ratelimit import RateLimiter
 from inboxlens.web.sessions import Session, SessionStore
+from inboxlens.web.tokens import VerifiedTokens
 
 VAULT = web.AppKey("vault", VaultClient)
 DB = web.AppKey("db", asyncpg.Pool)
@@ -23,6 +24,7 @@ CORS_ORIGINS = web.AppKey("cors_origins", frozenset[str])
 API_LIMITER = web.AppKey("api_limiter", RateLimiter)
 ANONYMOUS_LIMITER = web.AppKey("anonymous_limiter", RateLimiter)  # per client address, nobody logged in
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", frozenset[str])
+VERIFIED_TOKENS = web.AppKey("verified_tokens", VerifiedTokens)  # API tokens trusted for a second (tokens.py)
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Caller:
 
     user_id: int
     bucket: str  # "token:<id>" or "session:<hash of the session id>"
+    accounts: frozenset[int] | None = None  # a token's: the user's accounts as of VERIFIED_FOR ago at most
 
 
 CALLER = web.RequestKey("caller", Caller)

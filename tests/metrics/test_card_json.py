@@ -3,15 +3,17 @@ OpenAPI schema saying exactly that (the extension reads these names)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import jsonschema
 import pytest
 
-from inboxlens.metrics.model import Card, Pending, Relationship, ReplyStats, ReplyTimes
+from inboxlens.metrics.model import AuthFlag, Card, CheckCount, DomainAuth, Pending, Relationship, ReplyStats, ReplyTimes
 from inboxlens.web.api.openapi import DOCUMENT
-from inboxlens.web.api.views import plain
+from inboxlens.web.api.views import card_json, plain
 
 NOW = datetime(2024, 6, 20, 12, tzinfo=timezone.utc)
 
@@ -47,3 +49,12 @@ def test_waiting_messages_carry_their_message_id_or_null() -> None:
     except jsonschema.ValidationError:
         return
     raise AssertionError("the schema let a number through as a Message-ID")
+
+
+def test_a_cards_answer_is_its_plain_json_byte_for_byte_however_often() -> None:
+    kept = ReplyStats(yours=ReplyTimes.of([60, 600, 3600]))
+    flags = (AuthFlag("ef" * 16, "x.test", "ann@x.test", NOW, ("dkim", "dmarc")),)
+    domain = DomainAuth("x.test", 3, CheckCount(3, 2), CheckCount(3, 3), CheckCount(0, 0), NOW)
+    for answer in (card(kept), replace(card(kept), flags=flags, domain=domain), card(ReplyStats())) * 2:
+        expected = json.dumps(plain({"account_id": 7, "correspondent": "änn@x.test", "card": answer}))
+        assert card_json(7, "änn@x.test", answer) == expected

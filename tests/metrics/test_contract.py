@@ -428,3 +428,45 @@ async def test_threads_are_found_whatever_the_order_of_folding(backend: Backend)
         return tuple([(p.correspondent, p.message_id) for p in found] for found in (
             await backend.store.owed(account.id, now=NOW), await backend.store.awaiting(account.id, now=NOW)))
     assert await pending(reversed_) == await pending(once)
+
+
+
+
+async def test_a_card_follows_every_fold_and_a_later_now(backend: Backend) -> None:
+    """A card may keep what it read until its account's next fold (PostgreSQL does): an answer
+    that names someone else still settles what a card owes, and time alone moves a message
+    into the owed list (a day after it came) or out of it (past the lookback), either way."""
+    account = await backend.new_account(OWN, ZONE)
+    joe, kim, soon = "joe@joe.test", "kim@kim.test", NOW + timedelta(minutes=20)  # the same day in Berlin
+    await backend.store.write_raw([
+        mail(account, "old@joe.test", NOW - SETTINGS.lookback + timedelta(minutes=10), joe, (OWN,)),
+        mail(account, "q1@joe.test", NOW - timedelta(hours=23, minutes=50), joe, (OWN,)),
+        mail(account, "q2@kim.test", NOW - timedelta(hours=23, minutes=40), kim, (OWN,), (joe,),
+             refs=("q1@joe.test",), irt="q1@joe.test")])
+    await backend.store.aggregate(account)
+
+    async def owed(now: datetime) -> list[str | None]:
+        card = await backend.store.card(account.id, joe, now=now)
+        assert card is not None and card.owed_total == len(card.owed)
+        return [p.message_id for p in card.owed]
+
+    assert await owed(soon) == ["q1@joe.test"]  # a day old now; the oldest is past the lookback
+    assert await owed(NOW) == ["old@joe.test"]
+    assert await owed(soon) == ["q1@joe.test"]
+    # You answer Kim only, in Joe's thread: Joe's message is answered, though Joe is not named.
+    await backend.store.write_raw([mail(account, "q3@home.test", NOW - timedelta(hours=1), OWN, (kim,),
+                                        refs=("q1@joe.test", "q2@kim.test"), irt="q2@kim.test")])
+    await backend.store.aggregate(account)
+    assert await owed(soon) == []
+
+
+async def test_a_card_of_an_account_forgotten_and_folded_again_shows_only_its_new_mail(backend: Backend) -> None:
+    account = await backend.new_account(OWN, ZONE)
+    joe = "joe@joe.test"
+    for mid in ("r1@joe.test", "r2@joe.test"):  # one fold each time, as many folds each time
+        await backend.store.write_raw([mail(account, mid, NOW - timedelta(days=2), joe, (OWN,))])
+        await backend.store.aggregate(account)
+        card = await backend.store.card(account.id, joe, now=NOW)
+        assert card is not None and [p.message_id for p in card.owed] == [mid]
+        await backend.store.forget_account(account.id)
+        assert await backend.store.card(account.id, joe, now=NOW) is None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 
+from inboxlens.web.tokens import VERIFIED_FOR
 from tests.web.conftest import Stack, api, connect, csrf_of, new_token, page
 
 ALICE = "alice@example.test"
@@ -38,12 +40,29 @@ async def test_a_revoked_token_stops_working(stack: Stack):
         text = await page(await browser.get("/settings"))
         token_id = re.search(r'data-token-id="(\d+)"><td>drop<', text)
         assert token_id
+        used, _ = await api(browser, "GET", "/me", drop)  # vouched for: trusted for a moment, unless revoked here
+        assert used.status == 200
         response = await browser.post(f"/settings/tokens/{token_id.group(1)}/revoke",
                                       data={"csrf_token": csrf_of(text)})
         assert response.status == 200 and "drop" not in await page(response)
         dropped, body = await api(browser, "GET", "/me", drop)
         kept, _ = await api(browser, "GET", "/me", keep)
     assert (dropped.status, body["error"]["code"]) == (401, "unauthorized") and kept.status == 200
+
+
+async def test_a_token_revoked_elsewhere_stops_working_within_its_bound(stack: Stack):
+    """Another node, or someone in the database, deletes the token: refused VERIFIED_FOR later."""
+    async with stack.browser() as browser:
+        await connect(stack, browser, ALICE)
+        token = await new_token(browser, "elsewhere")
+        used, _ = await api(browser, "GET", "/me", token)
+        assert used.status == 200
+        db = await stack.db()
+        await db.execute("DELETE FROM api_tokens WHERE name = 'elsewhere'")
+        await db.close()
+        await asyncio.sleep(VERIFIED_FOR)  # the time itself is what is tested: nothing else to wait on
+        refused, body = await api(browser, "GET", "/me", token)
+    assert (refused.status, body["error"]["code"]) == (401, "unauthorized")
 
 
 async def test_tokens_need_a_login_a_csrf_token_and_a_name(stack: Stack):

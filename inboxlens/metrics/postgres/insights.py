@@ -4,12 +4,20 @@ What does not depend on "now" was kept up to date by the fold, for the touched
 correspondents only (``contacts``, ``message_replies``, ``sender_domains``,
 ``auth_flags``); volumes in the last N days, strength and owed replies are computed
 here, when asked, with the formulas in ``insights``.
+
+A card reads one correspondent's facts in one statement, and keeps them until its account's
+next fold: every fold batch bumps ``metrics_state.runs`` and stamps ``last_aggregated_at``
+in the transaction that changes what a card reads, so a card asks only for those (one
+primary-key lookup) while they stay the same, and works out what depends on "now" (who
+waits, and how long; strength) from what it kept.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any, TypeAlias
 from zoneinfo import ZoneInfo
 
@@ -19,8 +27,8 @@ from inboxlens.metrics import insights
 from inboxlens.metrics.postgres import rollups
 from inboxlens.metrics.model import (CARD_LIST, AuthFlag, Card, CheckCount, DomainAuth, InsightSettings, Order, Pending, Relationship, ReplyStats)
 
-# $1 account, $2 today (local), $3 one correspondent or NULL.
-_RELATIONSHIPS = """
+# $1 account, $2 today (local), and {who}: all correspondents, or $3's.
+_RELATIONSHIPS_OF = """
 SELECT k.correspondent, k.first_contact, k.last_contact, k.received, k.sent, k.automated_received, k.hours, k.version,
        coalesce(sum(d.received + d.sent) FILTER (WHERE d.day > $2::date - 30), 0) AS last_30,
        coalesce(sum(d.received + d.sent) FILTER (WHERE d.day > $2::date - 90), 0) AS last_90,
@@ -29,9 +37,10 @@ SELECT k.correspondent, k.first_contact, k.last_contact, k.received, k.sent, k.a
 FROM contacts k
 LEFT JOIN correspondent_daily d ON d.account_id = k.account_id AND d.correspondent = k.correspondent
                                 AND d.day > $2::date - 365 AND d.day <= $2::date
-WHERE k.account_id = $1 AND ($3::text IS NULL OR k.correspondent = lower($3))
+WHERE k.account_id = $1 AND {who}
 GROUP BY k.account_id, k.correspondent
 """
+_RELATIONSHIPS = _RELATIONSHIPS_OF.format(who="($3::text IS NULL OR k.correspondent = lower($3))")
 
 # Message m still waits (docs/insights.md), each test one index lookup ($1 is the account).
 # Owed (received): from a person, to you (To or Cc; unknown before migration 012), and you
@@ -63,25 +72,15 @@ WHERE m.account_id = $1 AND m.direction = $4 AND cardinality(m.correspondents) >
 ORDER BY m.sent_at, m.msg_key
 """
 
-# Both lists for one card in one pass over the window: the messages they are the
-# correspondent of, as in the lists. $1 account, $2 oldest, $3 newest owed, $4 newest
-# awaiting, $5 the correspondent.
-_CARD_PENDING = f"""
-SELECT m.msg_key, m.direction, m.sent_at, m.message_id
-FROM message_index m
-WHERE m.account_id = $1 AND m.sent_at BETWEEN $2 AND greatest($3::timestamptz, $4::timestamptz)
-  AND m.correspondents[1] = $5::text
-  AND CASE m.direction WHEN 'received' THEN m.sent_at <= $3 WHEN 'sent' THEN m.sent_at <= $4 ELSE false END
-  AND {_WAITING}
-ORDER BY m.sent_at, m.msg_key
-"""
-
-# The account's zone, and the zone and working hours its replies' business_seconds are in.
+# The account's zone, the zone and working hours its replies' business_seconds are in, and
+# where its folds are (each batch bumps runs and stamps last_aggregated_at).
 _STATE = """
-SELECT a.time_zone, s.business_hours FROM mail_accounts a LEFT JOIN metrics_state s ON s.account_id = a.id
-WHERE a.id = $1
+SELECT a.time_zone, s.business_hours, s.runs, s.last_aggregated_at
+FROM mail_accounts a LEFT JOIN metrics_state s ON s.account_id = a.id WHERE a.id = $1
 """
 REPLY_CACHE = 4096  # correspondents whose reply times a web process keeps
+CARD_CACHE = 4096  # correspondents whose card facts a web process keeps
+MAX_KEPT_WAITING = 1_000  # a card with more messages waiting in the window is read anew each time
 
 # $1 account, $2 correspondent, $3 whether the stored business_seconds are in the zone and
 # hours of now: the times only where they are not (timestamps cost more to read than floats).
@@ -118,6 +117,48 @@ SELECT msg_key, domain, correspondent, sent_at, failed FROM auth_flags
 WHERE account_id = $1 AND ($3::text IS NULL OR correspondent = $3) ORDER BY sent_at DESC, msg_key LIMIT $2
 """
 
+# One correspondent's card facts in one statement, none when they have no contacts row: the
+# relationship row, their domain's counts ($5, NULL for none), every message of theirs still
+# waiting that was sent at $4 or later (the lookback's start; no end, so that kept facts
+# serve a later "now" too) and the $6 newest flags. $1 account, $2 today (local), $3 the
+# correspondent. Each condition is an equality or a range: one plan serves every card.
+_CARD = f"""
+SELECT k.*, d.domain, d.messages, d.dkim_checked, d.dkim_pass, d.spf_checked, d.spf_pass, d.dmarc_checked,
+       d.dmarc_pass, d.last_seen,
+       ARRAY(SELECT ROW(m.direction, m.sent_at, m.msg_key, m.message_id) FROM message_index m
+             WHERE m.account_id = $1 AND m.sent_at >= $4 AND m.correspondents[1] = $3::text AND {_WAITING}
+             ORDER BY m.sent_at, m.msg_key) AS waiting,
+       ARRAY(SELECT ROW(f.msg_key, f.domain, f.correspondent, f.sent_at, f.failed) FROM auth_flags f
+             WHERE f.account_id = $1 AND f.correspondent = $3 ORDER BY f.sent_at DESC, f.msg_key LIMIT $6) AS flags
+FROM ({_RELATIONSHIPS_OF.format(who="k.correspondent = lower($3)")}) k
+LEFT JOIN sender_domains d ON d.account_id = $1 AND d.domain = $5
+"""
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """One direction's waiting messages, oldest first: when each was sent (to bisect), and each."""
+
+    times: tuple[datetime, ...]
+    messages: tuple[tuple[str, datetime, str | None], ...]  # hex msg_key, sent_at, Message-ID
+
+    @classmethod
+    def of(cls, rows: list[tuple[str, datetime, bytes, str | None]], direction: str) -> _Waiting:
+        mine = [(key.hex(), at, message_id) for d, at, key, message_id in rows if d == direction]
+        return cls(tuple(at for _, at, _ in mine), tuple(mine))
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What a card read from PostgreSQL, valid while its ``stamp`` is the account's."""
+
+    stamp: tuple[Any, ...]  # (zone, business hours, fold runs, last fold, local day)
+    since: datetime  # the "now" they were read at: waiting messages from since - lookback on
+    row: asyncpg.Record  # the relationship's columns
+    domain: DomainAuth | None
+    flags: tuple[AuthFlag, ...]
+    waiting: dict[str, _Waiting]  # by direction: 'received' (owed), 'sent' (awaiting)
+
 
 class PgInsights:
     def __init__(self, pool: asyncpg.Pool, settings: InsightSettings) -> None:
@@ -125,6 +166,7 @@ class PgInsights:
         self.settings = settings
         # (account, correspondent) -> (what the account's replies looked like, their reply times)
         self._replies: OrderedDict[tuple[int, str], tuple[tuple[Any, ...], ReplyStats]] = OrderedDict()
+        self._cards: OrderedDict[tuple[int, str], _Facts] = OrderedDict()  # (account, correspondent)
 
     async def relationships(self, account_id: int, *, now: datetime, order: Order = "strength", limit: int = 50,
                             offset: int = 0) -> list[Relationship]:
@@ -137,21 +179,53 @@ class PgInsights:
             state = await db.fetchrow(_STATE, account_id)
             if state is None:
                 return None
-            zone = str(state["time_zone"])
-            today = now.astimezone(ZoneInfo(zone)).date()
-            rows = await db.fetch(_RELATIONSHIPS, account_id, today, who)
-            if not rows:
+            facts = await self._card_facts(db, account_id, who, state, now)
+            if facts is None:
                 return None
-            domain = who.rpartition("@")[2]
-            domains = await self.sender_domains(account_id, domain, db) if domain else []
-            replies = await self._reply_stats(db, account_id, who, state, rows[0]["version"])
-            pending = await db.fetch(_CARD_PENDING, account_id, now - self.settings.lookback,
-                                     now - self.settings.owed_after, now - self.settings.awaiting_after, who)
-            flags = await self.auth_flags(account_id, limit=CARD_LIST, correspondent=who, db=db)
-        owed, awaiting = ([Pending(r["msg_key"].hex(), who, r["sent_at"], now - r["sent_at"], r["message_id"])
-                           for r in pending if r["direction"] == direction] for direction in ("received", "sent"))
-        return Card.capped(_relationship(rows[0], now), replies, owed, awaiting, domains[0] if domains else None,
-                           flags)
+            replies = await self._reply_stats(db, account_id, who, state, facts.row["version"])
+        owed, owed_total = self._waiting(facts, who, "received", now)
+        awaiting, awaiting_total = self._waiting(facts, who, "sent", now)
+        return Card(_relationship(facts.row, now), replies, owed, awaiting, facts.domain, facts.flags, owed_total,
+                    awaiting_total)
+
+    async def _card_facts(self, db: Db, account_id: int, who: str, state: asyncpg.Record,
+                          now: datetime) -> _Facts | None:
+        """The correspondent's facts as kept, or read anew when a fold ran since (or the day,
+        the zone or the working hours changed, or the clock went back)."""
+        today = now.astimezone(ZoneInfo(str(state["time_zone"]))).date()
+        stamp = (state["time_zone"], state["business_hours"], state["runs"], state["last_aggregated_at"], today)
+        key = (account_id, who)
+        kept = self._cards.get(key)
+        if kept is not None and kept.stamp == stamp and kept.since <= now:
+            self._cards.move_to_end(key)
+            return kept
+        facts = await self._read_facts(db, account_id, who, stamp, today, now)
+        if facts is not None and state["runs"] is not None \
+                and sum(len(w.times) for w in facts.waiting.values()) <= MAX_KEPT_WAITING:
+            self._cards[key] = facts
+            self._cards.move_to_end(key)
+            while len(self._cards) > CARD_CACHE:
+                self._cards.popitem(last=False)
+        return facts
+
+    async def _read_facts(self, db: Db, account_id: int, who: str, stamp: tuple[Any, ...], today: date,
+                          now: datetime) -> _Facts | None:
+        domain = who.rpartition("@")[2] or None
+        row = await db.fetchrow(_CARD, account_id, today, who, now - self.settings.lookback, domain, CARD_LIST)
+        if row is None:
+            return None
+        flags = tuple(AuthFlag(key.hex(), flag_domain, person, at, tuple(failed))
+                      for key, flag_domain, person, at, failed in row["flags"])
+        waiting = {direction: _Waiting.of(row["waiting"], direction) for direction in ("received", "sent")}
+        return _Facts(stamp, now, row, _domain(row) if row["domain"] is not None else None, flags, waiting)
+
+    def _waiting(self, facts: _Facts, who: str, direction: str, now: datetime) -> tuple[tuple[Pending, ...], int]:
+        """The CARD_LIST messages of one direction waiting longest now, and how many wait."""
+        waiting = facts.waiting[direction]
+        first = bisect_left(waiting.times, now - self.settings.lookback)
+        end = max(first, bisect_right(waiting.times, now - self._wait(direction)))
+        return tuple(Pending(key, who, at, now - at, message_id)
+                     for key, at, message_id in waiting.messages[first:min(end, first + CARD_LIST)]), end - first
 
     async def _reply_stats(self, db: Db, account_id: int, correspondent: str, state: asyncpg.Record,
                            version: int) -> ReplyStats:

@@ -20,7 +20,7 @@ from inboxlens.web.api import views as api_views, openapi
 from inboxlens.web import handoff, tokens
 from inboxlens.web.api.errors import ApiError, Handler, errors
 from inboxlens.web.api.cors import cors
-from inboxlens.web.state import API_LIMITER, CALLER, DB, Caller, current_session
+from inboxlens.web.state import API_LIMITER, CALLER, DB, VERIFIED_TOKENS, Caller, current_session
 from inboxlens.web.pages.views import csrf_ok
 
 PREFIX = "/api/v1"
@@ -51,13 +51,14 @@ async def _caller(request: web.Request) -> Caller:
 
 async def _bearer(request: web.Request, header: str) -> Caller:
     scheme, _, token = header.strip().partition(" ")
-    principal = await tokens.authenticate(request.config_dict[DB], token.strip()) \
+    verified = request.config_dict[VERIFIED_TOKENS]
+    principal = await tokens.authenticate(request.config_dict[DB], token.strip(), verified) \
         if scheme.lower() == "bearer" else None
     if principal is None:
         # Never echo what was sent: it may be a real token of some other service.
         raise ApiError(401, "unauthorized", "This API token is not valid: it may have been revoked or mistyped.",
                        {"WWW-Authenticate": 'Bearer realm="inboxlens", error="invalid_token"'})
-    return Caller(principal.user_id, f"token:{principal.token_id}")
+    return Caller(principal.user_id, f"token:{principal.token_id}", principal.accounts)
 
 
 @web.middleware

@@ -9,15 +9,18 @@ page sizes are bounded so that no request can ask for unbounded work.
 from __future__ import annotations
 
 import dataclasses
+import json
+import operator
 import re
+from collections import OrderedDict
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Awaitable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 from inboxlens.errors import VaultError
-from inboxlens.metrics.model import Order, Period
+from inboxlens.metrics.model import Card, Order, Period
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.web import accounts
@@ -35,6 +38,7 @@ EARLIEST, LATEST = date(1970, 1, 1), date(2999, 12, 31)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ADDRESS = re.compile(r"[^\s\x00-\x1f\x7f]{1,320}")
 T = TypeVar("T")
+KEPT_JSON = 2_048  # card parts whose JSON is kept, for a store that hands out the same object again
 
 
 @requires_api_caller
@@ -79,14 +83,14 @@ async def correspondents(request: web.Request) -> web.Response:
 
 @requires_api_caller
 async def card(request: web.Request) -> web.Response:
-    account = await _own_account(request)
+    account_id = await _own_account_id(request)
     address = request.match_info["address"].strip().lower()
     if not _ADDRESS.fullmatch(address):
         raise ApiError(400, "invalid_parameter", f"address: 1 to {MAX_ADDRESS} characters without spaces.")
-    found = await _guard(_metrics(request).card(int(account["id"]), address, now=_now()))
+    found = await _guard(_metrics(request).card(account_id, address, now=_now()))
     if found is None:
         raise ApiError(404, "not_found", "This account has no message from or to that address.")
-    return _json({"account_id": account["id"], "correspondent": address, "card": found})
+    return web.json_response(text=card_json(account_id, address, found))
 
 
 @requires_api_caller
@@ -155,6 +159,18 @@ async def _own_account(request: web.Request) -> dict[str, Any]:
     return account
 
 
+async def _own_account_id(request: web.Request) -> int:
+    """The id of the caller's account in the path, for a handler that needs nothing else of it.
+
+    A token's verification listed the user's accounts (tokens.py: at most VERIFIED_FOR old):
+    one of them needs no lookup. An account disconnected since then has no metrics left to
+    read; one connected since, or any other id, is looked up."""
+    caller, account_id = request[CALLER], parse_id(request.match_info["account_id"])
+    if caller.accounts is not None and account_id in caller.accounts:
+        return account_id
+    return int((await _own_account(request))["id"])
+
+
 def _metrics(request: web.Request) -> MetricsStore:
     return request.config_dict[METRICS]
 
@@ -219,18 +235,84 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.json_response(plain(body), status=status)
 
 
+def card_json(account_id: int, address: str, card: Card) -> str:
+    """``json.dumps(plain(...))`` of a card's answer, byte for byte, but the parts a store may
+    hand out again and again (the PostgreSQL store keeps reply times, domain and flags until
+    the next fold: the very same objects) are encoded once."""
+    fields = ", ".join(f'"{name}": {_encoded_once(value) if name in _KEPT_PARTS else json.dumps(plain(value))}'
+                       for name, value in zip(_CARD_FIELDS, _card_values(card)))
+    return f'{{"account_id": {json.dumps(account_id)}, "correspondent": {json.dumps(address)}, "card": {{{fields}}}}}'
+
+
+def _encoded_once(value: Any) -> str:
+    """The JSON of an immutable value, by identity (kept with it, so its id is not reused)."""
+    found = _ENCODED.get(id(value))
+    if found is not None and found[0] is value:
+        _ENCODED.move_to_end(id(value))
+        return found[1]
+    text = json.dumps(plain(value))
+    _ENCODED[id(value)] = (value, text)
+    if len(_ENCODED) > KEPT_JSON:
+        _ENCODED.popitem(last=False)
+    return text
+
+
+_CARD_FIELDS = tuple(f.name for f in dataclasses.fields(Card))
+_card_values = operator.attrgetter(*_CARD_FIELDS)
+_KEPT_PARTS = frozenset({"replies", "domain", "flags"})  # frozen dataclasses, and a tuple of them
+_ENCODED: OrderedDict[int, tuple[Any, str]] = OrderedDict()
+
+
 def plain(value: Any) -> Any:
-    """JSON-able data: dataclasses as objects, times as ISO 8601 (UTC), durations as seconds."""
+    """JSON-able data: dataclasses as objects, times as ISO 8601 (UTC), durations as seconds.
+
+    A card is a few hundred values: each is converted by a function looked up by its exact
+    type (a dataclass's fields found once), not by a chain of isinstance tests; strings,
+    numbers, booleans and None pass as they are without a call."""
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    convert = _CONVERT.get(kind)
+    return convert(value) if convert is not None else _plain_other(value)
+
+
+def _plain_other(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        _CONVERT[type(value)] = _object_of(tuple(f.name for f in dataclasses.fields(value)))
+        return plain(value)
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return _time(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+        return _object(value)
     if isinstance(value, (list, tuple, frozenset)):
-        return [plain(v) for v in value]
+        return _array(value)
     return value
+
+
+def _object_of(names: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:
+    values = operator.attrgetter(*names) if len(names) > 1 else lambda v: (getattr(v, names[0]),)
+    return lambda v: {name: x if type(x) in _AS_IS else plain(x) for name, x in zip(names, values(v))}
+
+
+def _time(value: datetime) -> str:
+    if value.tzinfo is not timezone.utc:  # PostgreSQL's are in UTC already
+        value = value.astimezone(timezone.utc)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _object(value: dict[Any, Any]) -> dict[str, Any]:
+    return {str(k): v if type(v) in _AS_IS else plain(v) for k, v in value.items()}
+
+
+def _array(value: Any) -> list[Any]:
+    return [v if type(v) in _AS_IS else plain(v) for v in value]
+
+
+_AS_IS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
+_CONVERT: dict[type, Callable[[Any], Any]] = {
+    datetime: _time, date: date.isoformat, timedelta: timedelta.total_seconds, dict: _object, list: _array,
+    tuple: _array, frozenset: _array}

@@ -24,7 +24,8 @@ from inboxlens.web import accounts, tokens
 from inboxlens.web.auth import USER_ID, requires_user
 from inboxlens.web.pages import render as pages
 from inboxlens.web.oauth import FlowError, Grant, new_secret
-from inboxlens.web.state import DB, METRICS, PROVIDERS, SESSIONS, VAULT, current_session, ensure_session
+from inboxlens.web.state import (DB, METRICS, PROVIDERS, SESSIONS, VAULT, VERIFIED_TOKENS, current_session,
+                                 ensure_session)
 
 log = logging.getLogger("inboxlens.web")
 FLOW_SECONDS = 600
@@ -332,8 +333,9 @@ async def create_token(request: web.Request) -> web.StreamResponse:
 async def revoke_token(request: web.Request) -> web.StreamResponse:
     user_id, token_id = request[USER_ID], parse_id(request.match_info["token_id"])
     name = await tokens.revoke(request.app[DB], user_id, token_id) if token_id else None
-    if name is None:
+    if name is None or token_id is None:
         return problem(404, "No such API token.", request=request)
+    request.app[VERIFIED_TOKENS].forget(token_id)  # refused from now on here, not after VERIFIED_FOR
     await accounts.audit(request.app[DB], "api_token_revoked", user_id, None, token_id=token_id, name=name)
     return redirect("/settings")
 
