@@ -81,13 +81,11 @@ def scheduler_for(pool: asyncpg.Pool, vault: VaultClient, provider: ProviderConf
                      limits=LIMITS, owner="bench-capacity")
 
 
-async def child_sync(pool: asyncpg.Pool, vault: VaultClient, provider: ProviderConfig, instrumented: bool,
-                     one_context: bool) -> dict[str, Any]:
-    """Every due account once. ``one_context``: one SSL context for all sessions, where the product
-    makes one a session (20 ms of CPU): for the untimed first syncs, and the what-if rounds."""
+async def child_sync(pool: asyncpg.Pool, vault: VaultClient, provider: ProviderConfig,
+                     instrumented: bool) -> dict[str, Any]:
+    """Every due account once, the sessions' TLS context the product's (one a process)."""
     clock = PhaseClock()
-    connect = partial(ImapSession.open, limits=ImapLimits.of(HARVEST),
-                      ssl_context=ssl.create_default_context() if one_context else None)
+    connect = partial(ImapSession.open, limits=ImapLimits.of(HARVEST))
     scheduler = scheduler_for(pool, vault, provider, clock.tagged("login", connect) if instrumented else connect)
     began = time.thread_time()
     if instrumented:
@@ -103,7 +101,7 @@ async def child_sync(pool: asyncpg.Pool, vault: VaultClient, provider: ProviderC
 async def child_ticks(pool: asyncpg.Pool, vault: VaultClient, provider: ProviderConfig, tick: float,
                       seconds: float) -> dict[str, Any]:
     """The product's own loop, ``Scheduler.run``, for ``seconds`` with every account due: how many
-    syncs a tick starts."""
+    syncs it starts (a tick's round, then a round each time a slot frees)."""
     scheduler = scheduler_for(pool, vault, provider, partial(ImapSession.open, limits=ImapLimits.of(HARVEST)))
     stopping = asyncio.Event()
     running = asyncio.create_task(scheduler.run(stopping, tick, drain=30.0))
@@ -159,7 +157,7 @@ async def _child() -> None:
     vault = VaultClient(Path(args["socket"]))
     commands: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
         "ready": lambda c: _ready(),
-        "sync": lambda c: child_sync(pool, vault, provider, bool(c["instrumented"]), bool(c["one_context"])),
+        "sync": lambda c: child_sync(pool, vault, provider, bool(c["instrumented"])),
         "ticks": lambda c: child_ticks(pool, vault, provider, float(c["tick"]), float(c["seconds"])),
         "baseline": lambda c: child_baseline(vault, provider, c["sessions"]),
     }
