@@ -90,7 +90,7 @@ class WebConfig:
 @dataclass(frozen=True)
 class HarvestConfig:
     interval_seconds: float = 300.0  # how often each account is synced
-    tick_seconds: float = 15.0  # how often the scheduler looks for due accounts
+    tick_seconds: float = 15.0  # how often the scheduler looks for new and due accounts (also whenever a sync ends)
     first_sync_days: int = 90  # how far back the first sync of an account goes
     batch_size: int = 250  # UIDs per FETCH (a few hundred: one unbounded FETCH can exceed a server's limits)
     max_connections: int = 8  # IMAP connections at once, all accounts
