@@ -313,7 +313,7 @@ def test_a_process_of_another_user_named_postgres_is_not_taken_for_the_postmaste
         fake.chmod(0o755)
         for user in (stranger, owner):
             process = subprocess.Popen([str(fake), "-c", "sleep 30; :", "-D", str(data)], cwd=data,
-                                       user=user.pw_uid, group=user.pw_gid)
+                                       user=user.pw_uid, group=user.pw_gid, extra_groups=[])
             try:
                 until = time.monotonic() + 5
                 while Path(f"/proc/{process.pid}/comm").read_text().strip() != "postgres":

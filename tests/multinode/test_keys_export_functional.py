@@ -43,8 +43,10 @@ class Node:
     def keys(self, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {"PATH": os.environ["PATH"], "HOME": str(self.base), "INBOXLENS_STATE_DIR": str(self.state),
                "INBOXLENS_RUNTIME_DIR": str(self.base / "run")}
+        # As another user: that user's own group and no other (subprocess keeps root's groups otherwise).
+        who = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []} if user else {}
         return subprocess.run([sys.executable, "-m", "inboxlens", "keys", *args], capture_output=True, text=True,
-                              env=env, timeout=60, user=user, cwd=Path(__file__).resolve().parents[2])
+                              env=env, timeout=60, cwd=Path(__file__).resolve().parents[2], **who)
 
     def start_web_once(self) -> bytes:
         """What web's first start leaves: its cookie-signing key, 0600, owned by web."""
