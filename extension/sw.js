@@ -124,10 +124,12 @@ async function panelView() {
                  selection: selection ?? null, result: null, account: null };
   if (!cfg) return { ...view, status: { state: "not_configured", extra: {} } };
   if (selection) {
-    view.result = (await lookUp([selection.address], selection.account))[selection.address];
+    // The account first, then the card: the status shown is the last one set, and a /me kept
+    // for a minute must not overwrite what the card's request just found (the server gone).
     const { account } = await accountFor(cfg, selection.account);
     if (account) view.account = { address: account.address, time_zone: account.time_zone,
                                   needs_reconnect: account.needs_reconnect };
+    view.result = (await lookUp([selection.address], selection.account))[selection.address];
   }
   view.status = (await chrome.storage.session.get("status")).status ?? null;
   return view;
