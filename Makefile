@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.installed-run-$(HASH)
 TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 PIP := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on
 
-.PHONY: run demo test test-fast test-extension test-cluster extension bench typecheck lint clean install
+.PHONY: run demo test test-heavy test-fast test-extension test-cluster extension bench typecheck lint clean install
 
 $(BIN)/python:
 	@echo "==> creating $(VENV) with $(PYTHON)"
@@ -39,8 +39,14 @@ run: $(RUN_STAMP)
 demo: $(RUN_STAMP)
 	$(BIN)/inboxlens demo
 
+# Everything but the heavy suites (whole services killed, several nodes: a few minutes more), so
+# that it stays well under 10 minutes on 2 cores; .ci/run runs make test, then make test-heavy.
 test: $(TEST_STAMP) test-extension
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not heavy"
+
+# The fault suite (tests/faults) and two whole nodes (tests/multinode): run by CI after make test.
+test-heavy: $(TEST_STAMP)
+	$(BIN)/python -m pytest -m heavy
 
 # The browser extension's logic, with Node's own test runner (no npm install).
 test-extension:

@@ -57,7 +57,7 @@ from tests.test_end_to_end_functional import SECRET, provider_env
 from tests.test_supervisor_functional import children_of, role_of
 from tests.web.conftest import bearer, new_token
 
-pytestmark = [pytest.mark.root, pytest.mark.slow,
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.heavy,
               pytest.mark.skipif(os.geteuid() != 0, reason="the supervisor's root mode needs root")]
 
 REPO = Path(__file__).resolve().parents[2]
