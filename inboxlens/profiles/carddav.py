@@ -295,9 +295,9 @@ class CardDavClient:
     def answers(self, multistatus: ET.Element) -> list[_Answer]:
         """The multistatus's responses whose href is the address book or a resource in it."""
         found = []
-        for response in multistatus.iter(f"{DAV}response"):
+        for response in multistatus.iterfind(f"{DAV}response"):  # direct children: nesting costs nothing
             props, status = {}, _status(response.findtext(f"{DAV}status"))
-            for propstat in response.iter(f"{DAV}propstat"):
+            for propstat in response.iterfind(f"{DAV}propstat"):
                 if 200 <= _status(propstat.findtext(f"{DAV}status")) < 300:
                     props.update({p.tag: p for p in propstat.iterfind(f"{DAV}prop/*")})
                     status = status or 200
@@ -327,23 +327,38 @@ def _parse_xml(body: bytes, origin: str) -> ET.Element:
     builder = ET.TreeBuilder()
     parser = expat.ParserCreate(namespace_separator=" ")
     parser.StartDoctypeDeclHandler = _refuse_doctype
-    parser.StartElementHandler = lambda name, _attributes: builder.start(_clark(name), {})
-    parser.EndElementHandler = lambda name: builder.end(_clark(name))
-    parser.CharacterDataHandler = builder.data
+    depth, elements = [0], [0]
+
+    def start(name: str, _attributes: object) -> None:
+        depth[0] += 1
+        elements[0] += 1
+        if depth[0] > MAX_XML_DEPTH or elements[0] > MAX_XML_ELEMENTS:
+            raise _Refused
+        builder.start(_clark(name), {})
+
+    def end(name: str) -> None:
+        depth[0] -= 1
+        builder.end(_clark(name))
+    parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = start, end, builder.data
     try:
         parser.Parse(body, True)
         return builder.close()
-    except (expat.ExpatError, _Doctype, AssertionError):
+    except (expat.ExpatError, _Refused, AssertionError):
         pass
-    raise AddressBookBroken(f"{origin} answered with malformed XML (or XML with a DOCTYPE)")
+    raise AddressBookBroken(f"{origin} answered with malformed XML (or a DOCTYPE, or nesting or elements "
+                            f"past {MAX_XML_DEPTH} or {MAX_XML_ELEMENTS:,})")
 
 
-class _Doctype(Exception):
-    """Raised inside expat to stop at a DOCTYPE; never leaves ``_parse_xml``."""
+MAX_XML_DEPTH = 32  # a multistatus nests 6 deep
+MAX_XML_ELEMENTS = 500_000  # a listing of 20,000 cards holds about 10 a card
+
+
+class _Refused(Exception):
+    """Raised inside expat to stop at a DOCTYPE or past a bound; never leaves ``_parse_xml``."""
 
 
 def _refuse_doctype(*_: object) -> None:
-    raise _Doctype
+    raise _Refused
 
 
 def _clark(name: str) -> str:
