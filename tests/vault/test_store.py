@@ -182,3 +182,23 @@ async def test_sqlite_get_reads_committed_tokens_without_waiting_for_a_commit(tm
     assert await held
     assert (await s.get("a")).sealed == b"a2"
     await s.close()
+
+
+async def test_sqlite_close_commits_the_queued_writes_then_refuses_new_ones(tmp_path: Path):
+    """Before: a write after close() waited forever (its commit could not be scheduled)."""
+    s = await SqliteTokenStore.open(tmp_path / "t.sqlite3")
+    s._db = spy = _Db(s._open_db())  # type: ignore[assignment]
+    held = asyncio.create_task(s.put("a", "google", 1, b"a1"))
+    assert await asyncio.to_thread(spy.at_commit.wait, 10)
+    queued = asyncio.create_task(s.put("b", "google", 1, b"b1"))  # waits for the next commit
+    cancelled = asyncio.create_task(s.put("c", "google", 1, b"c1"))
+    await asyncio.sleep(0)
+    cancelled.cancel()  # its caller gave up: the write is committed all the same
+    closing = asyncio.create_task(s.close())
+    await asyncio.sleep(0)
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        await asyncio.wait_for(s.put("d", "google", 1, b"d1"), 5)
+    spy.go.set()
+    await asyncio.wait_for(asyncio.gather(held, queued, closing), 10)
+    assert cancelled.cancelled()
+    assert _stored(tmp_path / "t.sqlite3") == {"a": b"a1", "b": b"b1", "c": b"c1"}

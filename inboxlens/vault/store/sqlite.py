@@ -51,6 +51,7 @@ class SqliteTokenStore(TokenStore):
         self._db: sqlite3.Connection | None = None
         self._queue: list[Queued] = []
         self._committing: asyncio.Future[list[list[int] | Exception]] | None = None
+        self._closing = False  # close() began: no write is taken any more
 
     @classmethod
     async def open(cls, path: Path) -> "SqliteTokenStore":
@@ -87,6 +88,8 @@ class SqliteTokenStore(TokenStore):
         return TokenRecord(*rows[0]) if rows else None
 
     async def _write(self, *statements: Statement) -> list[int]:
+        if self._closing:
+            raise sqlite3.ProgrammingError("the token store is closed")
         done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.append((statements, done))
         if self._committing is None and len(self._queue) == 1:  # at the end of this loop turn: with its peers
@@ -100,11 +103,14 @@ class SqliteTokenStore(TokenStore):
         self._committing.add_done_callback(lambda committed: self._answer(batch, committed))
 
     def _answer(self, batch: list[Queued], committed: asyncio.Future[list[list[int] | Exception]]) -> None:
-        failed = committed.exception()  # the commit failed, so did every write in it
-        for (_, done), outcome in zip(batch, [failed] * len(batch) if failed else committed.result()):
-            if not done.cancelled():
-                done.set_exception(outcome) if isinstance(outcome, BaseException) else done.set_result(outcome)
         self._committing = None
+        try:
+            outcomes: list[Any] = committed.result()
+        except BaseException as e:  # the commit failed (or was cancelled): so did every write in it
+            outcomes = [e] * len(batch)
+        for (_, done), outcome in zip(batch, outcomes):
+            if not done.done():  # a caller cancelled while waiting: its write is committed all the same
+                done.set_exception(outcome) if isinstance(outcome, BaseException) else done.set_result(outcome)
         if self._queue:
             self._commit_queued()
 
@@ -132,6 +138,7 @@ class SqliteTokenStore(TokenStore):
         return contextlib.nullcontext()  # one vault per file: the keyset lock sees to that
 
     async def close(self) -> None:
+        self._closing = True  # the writes queued still commit; no new one can keep close() waiting
         while self._queue or self._committing is not None:
             await (asyncio.wait([self._committing]) if self._committing else asyncio.sleep(0))
         if self._db is not None:
