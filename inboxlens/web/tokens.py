@@ -64,6 +64,7 @@ class VerifiedTokens:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl, self.max_size, self.clock = ttl, max_size, clock
         self._kept: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()  # by when they were vouched for
+        self._revoked: dict[int, float] = {}  # token id -> when forget() was told, for one ttl
 
     def get(self, token_hash: bytes) -> Principal | None:
         kept = self._kept.get(token_hash)
@@ -71,15 +72,23 @@ class VerifiedTokens:
             return None
         return kept[0]
 
-    def put(self, token_hash: bytes, principal: Principal) -> None:
+    def put(self, token_hash: bytes, principal: Principal, asked: float) -> None:
+        """``asked``: when the lookup that vouched for it began (``clock()``): the ttl counts from
+        there, and a lookup that began before a ``forget`` of its token vouches for nothing."""
+        if self._revoked.get(principal.token_id, -1.0) >= asked:
+            return
         now = self.clock()
         self._kept.pop(token_hash, None)
-        self._kept[token_hash] = (principal, now)
+        self._kept[token_hash] = (principal, asked)
         while self._kept and (len(self._kept) > self.max_size or now - next(iter(self._kept.values()))[1] >= self.ttl):
             self._kept.popitem(last=False)
 
     def forget(self, token_id: int) -> None:
-        """A token revoked here is refused from now on, not after the ttl."""
+        """A token revoked here is refused from now on, not after the ttl, even by a lookup that
+        was under way (a lookup older than the ttl vouches for nothing anyway: kept one ttl)."""
+        now = self.clock()
+        self._revoked = {i: at for i, at in self._revoked.items() if now - at < self.ttl}
+        self._revoked[token_id] = now
         for token_hash, (principal, _) in list(self._kept.items()):
             if principal.token_id == token_id:
                 del self._kept[token_hash]
@@ -146,6 +155,7 @@ async def authenticate(pool: asyncpg.Pool, token: str, verified: VerifiedTokens 
     principal = verified.get(token_hash) if verified is not None else None
     if principal is not None:
         return principal
+    asked = verified.clock() if verified is not None else 0.0  # before the lookup: its answer is as old
     row = await pool.fetchrow(_VOUCH, token_hash, TOUCH_EVERY)
     if row is None:
         return None
@@ -153,5 +163,5 @@ async def authenticate(pool: asyncpg.Pool, token: str, verified: VerifiedTokens 
         await pool.execute("UPDATE api_tokens SET last_used_at = now() WHERE id = $1", row["id"])
     principal = Principal(int(row["user_id"]), int(row["id"]), frozenset(row["accounts"]))
     if verified is not None:
-        verified.put(token_hash, principal)
+        verified.put(token_hash, principal, asked)
     return principal

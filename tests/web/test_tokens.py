@@ -43,7 +43,7 @@ class Clock:
 def test_a_vouched_for_token_is_trusted_for_its_ttl_only():
     clock, alice = Clock(), tokens.Principal(user_id=1, token_id=7)
     verified = tokens.VerifiedTokens(ttl=1.0, clock=clock)
-    verified.put(b"a" * 32, alice)
+    verified.put(b"a" * 32, alice, clock.now)
     clock.now += 0.99
     assert verified.get(b"a" * 32) == alice and verified.get(b"b" * 32) is None
     clock.now += 0.01
@@ -54,10 +54,30 @@ def test_a_token_revoked_here_is_forgotten_at_once_and_the_kept_ones_are_bounded
     clock = Clock()
     verified = tokens.VerifiedTokens(ttl=1.0, max_size=3, clock=clock)
     for i in range(5):
-        verified.put(bytes([i]) * 32, tokens.Principal(user_id=1, token_id=i))
+        verified.put(bytes([i]) * 32, tokens.Principal(user_id=1, token_id=i), clock.now)
     assert len(verified) == 3 and verified.get(bytes([1]) * 32) is None and verified.get(bytes([4]) * 32) is not None
     verified.forget(4)
     assert verified.get(bytes([4]) * 32) is None and verified.get(bytes([3]) * 32) is not None
     clock.now += 1.0
-    verified.put(b"z" * 32, tokens.Principal(user_id=2, token_id=9))  # the stale ones go as new ones come
+    verified.put(b"z" * 32, tokens.Principal(user_id=2, token_id=9), clock.now)  # the stale ones go as new ones come
     assert len(verified) == 1
+
+
+def test_a_lookup_under_way_when_its_token_is_revoked_here_vouches_for_nothing():
+    """The ttl counts from when the lookup began, and a lookup that began before a revocation on
+    this process cannot put the token back (before: put() after forget() trusted it one more ttl)."""
+    clock, bob = Clock(), tokens.Principal(user_id=2, token_id=8)
+    verified = tokens.VerifiedTokens(ttl=1.0, clock=clock)
+    asked = clock.now  # authenticate() reads the row ...
+    clock.now += 0.2
+    verified.forget(8)  # ... the settings page revokes the token meanwhile ...
+    clock.now += 0.2
+    verified.put(b"b" * 32, bob, asked)  # ... and the lookup's answer arrives
+    assert verified.get(b"b" * 32) is None
+    slow = clock.now - 0.9  # a lookup that began 0.9 s ago (a busy pool): trusted 0.1 s more, not 1 s
+    verified.put(b"c" * 32, tokens.Principal(user_id=3, token_id=9), slow)
+    clock.now += 0.1
+    assert verified.get(b"c" * 32) is None
+    clock.now += 1.0  # a revocation is remembered for one ttl, then a new lookup is trusted again
+    verified.put(b"b" * 32, bob, clock.now)
+    assert verified.get(b"b" * 32) == bob
