@@ -470,3 +470,24 @@ async def test_a_card_of_an_account_forgotten_and_folded_again_shows_only_its_ne
         assert card is not None and [p.message_id for p in card.owed] == [mid]
         await backend.store.forget_account(account.id)
         assert await backend.store.card(account.id, joe, now=NOW) is None
+
+
+async def test_the_kept_cards_are_bounded_by_the_messages_they_hold(backend: Backend,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL keeps a card's waiting messages until the next fold: over all cards their count
+    is bounded (MAX_KEPT_WAITING_ALL), not only the number of cards, and each is counted once."""
+    if not isinstance(backend.store, PgMetricsStore):
+        pytest.skip("only PostgreSQL keeps cards")
+    from inboxlens.metrics.postgres import insights
+    monkeypatch.setattr(insights, "MAX_KEPT_WAITING_ALL", 5)
+    account = await backend.new_account(OWN, ZONE)
+    people = [f"p{i}@people.test" for i in range(4)]
+    await backend.store.write_raw([mail(account, f"m{i}-{n}@people.test", NOW - timedelta(hours=30 + n), who, (OWN,))
+                                   for i, who in enumerate(people) for n in range(2)])
+    await backend.store.aggregate(account)
+    kept = backend.store._insights  # type: ignore[attr-defined]
+    for who in people + people[:1]:  # the first again: replaced, not counted twice
+        card = await backend.store.card(account.id, who, now=NOW)
+        assert card is not None and card.owed_total == 2
+        assert kept._kept_waiting == sum(insights._count(f) for f in kept._cards.values()) <= 5
+    assert len(kept._cards) == 2

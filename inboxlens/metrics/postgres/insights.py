@@ -81,6 +81,7 @@ FROM mail_accounts a LEFT JOIN metrics_state s ON s.account_id = a.id WHERE a.id
 REPLY_CACHE = 4096  # correspondents whose reply times a web process keeps
 CARD_CACHE = 4096  # correspondents whose card facts a web process keeps
 MAX_KEPT_WAITING = 1_000  # a card with more messages waiting in the window is read anew each time
+MAX_KEPT_WAITING_ALL = 100_000  # waiting messages kept over all cards (a few hundred bytes each)
 
 # $1 account, $2 correspondent, $3 whether the stored business_seconds are in the zone and
 # hours of now: the times only where they are not (timestamps cost more to read than floats).
@@ -154,7 +155,7 @@ class _Facts:
 
     stamp: tuple[Any, ...]  # (zone, business hours, fold runs, last fold, local day)
     since: datetime  # the "now" they were read at: waiting messages from since - lookback on
-    row: asyncpg.Record  # the relationship's columns
+    row: dict[str, Any]  # the relationship's columns (not the waiting and flag arrays: those are below)
     domain: DomainAuth | None
     flags: tuple[AuthFlag, ...]
     waiting: dict[str, _Waiting]  # by direction: 'received' (owed), 'sent' (awaiting)
@@ -167,6 +168,7 @@ class PgInsights:
         # (account, correspondent) -> (what the account's replies looked like, their reply times)
         self._replies: OrderedDict[tuple[int, str], tuple[tuple[Any, ...], ReplyStats]] = OrderedDict()
         self._cards: OrderedDict[tuple[int, str], _Facts] = OrderedDict()  # (account, correspondent)
+        self._kept_waiting = 0  # waiting messages in _cards: bounded by MAX_KEPT_WAITING_ALL too
 
     async def relationships(self, account_id: int, *, now: datetime, order: Order = "strength", limit: int = 50,
                             offset: int = 0) -> list[Relationship]:
@@ -200,12 +202,11 @@ class PgInsights:
             self._cards.move_to_end(key)
             return kept
         facts = await self._read_facts(db, account_id, who, stamp, today, now)
-        if facts is not None and state["runs"] is not None \
-                and sum(len(w.times) for w in facts.waiting.values()) <= MAX_KEPT_WAITING:
+        if facts is not None and state["runs"] is not None and _count(facts) <= MAX_KEPT_WAITING:
+            self._kept_waiting += _count(facts) - (_count(self._cards.pop(key)) if key in self._cards else 0)
             self._cards[key] = facts
-            self._cards.move_to_end(key)
-            while len(self._cards) > CARD_CACHE:
-                self._cards.popitem(last=False)
+            while len(self._cards) > CARD_CACHE or self._kept_waiting > MAX_KEPT_WAITING_ALL:
+                self._kept_waiting -= _count(self._cards.popitem(last=False)[1])
         return facts
 
     async def _read_facts(self, db: Db, account_id: int, who: str, stamp: tuple[Any, ...], today: date,
@@ -217,7 +218,8 @@ class PgInsights:
         flags = tuple(AuthFlag(key.hex(), flag_domain, person, at, tuple(failed))
                       for key, flag_domain, person, at, failed in row["flags"])
         waiting = {direction: _Waiting.of(row["waiting"], direction) for direction in ("received", "sent")}
-        return _Facts(stamp, now, row, _domain(row) if row["domain"] is not None else None, flags, waiting)
+        relationship = {k: v for k, v in row.items() if k not in ("waiting", "flags")}
+        return _Facts(stamp, now, relationship, _domain(row) if row["domain"] is not None else None, flags, waiting)
 
     def _waiting(self, facts: _Facts, who: str, direction: str, now: datetime) -> tuple[tuple[Pending, ...], int]:
         """The CARD_LIST messages of one direction waiting longest now, and how many wait."""
@@ -312,6 +314,10 @@ def _domain(r: Any) -> DomainAuth:
     return DomainAuth(r["domain"], r["messages"], CheckCount(r["dkim_checked"], r["dkim_pass"]),
                       CheckCount(r["spf_checked"], r["spf_pass"]), CheckCount(r["dmarc_checked"], r["dmarc_pass"]),
                       r["last_seen"])
+
+
+def _count(facts: _Facts) -> int:
+    return sum(len(w.times) for w in facts.waiting.values())
 
 
 def _relationship(r: Any, now: datetime) -> Relationship:
