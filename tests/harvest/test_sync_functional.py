@@ -269,14 +269,17 @@ async def test_every_tls_session_of_a_process_shares_one_context(mail: Mail, mon
     """Making a verifying context parses the whole CA bundle (about 19 ms of CPU, 70 % of a
     steady-state sync in bench capacity): harvest makes one, and every session uses it."""
     import ssl
+    import sys
     from inboxlens.harvest import imap
 
     made: list[ssl.SSLContext] = []
     original = ssl.create_default_context
 
     def make(*args: object, **kwargs: object) -> ssl.SSLContext:
-        made.append(original(cafile=str(mail.dovecot.ca_path)))  # the system's bundle would not know the test CA
-        return made[-1]
+        context = original(cafile=str(mail.dovecot.ca_path))  # the system's bundle would not know the test CA
+        if sys._getframe(1).f_globals.get("__name__") == imap.__name__:  # harvest's, not anyone else's
+            made.append(context)
+        return context
 
     imap.default_tls.cache_clear()
     monkeypatch.setattr(ssl, "create_default_context", make)

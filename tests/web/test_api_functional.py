@@ -149,8 +149,8 @@ async def test_disconnect_through_the_api_is_the_pages_disconnect(stack: Stack):
         assert body["deleted"]["mail accounts"] == 1 and body["deleted"]["messages"] > 0
         gone, _ = await api(client, "GET", f"/accounts/{account}/owed", token)
         assert gone.status == 404
-        # Within the second the token's verification is trusted, its list of accounts too: the
-        # card finds nothing to read all the same.
+        # Whether or not the token's verification (and its list of accounts) is still trusted
+        # (it may be, for a second), the card finds nothing to read.
         card, _ = await api(client, "GET", f"/accounts/{account}/correspondents/{FRIEND}", token)
         assert card.status == 404
     db = await stack.db()

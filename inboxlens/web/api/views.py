@@ -163,8 +163,10 @@ async def _own_account_id(request: web.Request) -> int:
     """The id of the caller's account in the path, for a handler that needs nothing else of it.
 
     A token's verification listed the user's accounts (tokens.py: at most VERIFIED_FOR old):
-    one of them needs no lookup. An account disconnected since then has no metrics left to
-    read; one connected since, or any other id, is looked up."""
+    one of them needs no lookup. An account disconnected since then is still the same user's:
+    with PostgreSQL metrics its card reads nothing (the card joins mail_accounts); with
+    Cassandra, until disconnect's forget_account has run, its own card may still be read for
+    that second. One connected since, or any other id, is looked up."""
     caller, account_id = request[CALLER], parse_id(request.match_info["account_id"])
     if caller.accounts is not None and account_id in caller.accounts:
         return account_id
