@@ -345,7 +345,7 @@ def _is_postgres(pid: int, data_dir: Path | None) -> bool:
         if data_dir is None:
             return True
         return proc.stat().st_uid == data_dir.stat().st_uid and _works_in(proc, data_dir)
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+    except (FileNotFoundError, ProcessLookupError, IndexError, PermissionError):  # gone, or cannot be vouched for
         return False
 
 

@@ -156,9 +156,11 @@ class Metrics:
         return indexed, daily, raw
 
     def close(self) -> None:
-        if self.session is not None:
-            self.session.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}", timeout=60)
-        self.cluster.shutdown()
+        try:  # also when a test failed before open(): migrate may have made the keyspace
+            session = self.session or self.cluster.connect()
+            session.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}", timeout=60)
+        finally:
+            self.cluster.shutdown()
 
 
 def descendants(pid: int) -> list[int]:
