@@ -66,11 +66,20 @@ async function note(verdict) {
 }
 
 async function whoAmI(cfg, fresh = false) {
-  if (!fresh && me.value && me.base === cfg.server && Date.now() - me.at < ME_TTL_MS) return { verdict: { state: "ok" }, body: me.value };
+  if (!fresh && me.value && me.base === cfg.server && Date.now() - me.at < ME_TTL_MS) {
+    return { verdict: { state: "ok" }, body: me.value, kept: true };
+  }
   const answer = await get(cfg, "/me");
   if (answer.verdict.state === "ok") me = { at: Date.now(), value: answer.body, base: cfg.server };
   else await note(answer.verdict);
   return answer;
+}
+
+// The status says what the server answered last: a /me kept for a minute is no news, so only
+// an answer just received sets it (a kept /me must not hide that the server went away).
+async function answered(account) {
+  if (account.needs_reconnect) await setStatus("needs_reconnect", { address: account.address });
+  else await setStatus("ok");
 }
 
 async function accountFor(cfg, hint) {
@@ -78,8 +87,7 @@ async function accountFor(cfg, hint) {
   if (answer.verdict.state !== "ok") return { verdict: answer.verdict };
   const account = pickAccount(answer.body.accounts, hint);
   if (!account) return { verdict: { state: "no_account" } };
-  if (account.needs_reconnect) await setStatus("needs_reconnect", { address: account.address });
-  else await setStatus("ok");
+  if (!answer.kept) await answered(account);
   return { verdict: { state: "ok" }, account };
 }
 
@@ -92,8 +100,10 @@ async function cardFor(cfg, account, address) {
       const { verdict, body } = await get(cfg, cardPath(account.id, address));
       const result = { state: verdict.state, address, time_zone: account.time_zone,
                        card: verdict.state === "ok" ? body.card : null };
-      if (verdict.state === "ok" || verdict.state === "not_found") cards.set(key, result);
-      else await note(verdict);
+      if (verdict.state === "ok" || verdict.state === "not_found") {
+        cards.set(key, result);
+        await answered(account);
+      } else await note(verdict);
       return result;
     })().finally(() => inflight.delete(key)));
   }
