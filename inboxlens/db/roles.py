@@ -52,7 +52,7 @@ TABLES: dict[str, Access] = {
     "users": Access(web="SELECT, INSERT, UPDATE (email)", harvest=""),
     "mail_accounts": Access(
         web="SELECT, INSERT, UPDATE, DELETE",
-        harvest="SELECT (id, address, provider, time_zone, status), UPDATE (status, last_sync_at)"),
+        harvest="SELECT (id, address, provider, time_zone, status, public_profiles), UPDATE (status, last_sync_at)"),
     "web_sessions": Access(web="SELECT, INSERT, UPDATE, DELETE", harvest=""),
     "api_tokens": Access(web="SELECT, INSERT, UPDATE (last_used_at), DELETE", harvest=""),
     "extension_handoffs": Access(web="SELECT, INSERT, DELETE", harvest=""),  # web/handoff.py's one-time codes
@@ -79,6 +79,18 @@ TABLES: dict[str, Access] = {
     "contacts": _METRICS_BY_HARVEST,
     "sender_domains": _METRICS_BY_HARVEST,
     "auth_flags": _METRICS_BY_HARVEST,
+    # Profiles (issue 17): web adds and removes books and imports .vcf files; harvest syncs
+    # the CardDAV books and looks up public profiles. Neither writes the other's queue state.
+    "address_books": Access(web="SELECT, INSERT, UPDATE (label), DELETE",
+                            harvest="SELECT (id, user_id, kind, url, username, account_id)"),
+    "address_book_sync": Access(
+        web="SELECT, INSERT (book_id, next_run_at), UPDATE (next_run_at)",
+        harvest="SELECT, UPDATE (next_run_at, lease_owner, lease_expires_at, sync_token, etags, last_sync_at, "
+                "last_error, failures, cards)"),
+    "profile_cards": Access(web="SELECT, INSERT, DELETE", harvest="SELECT, INSERT, UPDATE, DELETE"),
+    "profile_addresses": Access(web="SELECT, INSERT, DELETE", harvest="SELECT, INSERT, DELETE"),
+    "public_profiles": Access(web="SELECT, DELETE", harvest="SELECT, INSERT, UPDATE, DELETE"),
+    "profile_versions": Access(web="SELECT, INSERT, UPDATE (version)", harvest="SELECT, INSERT, UPDATE (version)"),
     "account_weekly": _VIEW,
     "account_monthly": _VIEW,
     "correspondent_weekly": _VIEW,
