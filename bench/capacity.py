@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -63,7 +62,7 @@ from inboxlens.config.vault import ProviderConfig
 from inboxlens.vault.client import VaultClient
 
 from .capacity_child import HARVEST, INTERVAL, LIMITS, TICK
-from .harvest import version
+from .stack import mail_stack, version
 from .phases import EVENT_LOOP, UNTAGGED
 from .report import ratio, table
 
@@ -378,53 +377,15 @@ CASES: dict[str, Callable[[Rig], Awaitable[None]]] = {"steady": bench_steady}
 
 
 async def run(names: Sequence[str] = ()) -> None:
-    from inboxlens.db.embedded import EmbeddedPostgres
-    from inboxlens.db.migrate import migrate
-    from tests.conftest import TEST_PG_USER, dsn_with_database
-    from tests.harvest.conftest import CLIENT_ID, CLIENT_SECRET
-    from tests.support.dovecot import Dovecot
+    from tests.harvest.conftest import CLIENT_ID
     from tests.support.maildir import AUTHSERV_ID
-    from tests.support.oauth_provider import OAuthProvider
-    from tests.support.osusers import ensure_user
-    from tests.support.vaultproc import make_vault
 
     began = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix="inboxlens-bench-capacity-"))
-    os.chmod(tmp, 0o711)  # PostgreSQL's OS user traverses it to its data and socket directories
     async with AsyncExitStack() as stack, asyncio.timeout(SUITE_TIMEOUT):
-        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-        root = os.geteuid() == 0
-        if root:
-            ensure_user(TEST_PG_USER)
-        pg = EmbeddedPostgres(tmp / "pg" / "data", tmp / "pg" / "sock", run_as=TEST_PG_USER if root else None,
-                              superuser_map=("root",) if root else ())
-        stack.push_async_callback(asyncio.to_thread, pg.stop)
-        admin_dsn = await asyncio.to_thread(pg.start)
-        admin = await asyncpg.connect(admin_dsn)
-        pg_version = await admin.fetchval("SHOW server_version")
-        await admin.execute('CREATE DATABASE "inboxlens_bench"')
-        await admin.close()
-        dsn = dsn_with_database(admin_dsn, "inboxlens_bench")
-        await migrate(dsn)
-
-        oauth = OAuthProvider(clients={CLIENT_ID: [CLIENT_SECRET]})
-        await oauth.start()
-        stack.push_async_callback(oauth.stop)
         mail_root = Path(tempfile.mkdtemp(prefix="inboxlens-bench-capacity-mail-", dir=MAIL_DIR))
-        stack.callback(shutil.rmtree, mail_root, ignore_errors=True)
-        dovecot = Dovecot(oauth.introspect_url, root=mail_root)
-        await asyncio.to_thread(dovecot.start)
-        stack.push_async_callback(asyncio.to_thread, dovecot.stop)
-        vault = make_vault(tmp / "vault", providers={"test": {"token_url": oauth.token_url, "client_id": CLIENT_ID,
-                                                              "client_secrets": [CLIENT_SECRET],
-                                                              "revocation_url": oauth.revoke_url}})
-        vault.slice["config"]["log_level"] = "INFO"
-        await vault.start()
-        stack.push_async_callback(vault.stop)
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-        stack.push_async_callback(pool.close)
-        client = VaultClient(vault.socket)
-        stack.push_async_callback(client.close)
+        up = await mail_stack(stack, "inboxlens-bench-capacity-", pool_size=4, mail_root=mail_root)
+        tmp, pg, pg_version, oauth, dovecot, vault, dsn, pool, client = (
+            up.tmp, up.pg, up.pg_version, up.oauth, up.dovecot, up.vault, up.dsn, up.pool, up.client)
         bundle = tmp / "ca-bundle.pem"  # what every TLS client here trusts: the system's CAs and the test CA
         bundle.write_bytes(SYSTEM_CAS.read_bytes() + dovecot.ca_path.read_bytes())
         provider = ProviderConfig(token_url=oauth.token_url, client_id=CLIENT_ID, imap_host="127.0.0.1",

@@ -37,10 +37,8 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -60,6 +58,7 @@ from inboxlens.harvest.sync import HEADER_FIELDS, Fetched, SyncSettings
 from inboxlens.vault.client import VaultClient
 
 from .report import ratio, table, verdict
+from .stack import mail_stack, version
 
 if TYPE_CHECKING:  # the test helpers are imported where the parent uses them: never in the child
     from tests.harvest.conftest import Mail
@@ -453,12 +452,6 @@ async def _child() -> None:
           flush=True)
 
 
-async def version(program: str) -> str:
-    process = await asyncio.create_subprocess_exec(program, "--version", stdout=subprocess.PIPE)
-    out, _ = await process.communicate()
-    return out.decode().strip()
-
-
 # -- the suite -----------------------------------------------------------------------------------
 
 CASES: dict[str, Callable[[Bench], Awaitable[None]]] = {"rate": bench_rate, "memory": bench_memory, "loop": bench_loop}
@@ -466,50 +459,13 @@ DEFAULT_CASES = ("rate", "memory")  # "loop" runs with the loops suite
 
 
 async def run(names: Sequence[str] = ()) -> None:
-    from inboxlens.db.embedded import EmbeddedPostgres
-    from inboxlens.db.migrate import migrate
-    from tests.conftest import TEST_PG_USER, dsn_with_database
-    from tests.support.osusers import ensure_user as _ensure_os_user
-    from tests.harvest.conftest import CLIENT_ID, CLIENT_SECRET, Mail
-    from tests.support.dovecot import Dovecot
-    from tests.support.oauth_provider import OAuthProvider
-    from tests.support.vaultproc import make_vault
+    from tests.harvest.conftest import Mail
 
     began = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix="inboxlens-bench-harvest-"))
-    os.chmod(tmp, 0o711)  # PostgreSQL's OS user traverses it to its data and socket directories
     async with AsyncExitStack() as stack:
-        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-        root = os.geteuid() == 0
-        if root:
-            _ensure_os_user(TEST_PG_USER)
-        pg = EmbeddedPostgres(tmp / "pg" / "data", tmp / "pg" / "sock", run_as=TEST_PG_USER if root else None,
-                              superuser_map=("root",) if root else ())
-        stack.push_async_callback(asyncio.to_thread, pg.stop)
-        admin_dsn = await asyncio.to_thread(pg.start)
-        admin = await asyncpg.connect(admin_dsn)
-        pg_version = await admin.fetchval("SHOW server_version")
-        await admin.execute('CREATE DATABASE "inboxlens_bench"')
-        await admin.close()
-        dsn = dsn_with_database(admin_dsn, "inboxlens_bench")
-        await migrate(dsn)
-
-        oauth = OAuthProvider(clients={CLIENT_ID: [CLIENT_SECRET]})
-        await oauth.start()
-        stack.push_async_callback(oauth.stop)
-        dovecot = Dovecot(oauth.introspect_url)
-        await asyncio.to_thread(dovecot.start)
-        stack.push_async_callback(asyncio.to_thread, dovecot.stop)
-        vault = make_vault(tmp / "vault", providers={"test": {"token_url": oauth.token_url, "client_id": CLIENT_ID,
-                                                              "client_secrets": [CLIENT_SECRET],
-                                                              "revocation_url": oauth.revoke_url}})
-        vault.slice["config"]["log_level"] = "INFO"  # the product's default; it still logs registrations
-        await vault.start()
-        stack.push_async_callback(vault.stop)
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
-        stack.push_async_callback(pool.close)
-        client = VaultClient(vault.socket)
-        stack.push_async_callback(client.close)
+        rig = await mail_stack(stack, "inboxlens-bench-harvest-", pool_size=10)
+        pg_version, oauth, dovecot, vault, dsn, pool, client = (rig.pg_version, rig.oauth, rig.dovecot, rig.vault,
+                                                                rig.dsn, rig.pool, rig.client)
         bench = Bench(Mail(oauth, dovecot, vault, dsn, pool, client))
         dovecot_version = await version("dovecot")
         print(f"stack: PostgreSQL {pg_version}, Dovecot {dovecot_version}, aioimaplib {metadata.version('aioimaplib')}, "
