@@ -58,7 +58,9 @@ async def test_connect_hands_a_token_to_the_service_worker(stack: Stack) -> None
             ": document.getElementById('allow') ? 'allow' : null)"), "the hand-off window's page")
         if login == "login":  # not logged in to the server in this profile yet: log in inside the window
             await window.click("a[href^='/login/']")
-            await until(lambda: window.evaluate("!!document.getElementById('allow')"), "the approval after login")
+            # Loaded, not only parsed: a click measured before the stylesheet applies lands beside the button.
+            await until(lambda: window.evaluate(
+                "document.readyState === 'complete' && !!document.getElementById('allow')"), "the approval after login")
         text = await window.evaluate("document.querySelector('main').innerText")
         assert "kedfbmhakcljommjfnkjpndeifbjneie" in text and "Allow" in text, text
         await window.click("#allow")
