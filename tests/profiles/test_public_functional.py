@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import os
 import secrets
+import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
 import pytest
 
+from inboxlens.config.build import to_dict
 from inboxlens.config.schema import ProfilesConfig
 from inboxlens.db import roles
 from inboxlens.db.migrate import migrate
@@ -25,6 +31,7 @@ from inboxlens.profiles.public import Lookups, Settings, forget_public_profiles,
 from tests.support.avatars import GIF, JPEG, PNG, AvatarService, profile_json
 
 NOW = datetime.now(timezone.utc)
+REPO = Path(__file__).resolve().parent.parent.parent
 ANN, BOB, CAROL = "Ann.Lee@Example.ORG", "bob@example.net", "carol@example.com"
 
 
@@ -364,3 +371,35 @@ async def test_two_nodes_take_turns(world: World) -> None:
     assert world.service.requests == []
     assert await world.round(world.lookups()) == 2
 
+
+
+async def test_harvest_runs_the_lookups_and_stops_cleanly(world: World, pg_db: str, tmp_path: Path) -> None:
+    """The real harvest process: it looks up beside its Scheduler and exits 0 on SIGTERM."""
+    account = await world.account("me@example.test")
+    await world.correspondent(account, ANN)
+    world.service.profiles[hexed(ANN)] = profile_json(hexed(ANN))
+    config = to_dict(world.service.config())
+    slice_ = {"config": {"state_dir": str(tmp_path / "state"), "runtime_dir": str(tmp_path / "run"),
+                         "database": {"dsn": pg_db}, "profiles": config, "harvest": {"tick_seconds": 3600}}}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "inboxlens.harvest", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd="/")
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    process.stdin.write(json.dumps(slice_).encode() + b"\n")
+    await process.stdin.drain()
+    lines: list[bytes] = []
+    try:
+        assert await asyncio.wait_for(process.stdout.readline(), 30) == b"ready\n"
+        async with asyncio.timeout(30):  # until the round's log line: its rows are committed
+            while not lines or b"public profiles:" not in lines[-1]:
+                lines.append(await process.stderr.readline())
+                assert lines[-1], b"".join(lines).decode()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 30)
+    log = (b"".join(lines) + await process.stderr.read()).decode()
+    assert code == 0, log
+    assert "public profiles: 1 found, 1 not found, 0 failed" in log
+    assert (await world.rows(account))[hexed(ANN), "gravatar"]["found"]
+    assert len(world.service.requests) == 3
+    no_trace_of((ANN,), [log])
