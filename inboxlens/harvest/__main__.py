@@ -9,8 +9,10 @@ defensively), token answers from the vault.
 Writes: PostgreSQL (leases, checkpoints, account status) as its own role; raw header
 rows, rollups and insights to the metrics store (PostgreSQL, or Cassandra); log lines on stderr (account ids and counts, never a token or a header value).
 Its counts, every few seconds, to ``<runtime_dir>/harvest-metrics/harvest.json`` for web's metrics listener.
+Public profiles (``profiles/public.py``): for opted-in mailboxes, GETs to Gravatar and
+Libravatar carrying only the SHA-256 of a person's address; answers bounded, kept in PostgreSQL.
 Config keys: ``harvest.*``, ``providers.*`` (IMAP host, port, TLS, trusted authserv-ids),
-``metrics.*``, ``insights.*``, ``database.dsn``, ``runtime_dir``,
+``metrics.*``, ``insights.*``, ``profiles.*``, ``database.dsn``, ``runtime_dir``,
 ``supervisor.stop_timeout_seconds`` (how long stopping may take; the supervisor passes it
 in harvest's slice).
 Stopping (SIGTERM, or the supervisor's pipe closing): no new sync starts; running ones
@@ -34,6 +36,7 @@ from inboxlens.errors import DrainExpired, StartError
 from inboxlens.metrics.factory import open_metrics
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.observability import snapshot_dir
+from inboxlens.profiles import public as public_profiles
 from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.vault.client import VaultClient
 from inboxlens.harvest.imap import ImapLimits, ImapSession
@@ -75,8 +78,10 @@ async def main(channel: child.Channel) -> None:
     channel.ready()
     control = asyncio.create_task(_drain(channel))
     drain = max(1.0, config.supervisor.stop_timeout_seconds - STOP_MARGIN)
+    public = public_profiles.start(config.profiles, pool, metrics, channel.stopping)
     finished = await scheduler(config, pool, vault, metrics).run(channel.stopping, config.harvest.tick_seconds,
                                                                  drain)
+    await public_profiles.stop(public)
     control.cancel()
     await _close(metrics, vault, pool)
     if not finished:  # child.run exits 75 (EX_TEMPFAIL) on it, after our cleanup above
