@@ -24,7 +24,6 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
 from inboxlens import child
 from inboxlens.config.vault import VaultSlice
@@ -99,21 +98,17 @@ async def serve(channel: child.Channel, config: VaultSlice, callers: Callers, cr
 
 async def _control(channel: child.Channel, callers: Callers) -> None:
     async for message in channel.messages():
-        _apply_control(callers, message)
-
-
-def _apply_control(callers: Callers, message: Any) -> None:
-    try:
-        if message.get("register"):
-            callers.register(int(message["register"]), str(message["role"]))
-            log.info("registered pid %d as %s", int(message["register"]), message["role"])
-        elif message.get("unregister"):
-            callers.unregister(int(message["unregister"]))
-            log.info("unregistered pid %d", int(message["unregister"]))
-        else:
-            raise ValueError("unknown control message")
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
-        log.error("control message refused: %s", e)
+        try:
+            if message.get("register"):
+                callers.register(int(message["register"]), str(message["role"]))
+                log.info("registered pid %d as %s", int(message["register"]), message["role"])
+            elif message.get("unregister"):
+                callers.unregister(int(message["unregister"]))
+                log.info("unregistered pid %d", int(message["unregister"]))
+            else:
+                raise ValueError("unknown control message")
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            log.error("control message refused: %s", e)
 
 
 if __name__ == "__main__":

@@ -79,10 +79,14 @@ class Refresher:
 
     async def _with_any_secret(self, provider: str, config: ProviderConfig, current: list[str], keep: Keep) -> Grant:
         from authlib.integrations.base_client.errors import OAuthError
+        import httpx2 as httpx  # authlib's async client runs on httpx2 (its plain-httpx fallback is deprecated)
         secrets = config.client_secrets or ("",)
         for index in range(len(secrets)):
+            client = self._client(provider, config, index)
             try:
-                token = await self._attempt(self._client(provider, config, index), config, current[0])
+                # authlib keeps the last answer in client.token; nothing awaits between its
+                # parse and its return, so concurrent refreshes on one client stay apart.
+                token = dict(await client.refresh_token(config.token_url, refresh_token=current[0]))
             except OAuthError as e:
                 code = e.error if isinstance(e.error, str) and _ERROR_CODE.fullmatch(e.error) else "unknown"
                 if code == "invalid_grant":
@@ -95,26 +99,18 @@ class Refresher:
                     raise _Transient(f"error {code}") from None
                 log.warning("client secret %d of %d refused at %s (%s)", index + 1, len(secrets), provider, code)
                 continue
+            except httpx.HTTPStatusError as e:
+                raise _Transient(f"HTTP {e.response.status_code}") from None
+            except httpx.HTTPError as e:
+                raise _Transient(type(e).__name__) from None
+            except ValueError:
+                raise _Transient("answer is not a JSON object") from None
             rotated = token.get("refresh_token")
             if rotated != current[0] and isinstance(rotated, str) and 0 < len(rotated) <= MAX_TOKEN_CHARS:
                 await keep(rotated)  # the old one is spent at the provider: store the new one first
                 current[0] = rotated
             return self._grant(token)
         raise ProviderRejected(f"provider {provider!r} accepted none of the {len(secrets)} configured client secrets")
-
-    async def _attempt(self, client: Any, config: ProviderConfig, refresh_token: str) -> dict[str, Any]:
-        import httpx2 as httpx  # authlib's async client runs on httpx2 (its plain-httpx fallback is deprecated)
-        try:
-            # authlib keeps the last answer in client.token; nothing awaits between its
-            # parse and its return, so concurrent refreshes on one client stay apart.
-            token = await client.refresh_token(config.token_url, refresh_token=refresh_token)
-        except httpx.HTTPStatusError as e:
-            raise _Transient(f"HTTP {e.response.status_code}") from None
-        except httpx.HTTPError as e:
-            raise _Transient(type(e).__name__) from None
-        except ValueError:
-            raise _Transient("answer is not a JSON object") from None
-        return dict(token)
 
     def _grant(self, token: dict[str, Any]) -> Grant:
         access = token.get("access_token")

@@ -1,9 +1,9 @@
 """The vault's token store: sealed refresh tokens and refresh events, nothing in clear.
 
-The SQL is written once, here, with PostgreSQL's ``$n`` parameters; a backend only runs
-it: SQLite (default; one file owned by the vault, mode 0600, every write synced) or
-PostgreSQL (``postgres``; a schema only the vault's database role can read, for several
-nodes). Both pass one shared test suite. ``sealed`` bytes are only compared and copied.
+The SQL is written once, here, tables included, with PostgreSQL's ``$n`` parameters; a
+backend only runs it: SQLite (default; one file owned by the vault, mode 0600, every write
+synced) or PostgreSQL (``postgres``; a schema only the vault's database role can read, for
+several nodes). Both pass one shared test suite. ``sealed`` bytes are only compared and copied.
 """
 
 from __future__ import annotations
@@ -23,6 +23,25 @@ OK, REAUTH_REQUIRED = "ok", "reauth_required"
 MAX_EVENTS = 10_000
 Statement = tuple[str, tuple[Any, ...]]
 RECORD = "SELECT account_id, provider, key_id, sealed, status, updated_at FROM {T} "
+# Both backends' tables; each names its types for {blob}, {real} and the events' {key}.
+DDL = """
+CREATE TABLE IF NOT EXISTS {T} (
+    account_id TEXT PRIMARY KEY,
+    provider   TEXT NOT NULL,
+    key_id     INTEGER NOT NULL,
+    sealed     {blob} NOT NULL,
+    status     TEXT NOT NULL DEFAULT 'ok',
+    updated_at {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tokens_key_id ON {T} (key_id);
+CREATE TABLE IF NOT EXISTS {E} (
+    id         {key},
+    at         {real} NOT NULL,
+    account_id TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    detail     TEXT NOT NULL
+);
+"""
 
 
 @dataclass(frozen=True)
@@ -59,8 +78,9 @@ class TokenStore:
     async def close(self) -> None:
         raise NotImplementedError
 
-    def _sql(self, sql: str) -> str:
-        return sql.format(T=self.tokens_table, E=self.events_table)
+    @classmethod
+    def _sql(cls, sql: str, **types: str) -> str:
+        return sql.format(T=cls.tokens_table, E=cls.events_table, **types)
 
     async def put(self, account_id: str, provider: str, key_id: int, sealed: bytes, event: str = "") -> None:
         """Insert or replace an account's token; its status becomes ok. ``event``: "kind: detail", same commit."""

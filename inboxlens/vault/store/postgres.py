@@ -12,29 +12,9 @@ from typing import Any, AsyncIterator, Sequence
 
 import asyncpg
 
-from inboxlens.vault.store import Statement, TokenStore
+from inboxlens.vault.store import DDL, Statement, TokenStore
 
 SCHEMA = "inboxlens_vault"
-_DDL = f"""
-CREATE SCHEMA IF NOT EXISTS {SCHEMA};
-REVOKE ALL ON SCHEMA {SCHEMA} FROM PUBLIC;
-CREATE TABLE IF NOT EXISTS {SCHEMA}.tokens (
-    account_id text PRIMARY KEY,
-    provider   text NOT NULL,
-    key_id     integer NOT NULL,
-    sealed     bytea NOT NULL,
-    status     text NOT NULL DEFAULT 'ok',
-    updated_at double precision NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tokens_key_id ON {SCHEMA}.tokens (key_id);
-CREATE TABLE IF NOT EXISTS {SCHEMA}.events (
-    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    at         double precision NOT NULL,
-    account_id text NOT NULL,
-    kind       text NOT NULL,
-    detail     text NOT NULL
-);
-"""
 
 
 class PgTokenStore(TokenStore):
@@ -50,7 +30,10 @@ class PgTokenStore(TokenStore):
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, command_timeout=10)
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7243001)")  # vaults starting together create it once
-            await conn.execute(_DDL)
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA};\n"
+                               f"REVOKE ALL ON SCHEMA {SCHEMA} FROM PUBLIC;\n"
+                               + cls._sql(DDL, blob="bytea", real="double precision",
+                                          key="bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY"))
         return cls(pool, dsn)
 
     async def _rows(self, sql: str, *args: Any) -> list[Sequence[Any]]:

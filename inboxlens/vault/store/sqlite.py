@@ -11,29 +11,10 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from inboxlens.vault.store import RECORD, Statement, TokenRecord, TokenStore
+from inboxlens.vault.store import DDL, RECORD, Statement, TokenRecord, TokenStore
 
 T = TypeVar("T")
 Queued = tuple[Sequence[Statement], "asyncio.Future[list[int]]"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tokens (
-    account_id TEXT PRIMARY KEY,
-    provider   TEXT NOT NULL,
-    key_id     INTEGER NOT NULL,
-    sealed     BLOB NOT NULL,
-    status     TEXT NOT NULL DEFAULT 'ok',
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tokens_key_id ON tokens (key_id);
-CREATE TABLE IF NOT EXISTS events (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    at         REAL NOT NULL,
-    account_id TEXT NOT NULL,
-    kind       TEXT NOT NULL,
-    detail     TEXT NOT NULL
-);
-"""
 
 
 class SqliteTokenStore(TokenStore):
@@ -66,7 +47,7 @@ class SqliteTokenStore(TokenStore):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
+        db.executescript(self._sql(DDL, blob="BLOB", real="REAL", key="INTEGER PRIMARY KEY AUTOINCREMENT"))
         # A WAL reader waits for no writer: a get by key on the loop costs less than a hop to the thread.
         self._reader = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
         self._reader.execute("PRAGMA busy_timeout=100")  # never long on the loop (WAL recovery by another)
