@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from inboxlens.config.build import build, kind, to_dict
 from inboxlens.config.schema import (DEFAULT_PROVIDERS, WEEKDAYS, Config, HarvestConfig, InsightsConfig, MetricsConfig,
-                                     WebConfig)
+                                     ProfilesConfig, WebConfig)
 from inboxlens.config.vault import check_providers, check_vault
 from inboxlens.errors import ConfigError
 
@@ -146,6 +146,7 @@ def validate(config: Config) -> None:
     _check_harvest(config.harvest)
     _check_metrics(config.metrics)
     _check_insights(config.insights)
+    _check_profiles(config.profiles)
     _check_stop(config)
 
 
@@ -231,3 +232,18 @@ def _check_insights(insights: InsightsConfig) -> None:
     in_range("insights.owed_after_hours", insights.owed_after_hours, 0, above=True)
     in_range("insights.awaiting_after_hours", insights.awaiting_after_hours, 0, above=True)
     in_range("insights.lookback_days", insights.lookback_days, 1, 365)
+
+
+def _check_profiles(p: ProfilesConfig) -> None:
+    in_range("profiles.sync_interval_seconds", p.sync_interval_seconds, 60, 30 * 86400)
+    in_range("profiles.max_books_per_user", p.max_books_per_user, 0, 100)
+    in_range("profiles.public_cache_days", p.public_cache_days, 1, 365)
+    in_range("profiles.public_lookups_per_minute", p.public_lookups_per_minute, 1, 10_000)
+    for key in ("gravatar_api_url", "gravatar_avatar_url", "libravatar_avatar_url", "google_carddav_url"):
+        if not getattr(p, key).startswith(("https://", "http://")) or len(getattr(p, key)) > 500:
+            raise ConfigError(f"profiles.{key}: must be an http(s) URL of at most 500 characters")
+    if p.google_carddav_url.count("{address}") != 1 or p.google_carddav_url.replace("{address}", "").count("{"):
+        raise ConfigError("profiles.google_carddav_url: must hold {address} once (the mailbox's address), "
+                          "and no other {...}")
+    if not p.google_contacts_scope or len(p.google_contacts_scope) > 500 or " " in p.google_contacts_scope:
+        raise ConfigError("profiles.google_contacts_scope: one OAuth scope, without spaces")

@@ -154,6 +154,24 @@ class SupervisorConfig:
 
 
 @dataclass(frozen=True)
+class ProfilesConfig:
+    """Contact profiles (issue 17): CardDAV books synced by harvest, and opt-in public profiles."""
+
+    sync_interval_seconds: float = 3600.0  # CardDAV books, each
+    max_books_per_user: int = 10
+    allow_private_addresses: bool = False  # SSRF: CardDAV/photo URLs to loopback/private/link-local refused unless true
+    gravatar: bool = True  # admin switch (still opt-in per mailbox, off by default)
+    libravatar: bool = True
+    gravatar_api_url: str = "https://api.gravatar.com/v3"
+    gravatar_avatar_url: str = "https://gravatar.com/avatar"
+    libravatar_avatar_url: str = "https://seccdn.libravatar.org/avatar"
+    public_cache_days: int = 7
+    public_lookups_per_minute: int = 30
+    google_contacts_scope: str = "https://www.googleapis.com/auth/carddav"
+    google_carddav_url: str = "https://www.googleapis.com/carddav/v1/principals/{address}/lists/default/"
+
+
+@dataclass(frozen=True)
 class Config:
     state_dir: Path = Path()
     runtime_dir: Path = Path()
@@ -166,6 +184,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     insights: InsightsConfig = InsightsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    profiles: ProfilesConfig = ProfilesConfig()
     providers: Mapping[str, ProviderConfig] = field(default_factory=lambda: dict(DEFAULT_PROVIDERS))
 
     @property
