@@ -24,8 +24,9 @@ TARGET_LINES = 1600  # issue 11.2
 # 2,307 with the cross-node refresh lock (issue 15.3), 2,324 with JSON logs (13.9); 2,018 with one SQL layer
 # for both token stores, the loader's and other processes' code moved out, callers.py folded into ops.py;
 # 2,061 with the SQLite store's group commit (issue 16.4: +43), 2,070 with its reads by key on the loop (16.3: +9),
-# 2,077 with close() refusing new writes so none can hang on a shut executor (review: +7).
-CEILING_LINES = 2077
+# 2,077 with close() refusing new writes so none can hang on a shut executor (review: +7),
+# 2,085 with the secret op that hands harvest a CardDAV password (issue 17: +8).
+CEILING_LINES = 2085
 
 
 def _source(module: str) -> Path | None:
