@@ -124,7 +124,7 @@ async def check_url(url: str, *, allow_private: bool, resolver: AbstractResolver
         try:
             return not refused(ipaddress.ip_address(host))
         except ValueError:
-            answers = await GuardedResolver(False, resolver or aiohttp.ThreadedResolver()).resolve(host, 443, 0)
+            answers = await GuardedResolver(False, resolver or aiohttp.ThreadedResolver()).resolve(host, 443, socket.AF_UNSPEC)
             return bool(answers)
     except OSError:
         return False
