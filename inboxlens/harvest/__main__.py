@@ -9,8 +9,11 @@ defensively), token answers from the vault.
 Writes: PostgreSQL (leases, checkpoints, account status) as its own role; raw header
 rows, rollups and insights to the metrics store (PostgreSQL, or Cassandra); log lines on stderr (account ids and counts, never a token or a header value).
 Its counts, every few seconds, to ``<runtime_dir>/harvest-metrics/harvest.json`` for web's metrics listener.
+Address books (``inboxlens/profiles/sync.py``): CardDAV books synced beside the Scheduler, with
+a password from the vault (``secret``) or a Google mailbox's access token (``get``); untrusted
+input: the CardDAV servers' answers and photos by URL (bounded, through the egress guard).
 Config keys: ``harvest.*``, ``providers.*`` (IMAP host, port, TLS, trusted authserv-ids),
-``metrics.*``, ``insights.*``, ``database.dsn``, ``runtime_dir``,
+``metrics.*``, ``insights.*``, ``profiles.*``, ``database.dsn``, ``runtime_dir``,
 ``supervisor.stop_timeout_seconds`` (how long stopping may take; the supervisor passes it
 in harvest's slice).
 Stopping (SIGTERM, or the supervisor's pipe closing): no new sync starts; running ones
@@ -39,6 +42,7 @@ from inboxlens.vault.client import VaultClient
 from inboxlens.harvest.imap import ImapLimits, ImapSession
 from inboxlens.harvest.scheduler import Limits, Scheduler
 from inboxlens.harvest.sync import SyncSettings
+from inboxlens.profiles.sync import BookSyncer, settings_from
 
 log = logging.getLogger("inboxlens.harvest")
 STOP_MARGIN = 5.0  # seconds of the supervisor's stop timeout kept for interrupting syncs and closing
@@ -63,7 +67,7 @@ def scheduler(config: Config, pool: asyncpg.Pool, vault: VaultClient, metrics: M
 async def main(channel: child.Channel) -> None:
     config = from_dict(channel.config["config"])
     try:
-        pool = await asyncpg.create_pool(config.database.dsn, min_size=1, max_size=config.harvest.max_connections + 2,
+        pool = await asyncpg.create_pool(config.database.dsn, min_size=1, max_size=config.harvest.max_connections + 4,
                                          command_timeout=60)
     except (OSError, asyncpg.PostgresError) as e:
         raise StartError(f"cannot reach PostgreSQL ({type(e).__name__})") from None
@@ -75,8 +79,11 @@ async def main(channel: child.Channel) -> None:
     channel.ready()
     control = asyncio.create_task(_drain(channel))
     drain = max(1.0, config.supervisor.stop_timeout_seconds - STOP_MARGIN)
+    books = asyncio.create_task(BookSyncer(pool, vault, settings_from(config)).run(
+        channel.stopping, config.harvest.tick_seconds, drain))
     finished = await scheduler(config, pool, vault, metrics).run(channel.stopping, config.harvest.tick_seconds,
                                                                  drain)
+    finished = await books and finished
     control.cancel()
     await _close(metrics, vault, pool)
     if not finished:  # child.run exits 75 (EX_TEMPFAIL) on it, after our cleanup above
