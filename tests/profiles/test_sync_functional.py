@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
-import secrets
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +33,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(200)
 ADDRESSES = ("ann@example.org", "ann.lee@work.example", "zoe@example.org", "big@example.org", "url@example.org",
              "gone@example.org")
 _names = iter(range(1_000_000))
+REPO = str(Path(__file__).resolve().parents[2])
 
 
 @pytest.fixture
@@ -220,3 +224,36 @@ async def test_an_interrupted_sync_gives_its_lease_back(books, radicale, photos)
         assert await syncer.drain(0.2) is False  # interrupted
     state = await books.state(book)
     assert state["lease_owner"] is None and state["failures"] == 0 and state["due_in"] <= timedelta(0)
+
+
+async def test_the_harvest_process_syncs_books_and_drains_on_sigterm(books, radicale, photos, pg_db, tmp_path):
+    """The real child: harvest started with its slice, syncing a book beside its Scheduler;
+    SIGTERM stops both, exit 0. Its log names the book by id and counts, nothing more."""
+    book = await books.add(seed(radicale, photos), "alice", PASSWORD)
+    await books.db.execute("UPDATE address_book_sync SET next_run_at = now() + interval '1 day' WHERE book_id = $1",
+                           book)
+    log_path = tmp_path / "harvest.log"
+    config = {"state_dir": str(books.vault.state_dir), "runtime_dir": str(books.vault.runtime_dir),
+              "log_level": "DEBUG", "database": {"dsn": pg_db}, "harvest": {"tick_seconds": 0.1},
+              "profiles": {"allow_private_addresses": True}, "supervisor": {"stop_timeout_seconds": 15}}
+    with open(log_path, "wb") as log:
+        harvest = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "inboxlens.harvest", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=log, cwd="/", env={"PATH": os.environ["PATH"], "PYTHONPATH": REPO})
+    assert harvest.stdin is not None and harvest.stdout is not None
+    harvest.stdin.write(json.dumps({"config": config}).encode() + b"\n")
+    await harvest.stdin.drain()
+    assert await asyncio.wait_for(harvest.stdout.readline(), 30) == b"ready\n", log_path.read_text()
+    await books.vault.register(harvest.pid, "harvest")  # before the book is due: its first ask is permitted
+    await books.due_now(book)
+    async with asyncio.timeout(20):
+        while (await books.state(book))["last_sync_at"] is None:
+            await asyncio.sleep(0.05)  # another process's work: nothing to wait on but the row
+    harvest.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(harvest.wait(), 20) == 0
+    state = await books.state(book)
+    assert (state["cards"], state["last_error"], state["lease_owner"]) == (5, None, None)
+    logged = log_path.read_text()
+    assert f"address book {book}: 5 changed, 1 deleted, 1 skipped, 5 cards" in logged and "stopped" in logged
+    for secret in (PASSWORD, *ADDRESSES, "/alice/", "u.png"):
+        assert secret not in logged
