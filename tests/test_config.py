@@ -75,10 +75,21 @@ def test_insight_settings_from_config_and_environment() -> None:
     ("INBOXLENS_WEB__CORS_ORIGINS", "*", "web.cors_origins"),
     ("INBOXLENS_WEB__CORS_ORIGINS", "https://ext.example/path", "web.cors_origins"),
     ("INBOXLENS_WEB__API_BURST", "0", "api_burst"),
+    ("INBOXLENS_PROFILES__SYNC_INTERVAL_SECONDS", "1", "profiles.sync_interval_seconds"),
+    ("INBOXLENS_PROFILES__GOOGLE_CARDDAV_URL", "https://dav.example/{user}/", "profiles.google_carddav_url"),
+    ("INBOXLENS_PROFILES__GRAVATAR_API_URL", "ftp://gravatar.example", "profiles.gravatar_api_url"),
+    ("INBOXLENS_PROFILES__ALLOW_PRIVATE_ADDRESSES", "maybe", "PROFILES__ALLOW_PRIVATE_ADDRESSES"),
 ])
 def test_bad_values_are_refused_naming_the_key(key: str, value: str, names: str) -> None:
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
         config.load(None, {"HOME": "/h", key: value})
+
+
+def test_profiles_section_from_the_environment() -> None:
+    c = config.load(None, {"HOME": "/h", "INBOXLENS_PROFILES__ALLOW_PRIVATE_ADDRESSES": "true",
+                           "INBOXLENS_PROFILES__SYNC_INTERVAL_SECONDS": "600"})
+    assert c.profiles.allow_private_addresses and c.profiles.sync_interval_seconds == 600
+    assert config.load(None, {"HOME": "/h"}).profiles.allow_private_addresses is False
 
 
 def test_cassandra_needs_hosts_and_never_shows_its_password() -> None:

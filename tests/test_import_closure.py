@@ -25,8 +25,9 @@ TARGET_LINES = 1600  # issue 11.2
 # for both token stores, the loader's and other processes' code moved out, callers.py folded into ops.py;
 # 2,061 with the SQLite store's group commit (issue 16.4: +43), 2,070 with its reads by key on the loop (16.3: +9),
 # 2,077 with close() refusing new writes so none can hang on a shut executor (review: +7); 2,052 with the token
-# store's tables written once for both backends and one try per refresh attempt (-25).
-CEILING_LINES = 2052
+# store's tables written once for both backends and one try per refresh attempt (-25); 2,060 with the secret op
+# that hands harvest a CardDAV password (issue 17: +8).
+CEILING_LINES = 2060
 
 
 def _source(module: str) -> Path | None:

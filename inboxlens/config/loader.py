@@ -235,13 +235,17 @@ def _check_insights(insights: InsightsConfig) -> None:
 
 
 def _check_profiles(p: ProfilesConfig) -> None:
-    in_range("profiles.sync_interval_seconds", p.sync_interval_seconds, 60, 7 * 86400)
-    in_range("profiles.max_books_per_user", p.max_books_per_user, 0, 1000)
+    in_range("profiles.sync_interval_seconds", p.sync_interval_seconds, 60, 30 * 86400)
+    in_range("profiles.max_books_per_user", p.max_books_per_user, 0, 100)
     in_range("profiles.public_cache_days", p.public_cache_days, 1, 365)
-    in_range("profiles.public_lookups_per_minute", p.public_lookups_per_minute, 1, 6000)
+    in_range("profiles.public_lookups_per_minute", p.public_lookups_per_minute, 1, 10_000)
     for key in ("gravatar_api_url", "gravatar_avatar_url", "libravatar_avatar_url", "google_carddav_url"):
         url = getattr(p, key)
-        if not url.startswith(("https://", "http://")) or any(c in url for c in "?#") or len(url) > 2048:
-            raise ConfigError(f"profiles.{key}: must be an http(s) URL without a query or fragment, not {url!r}")
-    if "{address}" not in p.google_carddav_url:
-        raise ConfigError("profiles.google_carddav_url: must contain {address} (the mailbox's address)")
+        if not url.startswith(("https://", "http://")) or any(c in url for c in "?#") or len(url) > 500:
+            raise ConfigError(f"profiles.{key}: must be an http(s) URL of at most 500 characters, without a "
+                              "query or fragment")
+    if p.google_carddav_url.count("{address}") != 1 or p.google_carddav_url.replace("{address}", "").count("{"):
+        raise ConfigError("profiles.google_carddav_url: must hold {address} once (the mailbox's address), "
+                          "and no other {...}")
+    if not p.google_contacts_scope or len(p.google_contacts_scope) > 500 or " " in p.google_contacts_scope:
+        raise ConfigError("profiles.google_contacts_scope: one OAuth scope, without spaces")

@@ -155,9 +155,9 @@ class SupervisorConfig:
 
 @dataclass(frozen=True)
 class ProfilesConfig:
-    """Contact profiles (docs/profiles.md): CardDAV address books and opt-in public profiles."""
+    """Contact profiles (issue 17): CardDAV books synced by harvest, and opt-in public profiles."""
 
-    sync_interval_seconds: int = 3600  # CardDAV books, each
+    sync_interval_seconds: float = 3600.0  # CardDAV books, each
     max_books_per_user: int = 10
     allow_private_addresses: bool = False  # SSRF: CardDAV/photo URLs to loopback/private/link-local refused unless true
     gravatar: bool = True  # admin switch (still opt-in per mailbox, off by default)

@@ -11,6 +11,9 @@ rows, rollups and insights to the metrics store (PostgreSQL, or Cassandra); log 
 Its counts, every few seconds, to ``<runtime_dir>/harvest-metrics/harvest.json`` for web's metrics listener.
 Public profiles (``profiles/public.py``): for opted-in mailboxes, GETs to Gravatar and
 Libravatar carrying only the SHA-256 of a person's address; answers bounded, kept in PostgreSQL.
+Address books (``inboxlens/profiles/sync.py``): CardDAV books synced beside the Scheduler, with
+a password from the vault (``secret``) or a Google mailbox's access token (``get``); untrusted
+input: the CardDAV servers' answers and photos by URL (bounded, through the egress guard).
 Config keys: ``harvest.*``, ``providers.*`` (IMAP host, port, TLS, trusted authserv-ids),
 ``metrics.*``, ``insights.*``, ``profiles.*``, ``database.dsn``, ``runtime_dir``,
 ``supervisor.stop_timeout_seconds`` (how long stopping may take; the supervisor passes it
@@ -42,6 +45,7 @@ from inboxlens.vault.client import VaultClient
 from inboxlens.harvest.imap import ImapLimits, ImapSession
 from inboxlens.harvest.scheduler import Limits, Scheduler
 from inboxlens.harvest.sync import SyncSettings
+from inboxlens.profiles.sync import BookSyncer, settings_from
 
 log = logging.getLogger("inboxlens.harvest")
 STOP_MARGIN = 5.0  # seconds of the supervisor's stop timeout kept for interrupting syncs and closing
@@ -66,7 +70,7 @@ def scheduler(config: Config, pool: asyncpg.Pool, vault: VaultClient, metrics: M
 async def main(channel: child.Channel) -> None:
     config = from_dict(channel.config["config"])
     try:
-        pool = await asyncpg.create_pool(config.database.dsn, min_size=1, max_size=config.harvest.max_connections + 2,
+        pool = await asyncpg.create_pool(config.database.dsn, min_size=1, max_size=config.harvest.max_connections + 4,
                                          command_timeout=60)
     except (OSError, asyncpg.PostgresError) as e:
         raise StartError(f"cannot reach PostgreSQL ({type(e).__name__})") from None
@@ -79,8 +83,11 @@ async def main(channel: child.Channel) -> None:
     control = asyncio.create_task(_drain(channel))
     drain = max(1.0, config.supervisor.stop_timeout_seconds - STOP_MARGIN)
     public = public_profiles.start(config.profiles, pool, metrics, channel.stopping)
+    books = asyncio.create_task(BookSyncer(pool, vault, settings_from(config)).run(
+        channel.stopping, config.harvest.tick_seconds, drain))
     finished = await scheduler(config, pool, vault, metrics).run(channel.stopping, config.harvest.tick_seconds,
                                                                  drain)
+    finished = await books and finished
     await public_profiles.stop(public)
     control.cancel()
     await _close(metrics, vault, pool)

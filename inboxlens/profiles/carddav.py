@@ -1,6 +1,7 @@
 """A CardDAV client (RFC 6352) for one address book: what changed since the last sync.
 
-The user gives the address book's own URL (no discovery), a user name and an app password.
+The user gives the address book's own URL (no discovery), a user name and an app password; or,
+for Google's CardDAV, the mail account's OAuth access token (``AddressBook.with_bearer``).
 ``sync(book, state)``:
 
 * the first time, or when the server no longer knows the sync token: PROPFIND Depth 1 lists
@@ -18,7 +19,9 @@ The password goes only into each request's Authorization header, built for that 
 is in no repr, log line or exception (``request`` raises outside its ``except`` blocks, so no
 library exception, which may quote a request, hangs on ours). Redirects are not followed (the
 header would go along): the user gives the address book's own URL. Plain http only to a
-loopback address. Answers are untrusted: each is read up to a byte bound within a timeout,
+loopback address. Without a session of the caller's, requests go through ``egress.session``:
+addresses that are not globally routable are refused at connect time unless
+``allow_private_addresses``, and "refused" reads like "cannot connect". Answers are untrusted: each is read up to a byte bound within a timeout,
 and XML with a DOCTYPE is refused (no DAV server needs one; entities are how XML bombs work).
 Messages name the server by scheme, host and port only: an address book's path, and each
 card's href, often hold their owner's address.
@@ -39,6 +42,7 @@ from xml.parsers import expat
 
 import aiohttp
 
+from inboxlens.profiles import egress
 from inboxlens.profiles.errors import (AddressBookBroken, AddressBookRefused, AddressBookUnavailable, BadVCard,
                                        NotAnAddressBook)
 from inboxlens.profiles.vcard import DEFAULT_LIMITS as VCARD_LIMITS
@@ -68,11 +72,19 @@ DEFAULT_LIMITS = CardDavLimits()
 
 @dataclass(frozen=True)
 class AddressBook:
-    """Where and as whom; ``NotAnAddressBook`` at once for a URL or user name that cannot work."""
+    """Where and as whom; ``NotAnAddressBook`` at once for a URL or user name that cannot work.
+
+    ``bearer``: an OAuth access token (Google's CardDAV), sent instead of user name and password.
+    """
 
     url: str
     username: str
     password: str = field(repr=False)
+    bearer: str = field(default="", repr=False)
+
+    @classmethod
+    def with_bearer(cls, url: str, access_token: str) -> "AddressBook":
+        return cls(url, "", "", access_token)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -81,8 +93,16 @@ class AddressBook:
             raise NotAnAddressBook("an address book's URL is https://host/path (no user name in it)")
         if parts.scheme == "http" and not _loopback(host):
             raise NotAnAddressBook("an address book's URL must be https (plain http only to this machine)")
-        if not self.username or ":" in self.username or not self.username.isprintable():
+        if self.bearer and (not self.bearer.isascii() or not self.bearer.isprintable() or " " in self.bearer):
+            raise NotAnAddressBook("an access token is printable ASCII without spaces")
+        if not self.bearer and (not self.username or ":" in self.username or not self.username.isprintable()):
             raise NotAnAddressBook("a CardDAV user name is printable and holds no ':'")
+
+    def authorization(self) -> str:
+        """The Authorization header's value, built for each request and kept nowhere."""
+        if self.bearer:
+            return "Bearer " + self.bearer
+        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
 
     @property
     def origin(self) -> str:
@@ -117,10 +137,12 @@ class SyncResult:
 
 
 async def sync(book: AddressBook, state: SyncState | None = None, *, limits: CardDavLimits = DEFAULT_LIMITS,
-               session: aiohttp.ClientSession | None = None, use_sync_collection: bool = True) -> SyncResult:
-    """What changed in ``book`` since ``state`` (everything, without one); see the module's docstring."""
+               session: aiohttp.ClientSession | None = None, use_sync_collection: bool = True,
+               allow_private_addresses: bool = False) -> SyncResult:
+    """What changed in ``book`` since ``state`` (everything, without one); see the module's docstring.
+    ``session``: the caller's, built with ``egress.session`` (else one is made for this sync)."""
     state = state or SyncState()
-    async with _session(session) as http:
+    async with _session(session, allow_private_addresses, limits.timeout) as http:
         dav = CardDavClient(book, http, limits)
         changes = await dav.changes_since(state.token) if state.token and use_sync_collection else None
         if changes is None:
@@ -166,11 +188,12 @@ async def _fetch(dav: CardDavClient, wanted: list[str], gone: set[str], etags: d
 
 
 @asynccontextmanager
-async def _session(given: aiohttp.ClientSession | None) -> AsyncIterator[aiohttp.ClientSession]:
+async def _session(given: aiohttp.ClientSession | None, allow_private: bool,
+                   timeout: float) -> AsyncIterator[aiohttp.ClientSession]:
     if given is not None:
         yield given
         return
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2)) as own:
+    async with egress.session(allow_private=allow_private, limit=2, timeout=timeout) as own:
         yield own
 
 
@@ -250,19 +273,20 @@ class CardDavClient:
 
     async def request(self, method: str, body: str, depth: str, bound: int) -> tuple[int, bytes]:
         """One request's status and body (at most ``bound`` bytes), within the timeout."""
-        credentials = f"{self.book.username}:{self.book.password}".encode()
-        headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode(), "Depth": depth,
-                   "Content-Type": _XML}
+        headers = {"Authorization": self.book.authorization(), "Depth": depth, "Content-Type": _XML,
+                   "Accept-Encoding": "identity"}
         failure = ""
         try:
             async with asyncio.timeout(self.limits.timeout):
                 async with self.session.request(method, self.url, data=body.encode(), headers=headers,
                                                 allow_redirects=False) as answer:
                     return answer.status, await self.read(answer, bound)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.InvalidUrlClientError):
+            # One message whatever the cause (refused here, no such name, no route, a port that drops
+            # packets), so a URL's owner cannot map the network behind InboxLens by its errors.
+            failure = egress.cannot_connect(self.book.url)
         except TimeoutError:
             failure = f"{self.book.origin} did not answer within {self.limits.timeout:g} s"
-        except aiohttp.ClientConnectorError as e:
-            failure = f"cannot connect to {self.book.origin} ({e.os_error.strerror or type(e.os_error).__name__})"
         except aiohttp.ClientError as e:
             failure = f"the connection to {self.book.origin} failed ({type(e).__name__})"
         raise AddressBookUnavailable(failure)

@@ -197,7 +197,7 @@ def slice_for(name: str, config: Config, plan: Plan, database_dsn: str) -> dict[
                 "callers": _callers(config, plan),
                 "credentials": {str(k): v.hex() for k, v in credentials.items()}}
     metrics = {"metrics": config_build.to_dict(config.metrics), "insights": config_build.to_dict(config.insights),
-               "profiles": config_build.to_dict(config.profiles)}  # web shows and harvest runs the contact profiles
+               "profiles": config_build.to_dict(config.profiles)}  # web adds books, harvest syncs them and looks up
     section = {"web": {"web": config_build.to_dict(config.web), **metrics,
                        # the code exchange needs the client secret; web never sees a private key
                        "providers": config_build.to_dict(config.providers)},

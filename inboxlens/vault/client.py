@@ -106,6 +106,10 @@ class VaultClient:
             self._expiries[account_id] = token.expires_at
         return token
 
+    async def secret(self, account_id: str) -> str:
+        """The CardDAV password web stored under ``book:<id>``; harvest only."""
+        return str((await self.call("secret", account_id=account_id))["secret"])
+
     async def status(self) -> dict[str, Any]:
         return await self.call("status")
 

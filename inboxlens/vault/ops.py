@@ -92,6 +92,7 @@ OPS: dict[str, Op] = {
     "forget": Op(frozenset({WEB}), {"account_id": account_id, "revoke": boolean}, retry=False),
     "token_state": Op(frozenset({WEB}), {"account_id": account_id}),
     "get": Op(frozenset({HARVEST}), {"account_id": account_id, "rejected": rejected_token}),
+    "secret": Op(frozenset({HARVEST}), {"account_id": account_id}),  # only book:<digits> (answer_secret)
     "status": Op(frozenset({ADMIN}), {}),
     "rotate": Op(frozenset({ADMIN}), {}, retry=False),
     "rewrap": Op(frozenset({ADMIN}), {"limit": bounded_int(1, MAX_REWRAP_BATCH, "limit")}),

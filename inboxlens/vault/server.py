@@ -6,7 +6,7 @@ unknown or unpermitted request gets one opaque answer, whatever its arguments, a
 closed, as is a malformed frame. A token that cannot be opened answers ``cannot_open``,
 whatever the cause. The vault answers within the caller's timeout (a refresh it started
 goes on, and is kept). Nothing here logs or returns a refresh token, a key or a client
-secret; ``answer_get`` returns an access token, to harvest only.
+secret; ``answer_get`` returns an access token, ``answer_secret`` a CardDAV password, to harvest only.
 """
 
 from __future__ import annotations
@@ -100,6 +100,13 @@ class Vault:
             del self._cache[account_id]
         cached = self._fresh(account_id) or await self._refreshed(account_id)
         return {"access_token": cached[0], "expires_at": cached[1]}
+
+    async def answer_secret(self, account_id: str) -> dict[str, Any]:
+        """The CardDAV password web stored as book:<digits>; anything else answers as a missing entry."""
+        record = await self.store.get(account_id) if account_id[:5] == "book:" and account_id[5:].isdigit() else None
+        if record is None or record.provider != "carddav":
+            raise UnknownAccount("no token is stored for this account")
+        return {"secret": self._open(record)}
 
     async def answer_status(self) -> dict[str, Any]:
         counts = await self.store.count_by_key()

@@ -45,8 +45,8 @@ from inboxlens.web.limits import normal
 from inboxlens.web.oauth import Providers
 from inboxlens.web.sessions import SessionStore, load_key
 from inboxlens.web.api.ratelimit import RateLimiter
-from inboxlens.web.state import (ANONYMOUS_LIMITER, API_LIMITER, CORS_ORIGINS, DB, METRICS, PROVIDERS, SECURE_COOKIES,
-                                 SESSIONS, TRUSTED_PROXIES, VAULT)
+from inboxlens.web.state import (ANONYMOUS_LIMITER, API_LIMITER, CORS_ORIGINS, DB, METRICS, PROFILES, PROVIDERS,
+                                 SECURE_COOKIES, SESSIONS, TRUSTED_PROXIES, VAULT)
 
 log = logging.getLogger("inboxlens.web")
 VAULT_TIMEOUT = 5.0
@@ -113,6 +113,7 @@ async def _app(config: Config, pool: asyncpg.Pool) -> web.Application:
     app[DB] = pool
     app[SESSIONS] = SessionStore(pool, load_key(config.state_dir / "web" / "session.key"), config.web.session_days)
     app[PROVIDERS] = Providers(config.providers, config.web.base_url)
+    app[PROFILES] = config.profiles
     app[SECURE_COOKIES] = config.web.base_url.startswith("https://")
     app[METRICS] = await _open_metrics(config, pool)
     app[CORS_ORIGINS] = frozenset(config.web.cors_origins)

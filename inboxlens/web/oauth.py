@@ -70,6 +70,7 @@ class Grant:
     subject: str
     email: str
     refresh_token: str | None
+    scope: str | None = None  # what the token answer says was granted; None: as asked (RFC 6749 5.1)
 
     def __repr__(self) -> str:
         return f"Grant(email={self.email!r}, refresh_token={'<present>' if self.refresh_token else None})"
@@ -120,12 +121,12 @@ class Providers:
         return params
 
     async def authorization_url(self, name: str, *, mailbox: bool, state: str, verifier: str, nonce: str,
-                                login_hint: str = "") -> str:
+                                login_hint: str = "", extra_scopes: tuple[str, ...] = ()) -> str:
         config, endpoints = self.configs[name], await self.endpoints(name)
         params = {"response_type": "code", "client_id": config.client_id, "redirect_uri": self.redirect_uri(name),
                   "state": state, "nonce": nonce, "code_challenge": create_s256_code_challenge(verifier),
                   "code_challenge_method": "S256", **self.authorize_params(name, mailbox=mailbox)}
-        scopes = self.scopes(name, mailbox=mailbox)
+        scopes = self.scopes(name, mailbox=mailbox) + extra_scopes
         if scopes:
             params["scope"] = " ".join(scopes)
         if login_hint:
@@ -139,8 +140,9 @@ class Providers:
         claims = self._id_token_claims(name, endpoints, token, nonce)
         if not isinstance(claims.get("email"), str):
             claims = await self._with_userinfo(endpoints, token, claims)
-        refresh = token.get("refresh_token")
-        return Grant(_subject(claims), _verified_email(claims), refresh if isinstance(refresh, str) and refresh else None)
+        refresh, scope = token.get("refresh_token"), token.get("scope")
+        return Grant(_subject(claims), _verified_email(claims), refresh if isinstance(refresh, str) and refresh else None,
+                     scope if isinstance(scope, str) else None)
 
     async def _fetch_token(self, name: str, endpoints: Endpoints, code: str, verifier: str) -> dict[str, Any]:
         config = self.configs[name]

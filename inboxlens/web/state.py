@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from inboxlens.config.schema import ProfilesConfig
 from inboxlens.metrics.store import MetricsStore
 from inboxlens.vault.client import VaultClient
 from inboxlens.web.oauth import Providers
@@ -24,6 +25,7 @@ CORS_ORIGINS = web.AppKey("cors_origins", frozenset[str])
 API_LIMITER = web.AppKey("api_limiter", RateLimiter)
 ANONYMOUS_LIMITER = web.AppKey("anonymous_limiter", RateLimiter)  # per client address, nobody logged in
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", frozenset[str])
+PROFILES = web.AppKey("profiles", ProfilesConfig)  # [profiles]: books, the SSRF switch, Google's contacts
 VERIFIED_TOKENS = web.AppKey("verified_tokens", VerifiedTokens)  # API tokens trusted for a second (tokens.py)
 
 

@@ -18,6 +18,9 @@ from typing import Any
 
 from inboxlens.vault.admin import create_keyset, prepare_directory
 
+# The child imports the code of the tree these tests belong to (a git worktree, not the venv's install).
+REPO = str(Path(__file__).resolve().parents[2])
+
 READY_TIMEOUT = 20.0
 
 
@@ -39,7 +42,7 @@ class VaultProcess:
 
     async def start(self, user: int | None = None, group: int | None = None, extra_env: dict[str, str] | None = None) -> None:
         log = open(self.log_path, "ab")
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(extra_env or {})}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": REPO, **(extra_env or {})}
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "inboxlens.vault", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=log, env=env, cwd="/", user=user, group=group,

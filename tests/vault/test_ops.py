@@ -38,7 +38,7 @@ def test_table_handlers_and_client_methods_cannot_drift():
 
 @pytest.mark.parametrize("op, allowed", [
     ("public_key", {WEB, HARVEST, ADMIN}), ("set", {WEB}), ("forget", {WEB}), ("token_state", {WEB}),
-    ("get", {HARVEST}),
+    ("get", {HARVEST}), ("secret", {HARVEST}),
     ("status", {ADMIN}), ("rotate", {ADMIN}), ("rewrap", {ADMIN}), ("revoke", {ADMIN}),
 ])
 def test_permit_table(op, allowed):
@@ -60,6 +60,7 @@ def test_unknown_operations_are_permitted_to_nobody(op):
     ("set", {"account_id": "a", "provider": "g", "sealed": "not base64!"}),
     ("set", {"account_id": "a", "provider": "g", "sealed": "A" * 20000}),
     ("rewrap", {"limit": 0}), ("rewrap", {"limit": True}), ("rewrap", {"limit": 1001}),
+    ("secret", {"account_id": "book:7", "rejected": ""}), ("secret", {"account_id": 7}), ("secret", {}),
     ("revoke", {"key_id": "1"}), ("forget", {"account_id": "a"}), ("forget", {"account_id": "a", "revoke": 1}),
 ])
 def test_malformed_arguments_are_refused(op, args):
@@ -72,6 +73,7 @@ def test_well_formed_arguments_are_checked_and_converted():
                                   "sealed": base64.b64encode(b"\x01abc").decode()})
     assert args["sealed"] == b"\x01abc"
     assert ops.check_args("rewrap", {"limit": 1000}) == {"limit": 1000}
+    assert ops.check_args("secret", {"account_id": "book:42"}) == {"account_id": "book:42"}
 
 
 @settings(max_examples=300, deadline=None)

@@ -45,18 +45,23 @@ def welcome(providers: Iterable[tuple[str, str]], base_url: str = "") -> str:
                 "<li>Put its client id and secret under <code>[providers.&lt;name&gt;]</code> in the "
                 "configuration, and restart.</li>"
                 "<li>Run <code>inboxlens doctor</code> to check the set-up.</li></ol>")
-    connect = "".join(f'<li><a class="button" data-tz href="/connect/{quote(n)}">Connect {escape(label)}</a></li>'
-                      for n, label in items)
+    connect = _connect_links(items)
     login = "".join(f'<li><a href="/login/{quote(n)}">Log in with {escape(label)}</a></li>' for n, label in items)
     return (f"<p>Connect a mailbox to see who you write to, how fast you reply and who is waiting on you. "
             f"InboxLens reads message headers only, never bodies.</p><ul class=\"actions\">{connect}</ul>"
             f"<h2>Already connected?</h2><ul>{login}</ul>")
 
 
+def _connect_links(providers: Iterable[tuple[str, str]]) -> str:
+    """A button per provider; Google's also with its contacts (one more scope, an address book)."""
+    return "".join(f'<li><a class="button" data-tz href="/connect/{quote(n)}">Connect {escape(label)}</a></li>' + (
+        f'<li><a class="button" data-tz href="/connect/{quote(n)}?contacts=1">Connect {escape(label)} and also '
+        'use my contacts</a></li>' if n == "google" else "") for n, label in providers)
+
+
 def dashboard(accounts: list[dict[str, Any]], providers: Iterable[tuple[str, str]], csrf: str) -> str:
     rows = "".join(_account_row(a, csrf) for a in accounts) or '<tr><td colspan="5">No mailbox yet.</td></tr>'
-    connect = "".join(f'<li><a class="button" data-tz href="/connect/{quote(n)}">Connect {escape(label)}</a></li>'
-                      for n, label in providers)
+    connect = _connect_links(providers)
     return ("<table><thead><tr><th>Address</th><th>Provider</th><th>Time zone</th>"
             f"<th>Status</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
             f"<h2>Connect another mailbox</h2><ul class=\"actions\">{connect}</ul>")

@@ -15,17 +15,19 @@ import re
 import time
 import zoneinfo
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 from aiohttp import web
 
+from inboxlens.config.schema import ProfilesConfig
 from inboxlens.errors import VaultError
 from inboxlens.web import accounts, tokens
 from inboxlens.web.auth import USER_ID, requires_user
 from inboxlens.web.pages import render as pages
 from inboxlens.web.oauth import FlowError, Grant, new_secret
-from inboxlens.web.state import (DB, METRICS, PROVIDERS, SESSIONS, VAULT, VERIFIED_TOKENS, current_session,
-                                 ensure_session)
+from inboxlens.web.state import (DB, METRICS, PROFILES, PROVIDERS, SESSIONS, VAULT, VERIFIED_TOKENS,
+                                 current_session, ensure_session)
 
 log = logging.getLogger("inboxlens.web")
 FLOW_SECONDS = 600
@@ -101,17 +103,20 @@ async def _start(request: web.Request, purpose: str, *, mailbox: bool, provider:
         return problem(404, f"No provider named {name!r} is configured here.", request=request)
     session = await ensure_session(request)
     state, verifier, nonce = new_secret(), new_secret(), new_secret()
+    # "Also use my contacts": Google's CardDAV on the same grant (one more scope), synced by harvest.
+    contacts = mailbox and name == "google" and request.query.get("contacts") == "1"
     flows = {k: v for k, v in session.data.get("flows", {}).items() if v["created"] > time.time() - FLOW_SECONDS}
     flows = dict(sorted(flows.items(), key=lambda kv: kv[1]["created"])[-(MAX_FLOWS - 1):])
     flows[state] = {"provider": name, "purpose": purpose, "verifier": verifier, "nonce": nonce,
                     "next": safe_next(request.query.get("next")), "tz": time_zone(request.query.get("tz")) or "UTC",
-                    "account": account["id"] if account else None, "created": time.time()}
+                    "account": account["id"] if account else None, "created": time.time(), "contacts": contacts}
     session.data["flows"] = flows
     session.changed = True
     try:
         url = await request.app[PROVIDERS].authorization_url(
             name, mailbox=mailbox, state=state, verifier=verifier, nonce=nonce,
-            login_hint=account["address"] if account else "")
+            login_hint=account["address"] if account else "",
+            extra_scopes=(request.app[PROFILES].google_contacts_scope,) if contacts else ())
     except FlowError as e:
         return problem(502, str(e), request=request)
     return redirect(url)
@@ -232,10 +237,29 @@ async def _store(request: web.Request, provider: str, grant: Grant, refresh_toke
         key = await vault.public_key()  # fetched each time: a rotated key is picked up at once
         await accounts.mark_pending(pool, conn, account_id)  # committed before the set, then locked by conn
         await vault.set(str(account_id), provider, key.seal(str(account_id), provider, refresh_token))
+        if flow.get("contacts"):
+            await _google_book(conn, request.app[PROFILES], grant, user_id, account_id)
         await accounts.audit(conn, "connect" if created else "reconnect", user_id, account_id,
                              address=grant.email, provider=provider, key_id=key.key_id)
     await accounts.settle_pending(pool, account_id)
     return user_id, account_id, created
+
+
+async def _google_book(conn: asyncpg.Connection, profiles: ProfilesConfig, grant: Grant, user_id: int,
+                       account_id: int) -> None:
+    """The mailbox's Google contacts as an address book (once per mailbox), when the grant has the scope."""
+    if grant.scope is not None and profiles.google_contacts_scope not in grant.scope.split():
+        log.info("account %d: the contacts scope was not granted; no address book added", account_id)
+        return
+    held = await conn.fetchrow("SELECT count(*) AS books, count(*) FILTER (WHERE account_id = $2) AS this "
+                               "FROM address_books WHERE user_id = $1", user_id, account_id)
+    if held["this"] or held["books"] >= profiles.max_books_per_user:
+        return
+    url = profiles.google_carddav_url.replace("{address}", quote(grant.email, safe="@"))
+    book = await conn.fetchval("INSERT INTO address_books (user_id, kind, label, url, account_id) "
+                               "VALUES ($1, 'google', 'Google contacts', $2, $3) RETURNING id", user_id, url, account_id)
+    await conn.execute("INSERT INTO address_book_sync (book_id) VALUES ($1)", book)
+    log.info("account %d: Google contacts added as address book %d", account_id, book)
 
 
 async def _log_in(request: web.Request, user_id: int) -> None:
