@@ -166,7 +166,7 @@ class ProfilesConfig:
     gravatar_avatar_url: str = "https://gravatar.com/avatar"
     libravatar_avatar_url: str = "https://seccdn.libravatar.org/avatar"
     public_cache_days: int = 7
-    public_lookups_per_minute: int = 30
+    public_lookups_per_minute: int = 4  # all requests to both; Gravatar: 100 profile requests an hour without a key
     google_contacts_scope: str = "https://www.googleapis.com/auth/carddav"
     google_carddav_url: str = "https://www.googleapis.com/carddav/v1/principals/{address}/lists/default/"
 
