@@ -7,7 +7,10 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from inboxlens.config.schema import ProfilesConfig
+
 from inboxlens.metrics.store import MetricsStore
+from inboxlens.profiles.read import ProfileCache
 from inboxlens.vault.client import VaultClient
 from inboxlens.web.oauth import Providers
 from inboxlens.web.api.ratelimit import RateLimiter
@@ -25,6 +28,8 @@ API_LIMITER = web.AppKey("api_limiter", RateLimiter)
 ANONYMOUS_LIMITER = web.AppKey("anonymous_limiter", RateLimiter)  # per client address, nobody logged in
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", frozenset[str])
 VERIFIED_TOKENS = web.AppKey("verified_tokens", VerifiedTokens)  # API tokens trusted for a second (tokens.py)
+PROFILES = web.AppKey("profiles", ProfilesConfig)  # the [profiles] section (books per user, SSRF switch, sources)
+PROFILE_CACHE = web.AppKey("profile_cache", ProfileCache)  # cards' profile blocks and photo ids (profiles/read.py)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class Caller:
 
 
 CALLER = web.RequestKey("caller", Caller)
+KEEP_CACHE_CONTROL = "inboxlens_keep_cache_control"  # on a response: app.headers keeps its own Cache-Control
 
 
 def current_session(request: web.Request) -> Session | None:

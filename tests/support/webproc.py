@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The child imports the code of the tree these tests belong to (a git worktree, not the venv's install).
+REPO = str(Path(__file__).resolve().parents[2])
+
 READY_TIMEOUT = 30.0
 
 
@@ -44,7 +47,7 @@ class WebProcess:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "inboxlens.web", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=log, cwd="/",
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(extra_env or {})})
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": REPO, **(extra_env or {})})
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(json.dumps(self.slice).encode() + b"\n")
         await self.process.stdin.drain()
