@@ -220,3 +220,36 @@ async def test_the_card_reads_the_stamp_with_its_state(world: World):
     assert card is not None and added == "x" and seen == [(user, 0, False)]
     assert await store.card_with(account, "nobody@x.test", now=now, extra=extra) == (None, None)
     assert len(seen) == 1  # no card, no extra step
+
+
+class CardOnly:
+    """A metrics store with ``card`` alone (as Cassandra's): the stamp is then read on its own."""
+
+    def __init__(self, store: object) -> None:
+        self.store = store
+
+    async def card(self, account_id: int, correspondent: str, *, now: datetime) -> object:
+        return await self.store.card(account_id, correspondent, now=now)  # type: ignore[attr-defined]
+
+
+async def test_the_card_answer_carries_the_profile_with_either_kind_of_store(world: World):
+    from inboxlens.metrics.model import AccountRef, InsightSettings
+    from inboxlens.metrics.postgres.store import PgMetricsStore
+    from inboxlens.web.api.views import card_with_profile
+    from tests.web.conftest import raw
+
+    user, account = await world.user("alice@example.test")
+    store = PgMetricsStore(world.web, InsightSettings())
+    now = datetime.now(timezone.utc)
+    await PgMetricsStore(world.admin, InsightSettings()).write_raw(
+        [raw(account, "alice@example.test", "<m1@x>", now - timedelta(days=1), received_from=PERSON)])
+    await PgMetricsStore(world.admin, InsightSettings()).aggregate(AccountRef(account, "alice@example.test", "UTC"))
+    for kind in (store, CardOnly(store)):
+        cache = ProfileCache(world.ids)
+        card, text = await card_with_profile(kind, world.web, cache, account, PERSON, now)  # type: ignore[arg-type]
+        assert card is not None and text == "null"
+        await world.book(user, f"Book for {type(kind).__name__}", {"1": Profile((PERSON,), name="Dana")})
+        card, text = await card_with_profile(kind, world.web, cache, account, PERSON, now)  # type: ignore[arg-type]
+        assert json.loads(str(text))["name"]["value"] == "Dana"
+        assert await card_with_profile(kind, world.web, cache, account, "nobody@x.test", now) == (None, None)  # type: ignore[arg-type]
+        await world.admin.execute("DELETE FROM address_books")

@@ -95,24 +95,26 @@ async def card(request: web.Request) -> web.Response:
 
 
 async def card_and_profile(request: web.Request, account_id: int, address: str) -> tuple[Card | None, str | None]:
-    """The metrics card and the profile block's JSON (profiles/read.py), kept until their stamps move.
+    """The metrics card and the profile block's JSON (profiles/read.py), kept until their stamps move."""
+    return await card_with_profile(_metrics(request), request.config_dict[DB], request.config_dict[PROFILE_CACHE],
+                                   account_id, address, _now())
 
-    PostgreSQL's store reads the profile stamp with the card's state, on its connection: a card
+
+async def card_with_profile(store: MetricsStore, pool: Any, cache: read.ProfileCache, account_id: int, address: str,
+                            now: datetime) -> tuple[Card | None, str | None]:
+    """PostgreSQL's store reads the profile stamp with the card's state, on its connection: a card
     whose profiles did not change costs no round trip more. Another store (Cassandra) answers the
     card; the stamp is then one primary-key lookup in PostgreSQL."""
-    store, cache = _metrics(request), request.config_dict[PROFILE_CACHE]
-
     async def profile(db: Any, state: Any) -> str:
         return await cache.block_json(db, account_id, address, state)
 
     with_profile = getattr(store, "card_with", None)
     if with_profile is not None:
-        found, text = await with_profile(account_id, address, now=_now(), extra=profile)
+        found, text = await with_profile(account_id, address, now=now, extra=profile)
         return found, text
-    found = await store.card(account_id, address, now=_now())
+    found = await store.card(account_id, address, now=now)
     if found is None:
         return None, None
-    pool = request.config_dict[DB]
     async with pool.acquire() as db:
         state = await db.fetchrow(read.STAMP, account_id)
         return found, (await profile(db, state) if state is not None else None)
