@@ -11,7 +11,10 @@ settings page.
 The account (Europe/Berlin) gets ``MAIL`` messages over two years up to now from
 ``bench.metrics.Mailbox`` (Zipf-like correspondents, 40 % replies, DKIM/SPF/DMARC verdicts),
 folded by ``PgMetricsStore.aggregate``, then ``VACUUM (ANALYZE)`` (as autovacuum would within a
-minute). Before the load, each distinct card is asked for once, one at a time ("cold":
+minute). Every other correspondent has a card in an address book of the user (name,
+organisation, title, two links; every fourth a photo), written as an import writes it, so the
+card's profile block (issue 17) is in every second answer and the rest carry ``null``.
+Before the load, each distinct card is asked for once, one at a time ("cold":
 its reply times not kept yet), and those latencies are printed.
 
 The requests: ``GET /api/v1/accounts/{id}/correspondents/{address}`` with one of ``TOKENS``
@@ -70,6 +73,8 @@ import asyncpg
 
 from inboxlens.metrics.model import AccountRef, InsightSettings
 from inboxlens.metrics.postgres.store import PgMetricsStore
+from inboxlens.profiles import rows
+from inboxlens.profiles.vcard import Link, Photo, Profile
 from tests.support.oauth_provider import OAuthProvider
 from tests.support.vaultproc import make_vault
 from tests.support.webproc import WebProcess, free_port, make_web
@@ -441,12 +446,31 @@ async def fill(stack: Stack, account: AccountRef) -> tuple[Mailbox, str]:
         began = time.perf_counter()
         await PgMetricsStore(pool, InsightSettings()).aggregate(account)
         folded = time.perf_counter() - began
+        await profiles(pool, box, account.id)
         # What autovacuum does within a minute of a harvest this size; done now, it does not
         # land in the middle of a timed case.
         await pool.execute("VACUUM (ANALYZE)")
         contacts = await pool.fetchval("SELECT count(*) FROM contacts WHERE account_id = $1", account.id)
         replies = await pool.fetchval("SELECT count(*) FROM message_replies WHERE account_id = $1", account.id)
     return box, f"{MAIL:,} messages, {contacts:,} correspondents, {replies:,} replies matched; folded in {folded:.1f} s"
+
+
+PHOTO = b"\x89PNG\r\n\x1a\n" + bytes(2048)  # a small PNG's size: the card carries its URL, never its bytes
+
+
+async def profiles(pool: asyncpg.Pool, box: Mailbox, account: int) -> None:
+    """An address book with a card for every other correspondent, as a .vcf import writes it."""
+    user = await pool.fetchval("SELECT user_id FROM mail_accounts WHERE id = $1", account)
+    cards = {f"vcf:{n}": Profile((person,), name=f"Person {n}", organization=f"Company {n % 50}", title="Engineer",
+                                 photo=Photo("image/png", PHOTO) if n % 4 == 0 else None,
+                                 links=(Link("url", f"https://example.test/people/{n}", "home"),
+                                        Link("social", f"@person{n}", "mastodon")))
+             for n, person in enumerate(box.people) if n % 2 == 0}
+    async with pool.acquire() as conn, conn.transaction():
+        book = await conn.fetchval("INSERT INTO address_books (user_id, kind, label) VALUES ($1, 'vcf', "
+                                   "'Bench contacts') RETURNING id", user)
+        await rows.put_cards(conn, book, user, cards)
+        await rows.bump_version(conn, user)
 
 
 async def card_paths(stack: Stack, box: Mailbox, account: int, token: str) -> tuple[list[str], dict[str, Any], str]:

@@ -12,7 +12,12 @@ Reads: the metrics store (``metrics.*``: PostgreSQL, or a Cassandra cluster) for
 Writes: PostgreSQL (users, mail accounts, sessions, API token hashes, audit events, harvest's
 next run for "sync now") as its own role; deletes a disconnected account's metrics;
 its cookie-signing key under ``<state_dir>/web`` (0600); log lines on stderr, never a token.
-Config keys: ``web.*`` (``cors_origins``, ``api_requests_per_minute``, ``api_burst`` for the API;
+Profiles (issue 17): adds and removes users' address books (the CardDAV app password is sealed here
+with the vault's public key and handed to the vault at once, like a refresh token: never stored or
+logged here), imports .vcf files, and serves the card's profile block and its photos from PostgreSQL;
+it never fetches a user's URL (harvest syncs the books and looks up public profiles).
+Config keys: ``profiles.*`` (``max_books_per_user``, ``allow_private_addresses``, ``gravatar``,
+``libravatar``), ``web.*`` (``cors_origins``, ``api_requests_per_minute``, ``api_burst`` for the API;
 ``anonymous_requests_per_minute``, ``anonymous_burst``, ``trusted_proxies`` for requests nobody is
 logged in for; ``shutdown_seconds``; ``metrics_listen``, ``metrics_allow_remote`` for Prometheus metrics
 on a listener of their own, off by default, with harvest's snapshot from ``runtime_dir``), ``providers.*``,
@@ -32,11 +37,12 @@ import asyncpg
 from aiohttp import web
 
 from inboxlens import child
-from inboxlens.config.schema import Config
+from inboxlens.config.schema import Config, ProfilesConfig
 from inboxlens.config.loader import from_dict
 from inboxlens.errors import StartError
 from inboxlens.metrics.factory import open_metrics
 from inboxlens.metrics.store import MetricsStore
+from inboxlens.profiles.read import PhotoIds, ProfileCache
 from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.vault.client import VaultClient
 from inboxlens.web import accounts, demo, exporter
@@ -45,8 +51,8 @@ from inboxlens.web.limits import normal
 from inboxlens.web.oauth import Providers
 from inboxlens.web.sessions import SessionStore, load_key
 from inboxlens.web.api.ratelimit import RateLimiter
-from inboxlens.web.state import (ANONYMOUS_LIMITER, API_LIMITER, CORS_ORIGINS, DB, METRICS, PROFILES, PROVIDERS,
-                                 SECURE_COOKIES, SESSIONS, TRUSTED_PROXIES, VAULT)
+from inboxlens.web.state import (ANONYMOUS_LIMITER, API_LIMITER, CORS_ORIGINS, DB, METRICS, PROFILE_CACHE, PROFILES,
+                                 PROVIDERS, SECURE_COOKIES, SESSIONS, TRUSTED_PROXIES, VAULT)
 
 log = logging.getLogger("inboxlens.web")
 VAULT_TIMEOUT = 5.0
@@ -120,7 +126,14 @@ async def _app(config: Config, pool: asyncpg.Pool) -> web.Application:
     app[API_LIMITER] = RateLimiter(config.web.api_requests_per_minute, config.web.api_burst)
     app[ANONYMOUS_LIMITER] = RateLimiter(config.web.anonymous_requests_per_minute, config.web.anonymous_burst)
     app[TRUSTED_PROXIES] = frozenset(filter(None, map(normal, config.web.trusted_proxies)))
+    app[PROFILES] = config.profiles
+    app[PROFILE_CACHE] = ProfileCache(PhotoIds(app[SESSIONS].key), public_sources(config.profiles))
     return app
+
+
+def public_sources(profiles: ProfilesConfig) -> tuple[str, ...]:
+    """The public profile sources the admin left on (rows of one switched off are not shown)."""
+    return tuple(name for name in ("gravatar", "libravatar") if getattr(profiles, name))
 
 
 async def _close(app: web.Application, pool: asyncpg.Pool) -> None:

@@ -20,6 +20,7 @@ import asyncpg
 
 from inboxlens.errors import InboxLensError, VaultError
 from inboxlens.metrics.store import MetricsStore
+from inboxlens.profiles import rows
 from inboxlens.vault.client import VaultClient
 
 
@@ -217,10 +218,22 @@ async def holdings(metrics: MetricsStore, account_id: int) -> dict[str, int]:
 
 
 async def delete_account(conn: asyncpg.Connection, user_id: int, account_id: int) -> dict[str, int]:
-    """Delete the account and everything harvested for it; how many rows of each kind went."""
+    """Delete the account and everything harvested for it; how many rows of each kind went.
+
+    The profiles the mailbox brought (its Google address book's cards, its public profiles)
+    are deleted by name first, not only by the cascades, so the owner's profile version is
+    bumped with them (the public_profiles trigger finds the owner only while the row exists)
+    and every card drops them at its next read."""
+    books = await conn.fetchval("WITH gone AS (DELETE FROM address_books WHERE account_id = $1 AND user_id = $2 "
+                                "RETURNING id) SELECT count(*) FROM gone", account_id, user_id)
+    public = await conn.fetchval("WITH gone AS (DELETE FROM public_profiles p USING mail_accounts a WHERE "
+                                 "p.account_id = a.id AND a.id = $1 AND a.user_id = $2 RETURNING 1) "
+                                 "SELECT count(*) FROM gone", account_id, user_id)
     deleted = await conn.fetchval("DELETE FROM mail_accounts WHERE id = $1 AND user_id = $2 RETURNING id",
                                   account_id, user_id)
-    return {"mail accounts": 1 if deleted is not None else 0}
+    await rows.bump_version(conn, user_id)
+    return {"mail accounts": 1 if deleted is not None else 0, "address books": int(books),
+            "public profiles": int(public)}
 
 
 def address_hmac(key: bytes, address: str) -> str:

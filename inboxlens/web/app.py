@@ -20,11 +20,11 @@ from inboxlens.service_errors import traceback_without_message
 from inboxlens.web import handoff, health
 from inboxlens.web.exporter import REQUEST_METRICS, RequestMetrics, route_of
 from inboxlens.web.limits import anonymous
-from inboxlens.web.pages import dashboard, render as pages, views
+from inboxlens.web.pages import dashboard, profiles as profile_pages, render as pages, views
 from inboxlens.web.api.errors import STANDARD, error_response
 from inboxlens.web.api.routes import PREFIX as API_PREFIX, make_api
 from inboxlens.web.sessions import COOKIE
-from inboxlens.web.state import DB, SECURE_COOKIES, SESSIONS, VAULT, VERIFIED_TOKENS, current_session
+from inboxlens.web.state import DB, KEEP_CACHE_CONTROL, SECURE_COOKIES, SESSIONS, VAULT, VERIFIED_TOKENS, current_session
 from inboxlens.web.tokens import VerifiedTokens
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -72,6 +72,8 @@ def _is_api(request: web.Request) -> bool:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if _is_api(request):
         return await handler(request)  # the API checks callers and CSRF itself (api.py)
+    if request.method == "POST" and request.path == profile_pages.IMPORT_PATH:
+        return await handler(request)  # a multipart upload over MAX_BODY: the handler checks its CSRF token first
     if request.method == "POST":
         form = await request.post()
         if not views.csrf_ok(request, str(form.get("csrf_token", ""))):
@@ -90,7 +92,10 @@ async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.error("%s %s failed: %s", request.method, route_of(request), traceback_without_message(e))
         response = error_response(500, *STANDARD[500]) if _is_api(request) else \
             views.problem(500, "Something went wrong on our side; it has been logged.", "Try again in a moment.", request)
+    kept = response.headers.get("Cache-Control") if response.get(KEEP_CACHE_CONTROL) else None
     response.headers.update(HEADERS)
+    if kept is not None:  # a profile photo: private, cacheable by the browser (api/views.py photo)
+        response.headers["Cache-Control"] = kept
     return response
 
 
@@ -148,4 +153,5 @@ def make_app() -> web.Application:
     handoff.add_routes(app)
     app.add_subapp(API_PREFIX, make_api())
     dashboard.add_routes(app)
+    profile_pages.add_routes(app)
     return app

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from inboxlens.config.schema import ProfilesConfig
 from inboxlens.metrics.store import MetricsStore
+from inboxlens.profiles.read import ProfileCache
 from inboxlens.vault.client import VaultClient
 from inboxlens.web.oauth import Providers
 from inboxlens.web.api.ratelimit import RateLimiter
@@ -27,6 +28,7 @@ ANONYMOUS_LIMITER = web.AppKey("anonymous_limiter", RateLimiter)  # per client a
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", frozenset[str])
 PROFILES = web.AppKey("profiles", ProfilesConfig)  # [profiles]: books, the SSRF switch, Google's contacts
 VERIFIED_TOKENS = web.AppKey("verified_tokens", VerifiedTokens)  # API tokens trusted for a second (tokens.py)
+PROFILE_CACHE = web.AppKey("profile_cache", ProfileCache)  # cards' profile blocks and photo ids (profiles/read.py)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Caller:
 
 
 CALLER = web.RequestKey("caller", Caller)
+KEEP_CACHE_CONTROL = "inboxlens_keep_cache_control"  # on a response: app.headers keeps its own Cache-Control
 
 
 def current_session(request: web.Request) -> Session | None:

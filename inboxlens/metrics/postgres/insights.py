@@ -18,7 +18,7 @@ from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, Awaitable, Callable, TypeAlias, TypeVar
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -73,10 +73,14 @@ ORDER BY m.sent_at, m.msg_key
 """
 
 # The account's zone, the zone and working hours its replies' business_seconds are in, and
-# where its folds are (each batch bumps runs and stamps last_aggregated_at).
+# where its folds are (each batch bumps runs and stamps last_aggregated_at); and the stamp of
+# the card's profile block (profiles.read.ProfileCache: the owner's profile version and the
+# mailbox's opt-in), read here so that a card whose profiles did not change costs no round trip.
 _STATE = """
-SELECT a.time_zone, s.business_hours, s.runs, s.last_aggregated_at
-FROM mail_accounts a LEFT JOIN metrics_state s ON s.account_id = a.id WHERE a.id = $1
+SELECT a.time_zone, s.business_hours, s.runs, s.last_aggregated_at,
+       a.user_id, a.public_profiles, coalesce(v.version, 0) AS profile_version
+FROM mail_accounts a LEFT JOIN metrics_state s ON s.account_id = a.id
+LEFT JOIN profile_versions v ON v.user_id = a.user_id WHERE a.id = $1
 """
 REPLY_CACHE = 4096  # correspondents whose reply times a web process keeps
 CARD_CACHE = 4096  # correspondents whose card facts a web process keeps
@@ -94,6 +98,8 @@ FROM message_replies WHERE account_id = $1 AND correspondent = $2
 """
 
 Db: TypeAlias = "asyncpg.Pool | asyncpg.Connection"  # where a query runs: the pool, or a connection the caller holds
+T = TypeVar("T")
+Extra: TypeAlias = Callable[[asyncpg.Connection, asyncpg.Record], Awaitable[T]]  # see PgInsights.card_with
 
 _DOMAINS = """
 SELECT domain, messages, dkim_checked, dkim_pass, spf_checked, spf_pass, dmarc_checked, dmarc_pass, last_seen
@@ -176,19 +182,27 @@ class PgInsights:
         return sorted(found, key=_ORDERS[order])[offset:offset + limit]
 
     async def card(self, account_id: int, correspondent: str, *, now: datetime) -> Card | None:
+        return (await self.card_with(account_id, correspondent, now=now))[0]
+
+    async def card_with(self, account_id: int, correspondent: str, *, now: datetime,
+                        extra: Extra[T] | None = None) -> tuple[Card | None, T | None]:
+        """The card, and what ``extra`` makes of the account's state row (its profile stamp:
+        user_id, public_profiles, profile_version) on the card's own connection; ``extra`` is
+        called only when there is a card."""
         who = correspondent.lower()
         async with self.pool.acquire() as db:  # one connection for the card's few queries
             state = await db.fetchrow(_STATE, account_id)
             if state is None:
-                return None
+                return None, None
             facts = await self._card_facts(db, account_id, who, state, now)
             if facts is None:
-                return None
+                return None, None
             replies = await self._reply_stats(db, account_id, who, state, facts.row["version"])
+            added = await extra(db, state) if extra is not None else None
         owed, owed_total = self._waiting(facts, who, "received", now)
         awaiting, awaiting_total = self._waiting(facts, who, "sent", now)
         return Card(_relationship(facts.row, now), replies, owed, awaiting, facts.domain, facts.flags, owed_total,
-                    awaiting_total)
+                    awaiting_total), added
 
     async def _card_facts(self, db: Db, account_id: int, who: str, state: asyncpg.Record,
                           now: datetime) -> _Facts | None:

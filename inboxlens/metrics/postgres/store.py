@@ -9,16 +9,17 @@ raw window that no aggregation took (it stalled), so nothing is kept past seven 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 import asyncpg
 
 from inboxlens.metrics.postgres import rollups
 from inboxlens.metrics.model import (AccountRef, AuthFlag, Card, CorrespondentRollup, DayRollup, DomainAuth, FoldResult, InsightSettings, Order, Pending, Period, PeriodRollup, RawRow, Relationship)
-from inboxlens.metrics.postgres.insights import PgInsights
+from inboxlens.metrics.postgres.insights import Extra, PgInsights
 from inboxlens.metrics.store import DEFAULT_BATCH
 
 RAW_RETENTION = timedelta(days=7)
+T = TypeVar("T")
 RAW_COLUMNS = ("account_id", "msg_key", "mailbox", "uid", "message_id", "in_reply_to", "refs", "subject",
                "from_address", "from_name", "to_addresses", "cc_addresses", "sent_at", "internal_date",
                "date_reliable", "direction", "automated", "list_id", "dkim", "spf", "dmarc", "dkim_domains",
@@ -61,6 +62,11 @@ class PgMetricsStore:
 
     async def card(self, account_id: int, correspondent: str, *, now: datetime) -> Card | None:
         return await self._insights.card(account_id, correspondent, now=now)
+
+    async def card_with(self, account_id: int, correspondent: str, *, now: datetime,
+                        extra: Extra[T] | None = None) -> tuple[Card | None, T | None]:
+        """The card, and ``extra`` of its state row on its connection (``PgInsights.card_with``)."""
+        return await self._insights.card_with(account_id, correspondent, now=now, extra=extra)
 
     async def owed(self, account_id: int, *, now: datetime) -> list[Pending]:
         return await self._insights.owed(account_id, now=now)

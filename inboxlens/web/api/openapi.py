@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from inboxlens.metrics.model import CARD_LIST
+from inboxlens.profiles import read
 from inboxlens.web.api import views as api_views
 from inboxlens.web import tokens
 
@@ -86,6 +87,22 @@ SCHEMAS: dict[str, Schema] = {
                  "owed_total": COUNT, "awaiting_total": COUNT},
                 f"Owed and awaiting: the {CARD_LIST} waiting longest, oldest first (the totals count all); "
                 f"flags: the {CARD_LIST} newest."),
+    "ProfileSource": obj({"kind": {"type": "string", "enum": ["carddav", "google", "vcf", "gravatar", "libravatar"]},
+                          "label": TEXT}, "Where a field came from: the address book's kind and label, or the service "
+                                          "(label Gravatar or Libravatar)."),
+    "ProfileText": obj({"value": TEXT, "source": ref("ProfileSource"), "refreshed_at": TIME}),
+    "ProfilePhoto": obj({"url": {"type": "string", "pattern": "^/api/v1/photos/[A-Za-z0-9_-]+$"},
+                         "source": ref("ProfileSource"), "refreshed_at": TIME},
+                        "The photo on InboxLens itself (GET it with the same token or session); never a third "
+                        "party's URL."),
+    "ProfileLink": obj({"kind": {"type": "string", "enum": ["url", "social", "impp"]}, "value": TEXT, "label": TEXT,
+                        "source": ref("ProfileSource"), "refreshed_at": TIME}),
+    "Profile": obj({"name": nullable(ref("ProfileText")), "organization": nullable(ref("ProfileText")),
+                    "title": nullable(ref("ProfileText")), "photo": nullable(ref("ProfilePhoto")),
+                    "links": {**array(ref("ProfileLink")), "maxItems": read.MAX_LINKS}},
+                   "Who the correspondent is (docs/profiles.md): from your address books (by book, then card), then "
+                   "Gravatar, then Libravatar (photo only), the public ones only if the mailbox opted in. Each "
+                   "field says its source and when that source was refreshed."),
     "Account": obj({"id": ACCOUNT_ID, "address": TEXT, "provider": TEXT, "time_zone": TEXT,
                     "status": {"type": "string", "description": "active, reauth_required, error, missing token"},
                     "connected_at": TIME, "last_sync_at": nullable(TIME), "next_sync_at": nullable(TIME),
@@ -178,7 +195,15 @@ PATHS: dict[str, Schema] = {
         PAGE_PARAMS, "400:BadRequest")},
     "/accounts/{account_id}/correspondents/{address}": {"get": account_op(
         "Everything known about one correspondent (the overlay's card)", "card",
-        with_account({"correspondent": TEXT, "card": ref("Card")}), [ADDRESS_PARAM], "400:BadRequest")},
+        with_account({"correspondent": TEXT, "card": ref("Card"), "profile": nullable(ref("Profile"))}),
+        [ADDRESS_PARAM], "400:BadRequest")},
+    "/photos/{opaque}": {"get": {
+        "summary": "A profile photo the card's profile block links to (private to its user)", "operationId": "photo",
+        "parameters": [{"name": "opaque", "in": "path", "required": True, "description": "the id in the block's URL",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": read.MAX_PHOTO_ID}}],
+        "responses": {"200": {"description": "The image, as stored (Cache-Control: private)", "content": {
+            media: {"schema": {"type": "string", "format": "binary"}}
+            for media in ("image/jpeg", "image/png", "image/gif")}}, **errors()}}},
     "/accounts/{account_id}/owed": {"get": account_op(
         "Messages from people you have not answered, oldest first, a page at a time", "owed",
         with_account({"limit": COUNT, "offset": COUNT, "total": COUNT, "owed": array(ref("Pending"))}),

@@ -90,5 +90,6 @@ def make_api() -> web.Application:
     r.add_get("/accounts/{account_id}/senders", api_views.senders, name="senders", **get)
     r.add_post("/accounts/{account_id}/sync", api_views.sync, name="sync")
     r.add_delete("/accounts/{account_id}", api_views.disconnect, name="disconnect")
+    r.add_get("/photos/{opaque}", api_views.photo, name="photo", **get)
     r.add_post("/extension/token", handoff.exchange, name="extension_token")
     return api

@@ -22,12 +22,13 @@ from aiohttp import web
 from inboxlens.errors import VaultError
 from inboxlens.metrics.model import Card, Order, Period
 from inboxlens.metrics.store import MetricsStore
+from inboxlens.profiles import read
 from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.web import accounts
 from inboxlens.web.api.errors import ApiError
 from inboxlens.web.auth import requires_api_caller
 from inboxlens.web.pages.views import parse_id
-from inboxlens.web.state import CALLER, DB, METRICS, SESSIONS, VAULT
+from inboxlens.web.state import CALLER, DB, KEEP_CACHE_CONTROL, METRICS, PROFILE_CACHE, SESSIONS, VAULT
 
 MAX_RANGE_DAYS: dict[str, int] = {"day": 366, "week": 5 * 366, "month": 10 * 366}
 DEFAULT_RANGE_DAYS: dict[str, int] = {"day": 29, "week": 7 * 12 - 1, "month": 365}
@@ -87,10 +88,51 @@ async def card(request: web.Request) -> web.Response:
     address = request.match_info["address"].strip().lower()
     if not _ADDRESS.fullmatch(address):
         raise ApiError(400, "invalid_parameter", f"address: 1 to {MAX_ADDRESS} characters without spaces.")
-    found = await _guard(_metrics(request).card(account_id, address, now=_now()))
+    found, profile = await _guard(card_and_profile(request, account_id, address))
     if found is None:
         raise ApiError(404, "not_found", "This account has no message from or to that address.")
-    return web.json_response(text=card_json(account_id, address, found))
+    return web.json_response(text=card_json(account_id, address, found, profile))
+
+
+async def card_and_profile(request: web.Request, account_id: int, address: str) -> tuple[Card | None, str | None]:
+    """The metrics card and the profile block's JSON (profiles/read.py), kept until their stamps move."""
+    return await card_with_profile(_metrics(request), request.config_dict[DB], request.config_dict[PROFILE_CACHE],
+                                   account_id, address, _now())
+
+
+async def card_with_profile(store: MetricsStore, pool: Any, cache: read.ProfileCache, account_id: int, address: str,
+                            now: datetime) -> tuple[Card | None, str | None]:
+    """PostgreSQL's store reads the profile stamp with the card's state, on its connection: a card
+    whose profiles did not change costs no round trip more. Another store (Cassandra) answers the
+    card; the stamp is then one primary-key lookup in PostgreSQL."""
+    async def profile(db: Any, state: Any) -> str:
+        return await cache.block_json(db, account_id, address, state)
+
+    with_profile = getattr(store, "card_with", None)
+    if with_profile is not None:
+        found, text = await with_profile(account_id, address, now=now, extra=profile)
+        return found, text
+    found = await store.card(account_id, address, now=now)
+    if found is None:
+        return None, None
+    async with pool.acquire() as db:
+        state = await db.fetchrow(read.STAMP, account_id)
+        return found, (await profile(db, state) if state is not None else None)
+
+
+@requires_api_caller
+async def photo(request: web.Request) -> web.StreamResponse:
+    """A profile photo, by its opaque id, only to the user whose profile it is (any other: 404)."""
+    cache = request.config_dict[PROFILE_CACHE]
+    found = await read.photo(request.config_dict[DB], cache.ids, request[CALLER].user_id,
+                             request.match_info["opaque"])
+    if found is None:
+        raise ApiError(404, "not_found", "No such photo.")
+    body, media_type = found
+    response = web.Response(body=body, content_type=media_type,
+                            headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
+    response[KEEP_CACHE_CONTROL] = True
+    return response
 
 
 @requires_api_caller
@@ -237,13 +279,16 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.json_response(plain(body), status=status)
 
 
-def card_json(account_id: int, address: str, card: Card) -> str:
+def card_json(account_id: int, address: str, card: Card, profile: str | None = None) -> str:
     """``json.dumps(plain(...))`` of a card's answer, byte for byte, but the parts a store may
     hand out again and again (the PostgreSQL store keeps reply times, domain and flags until
-    the next fold: the very same objects) are encoded once."""
+    the next fold: the very same objects) are encoded once. ``profile``: the profile block's
+    JSON text (``null`` for none), put after the card; None leaves the key out."""
     fields = ", ".join(f'"{name}": {_encoded_once(value) if name in _KEPT_PARTS else json.dumps(plain(value))}'
                        for name, value in zip(_CARD_FIELDS, _card_values(card)))
-    return f'{{"account_id": {json.dumps(account_id)}, "correspondent": {json.dumps(address)}, "card": {{{fields}}}}}'
+    extra = f', "profile": {profile}' if profile is not None else ""
+    return (f'{{"account_id": {json.dumps(account_id)}, "correspondent": {json.dumps(address)}, '
+            f'"card": {{{fields}}}{extra}}}')
 
 
 def _encoded_once(value: Any) -> str:

@@ -15,11 +15,13 @@ Numbers come from the ``MetricsStore`` (``request.app[METRICS]``); sync state fr
 from __future__ import annotations
 
 import asyncio
+import json
 import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -28,6 +30,7 @@ from inboxlens.metrics.store import MetricsStore
 from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.web import accounts
 from inboxlens.web.auth import USER_ID, requires_user
+from inboxlens.web.api.views import MAX_ADDRESS, card_and_profile
 from inboxlens.web.pages import charts, views
 from inboxlens.web.state import DB, METRICS, PROVIDERS, VAULT
 
@@ -66,6 +69,7 @@ class Mailbox:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/dashboard", show_all)
     app.router.add_get("/dashboard/{account_id}", show_one)
+    app.router.add_get("/dashboard/{account_id}/correspondents/{address}", show_person)
     app.router.add_get("/static/dashboard.css", static_css)
 
 
@@ -80,6 +84,25 @@ async def show_one(request: web.Request) -> web.StreamResponse:
     if account_id is None:
         return views.problem(404, "No such mailbox.", request=request)
     return await _show(request, account_id)
+
+
+@requires_user
+async def show_person(request: web.Request) -> web.StreamResponse:
+    """One correspondent of one mailbox: who they are (the card's profile block) and the numbers."""
+    account_id = views.parse_id(request.match_info["account_id"])
+    account = await accounts.account_of(request.app[DB], request[USER_ID], account_id) if account_id else None
+    address = request.match_info["address"].strip().lower()
+    if account is None or not 0 < len(address) <= MAX_ADDRESS or any(c.isspace() for c in address):
+        return views.problem(404, "No such mailbox or correspondent.", request=request)
+    try:
+        card, profile = await card_and_profile(request, int(account["id"]), address)
+    except MetricsUnavailable:
+        return views.problem(503, "The metrics store did not answer; try again shortly.", request=request)
+    if card is None:
+        return views.problem(404, "This mailbox has no message from or to that address.", request=request)
+    body = person(int(account["id"]), address, card.relationship, json.loads(profile or "null"),
+                  _zone(str(account["time_zone"])))
+    return views.html(address, body, request=request)
 
 
 async def static_css(request: web.Request) -> web.Response:
@@ -226,7 +249,7 @@ def _insights(box: Mailbox, window: int) -> str:
     return (f"{_totals(shown, window)}<h3>Messages per day</h3>"
             f"{charts.volume_chart(shown, first, box.today)}<h3>Reply times</h3>"
             f"{charts.reply_chart(found.weeks, monday - timedelta(weeks=REPLY_WEEKS - 1), monday)}"
-            f"<h3>Top correspondents</h3>{_top(found.top, box.zone)}"
+            f"<h3>Top correspondents</h3>{_top(found.top, box.zone, int(box.account['id']))}"
             f"<h3>You owe a reply</h3>{_pending(found.owed, box.zone, 'From', 'Received', _none(box, OWED_NONE))}"
             f"<h3>Waiting for a reply</h3>"
             f"{_pending(found.awaiting, box.zone, 'To', 'Sent', _none(box, AWAITING_NONE))}")
@@ -243,11 +266,12 @@ def _totals(days: list[DayRollup], window: int) -> str:
             f'received, <strong data-total="sent">{charts.count(sent)}</strong> sent.</p>')
 
 
-def _top(top: list[Relationship], zone: zoneinfo.ZoneInfo) -> str:
+def _top(top: list[Relationship], zone: zoneinfo.ZoneInfo, account_id: int) -> str:
     if not top:
         return '<p class="empty-state">No correspondents yet.</p>'
     rows = "".join(
-        f'<tr data-correspondent="{escape(r.correspondent)}"><td>{escape(r.correspondent)}</td>'
+        f'<tr data-correspondent="{escape(r.correspondent)}"><td><a href="/dashboard/{account_id}/correspondents/'
+        f'{escape(quote(r.correspondent, safe="@"))}">{escape(r.correspondent)}</a></td>'
         f'<td class="strength"><meter min="0" max="100" value="{r.strength:.1f}"></meter> {round(r.strength)}</td>'
         f"<td>{r.last_30}</td><td>{r.received} / {r.sent}</td><td>{round(r.reciprocity * 100)} %</td>"
         f'<td class="when">{escape(_local(r.last_contact, zone))}</td></tr>' for r in top)
@@ -269,6 +293,49 @@ def _pending(found: list[Pending], zone: zoneinfo.ZoneInfo, who: str, when: str,
             + (f'<p class="more">… and {more} more, newer than these.</p>' if more > 0 else ""))
 
 
+def person(account_id: int, address: str, r: Relationship, profile: dict[str, Any] | None,
+           zone: zoneinfo.ZoneInfo) -> str:
+    """A correspondent's page: the profile block (each field with its source), then the numbers."""
+    back = f'<p><a href="/dashboard/{account_id}">Back to the mailbox</a></p>'
+    numbers = (f'<dl class="sync"><dt>Received / sent</dt><dd>{r.received} / {r.sent}</dd>'
+               f"<dt>Last 30 days</dt><dd>{r.last_30}</dd><dt>Strength</dt><dd>{round(r.strength)}</dd>"
+               f"<dt>Last contact</dt><dd>{escape(_local(r.last_contact, zone))}</dd></dl>")
+    return f'<link rel="stylesheet" href="/static/dashboard.css">{back}{_profile(profile, zone)}{numbers}'
+
+
+def _profile(profile: dict[str, Any] | None, zone: zoneinfo.ZoneInfo) -> str:
+    if profile is None:
+        return ('<p class="empty-state" data-profile="none">No profile: add an address book in '
+                '<a href="/settings#address-books">Settings</a>, or turn public profiles on there.</p>')
+    photo = profile.get("photo")
+    image = (f'<img class="photo" src="{escape(photo["url"])}" alt="" width="96" height="96" '
+             f'data-source="{escape(photo["source"]["kind"])}">{_source(photo, zone)}') if photo else ""
+    rows = "".join(f'<dt>{label}</dt><dd data-field="{name}">{escape(profile[name]["value"])} '
+                   f"{_source(profile[name], zone)}</dd>"
+                   for name, label in (("name", "Name"), ("organization", "Organisation"), ("title", "Title"))
+                   if profile.get(name))
+    links = "".join(f'<li data-link="{escape(link["kind"])}">{_link(link)} {_source(link, zone)}</li>'
+                    for link in profile.get("links", []))
+    return (f'<section class="profile" data-profile>{image}<dl class="sync">{rows}</dl>'
+            + (f'<ul class="links">{links}</ul>' if links else "") + "</section>")
+
+
+def _link(link: dict[str, Any]) -> str:
+    """An http(s) link as a link (never followed with a referrer); anything else as text."""
+    value, label = str(link["value"]), str(link.get("label") or "")
+    text = escape(f"{label}: {value}" if label else value)
+    if value.lower().startswith(("https://", "http://")):
+        return f'<a href="{escape(value)}" rel="noopener noreferrer nofollow" target="_blank">{text}</a>'
+    return text
+
+
+def _source(field: dict[str, Any], zone: zoneinfo.ZoneInfo) -> str:
+    source = field["source"]
+    at = datetime.fromisoformat(str(field["refreshed_at"]).replace("Z", "+00:00"))
+    return (f'<small class="source" data-source="{escape(source["kind"])}">from {escape(source["label"])}, '
+            f"{escape(_local(at, zone))}</small>")
+
+
 def _local(moment: datetime, zone: zoneinfo.ZoneInfo) -> str:
     local = moment.astimezone(zone)
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
@@ -288,4 +355,8 @@ svg.chart rect.bar:hover{opacity:.75}
 table.top td.strength,table.top td.when{white-space:nowrap}
 table.top meter{width:4rem;vertical-align:middle}
 .empty-state{color:#4a5263;font-style:italic}
+section.profile{background:#fff;padding:1rem;border:1px solid #dde1e7;border-radius:6px;margin:0 0 1rem}
+section.profile img.photo{float:right;border-radius:6px;object-fit:cover}
+small.source{color:#4a5263}
+ul.links{padding-left:1.2rem}
 """

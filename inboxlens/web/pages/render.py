@@ -87,7 +87,9 @@ def confirm_disconnect(account_id: int, address: str, provider: str, held: dict[
     return (f"<p>Disconnect <strong>{escape(address)}</strong>?</p><ul>"
             f"<li>InboxLens's access is revoked at {escape(provider)} and its stored refresh token deleted;</li>"
             f"<li>what InboxLens learned from this mailbox is deleted: {_held(held)}, with the daily, weekly and "
-            "monthly rollups and the insights built on them.</li></ul><p>This cannot be undone; you can connect "
+            "monthly rollups and the insights built on them;</li><li>the contact profiles this mailbox brought: "
+            "its Google address book, if any, and the public profiles found for it.</li></ul><p>This cannot be "
+            "undone; you can connect "
             "the mailbox again later, and InboxLens will read it afresh.</p>"
             f'<form method="post" action="/accounts/{account_id}/disconnect">{csrf_field(csrf)}'
             '<button type="submit" class="danger">Disconnect and delete</button> <a href="/">Cancel</a></form>')
@@ -110,6 +112,8 @@ def disconnected(address: str, revocation: str, deleted: dict[str, int]) -> str:
     mailbox = "the mailbox and its sync state" if deleted.get("mail accounts") else "no mailbox row (already gone)"
     return (f"<p>{escape(address)} is disconnected. {escape(said)}</p><p>Deleted:</p>"
             f"<ul><li>{mailbox}</li><li>{_held(deleted)}, with their rollups and insights</li>"
+            f"<li>{deleted.get('address books', 0):,} address book(s) and {deleted.get('public profiles', 0):,} "
+            "public profile(s) this mailbox brought</li>"
             "<li>the stored refresh token (in the vault)</li></ul><p><a href=\"/\">Back</a></p>")
 
 
@@ -175,6 +179,8 @@ input{font:inherit;padding:.3rem .4rem;margin-right:.4rem}
 .warn{color:#c92a2a}
 .notice{padding:.8rem;background:#ebfbee;border-left:4px solid #2f9e44}
 code.secret{font-size:1.05rem;word-break:break-all;user-select:all}
+form.stacked label{display:block;margin:.4rem 0}
+ul.reasons{margin:.2rem 0}
 .demo{padding:.5rem 1.5rem;background:#fff3bf;color:#5c3c00;border-bottom:2px solid #f08c00;font-weight:600}
 """
 

@@ -326,16 +326,19 @@ async def disconnect(request: web.Request) -> web.StreamResponse:
 
 @requires_user
 async def settings(request: web.Request) -> web.StreamResponse:
-    return await _settings_page(request)
+    return await settings_page(request)
 
 
-async def _settings_page(request: web.Request, created: tuple[str, str] | None = None,
-                         status: int = 200) -> web.Response:
-    """Only ever called from a handler under @requires_user: request[USER_ID] is set."""
+async def settings_page(request: web.Request, created: tuple[str, str] | None = None,
+                        status: int = 200, notice: str = "") -> web.Response:
+    """Only ever called from a handler under @requires_user: request[USER_ID] is set.
+    API tokens, then contact profiles (``profiles.section``); ``notice``: HTML already escaped."""
+    from inboxlens.web.pages import profiles  # it imports this module's helpers
     session = current_session(request)
+    csrf = session.csrf if session else ""
     listed = await tokens.tokens_of(request.app[DB], request[USER_ID])
-    return html("Settings", pages.settings(listed, session.csrf if session else "", created), status,
-                request=request)
+    section = await profiles.section(request, request[USER_ID], csrf)
+    return html("Settings", notice + pages.settings(listed, csrf, created) + section, status, request=request)
 
 
 @requires_user
@@ -350,7 +353,7 @@ async def create_token(request: web.Request) -> web.StreamResponse:
         return problem(400, f"You already have {tokens.MAX_PER_USER} API tokens.", "Revoke one first.", request)
     info, secret = made
     await accounts.audit(request.app[DB], "api_token_created", user_id, None, token_id=info.id, name=name)
-    return await _settings_page(request, (name, secret), 201)
+    return await settings_page(request, (name, secret), 201)
 
 
 @requires_user
