@@ -246,13 +246,17 @@ async function refreshToolbar() {
 async function photoFor(url) {
   const cfg = await config();
   if (!cfg) return { ok: false, reason: "not configured" };
-  const key = `${cfg.server}|${url}`;
+  const key = `photo|${cfg.server}|${url}`;
   const kept = photos.get(key);
   if (kept) return { ok: true, data: kept };
   if (gate.paused() > 0) return { ok: false, reason: "the server asked to wait" };
-  const answer = await gate.run(() => fetchPhoto(fetch, cfg, url, MAX_PHOTO_BYTES));
-  if (answer.ok) photos.set(key, answer.data);
-  return answer;
+  if (!inflight.has(key)) {
+    inflight.set(key, gate.run(() => fetchPhoto(fetch, cfg, url, MAX_PHOTO_BYTES)).then((answer) => {
+      if (answer.ok) photos.set(key, answer.data);
+      return answer;
+    }).finally(() => inflight.delete(key)));
+  }
+  return inflight.get(key);
 }
 
 /** The cards for a mail page: what its badges and compose lines need, without the profile (the panel's alone). */

@@ -71,8 +71,3 @@ test("only the service worker makes requests; extension pages load images from d
   assert.deepEqual(csp["script-src"], ["'self'"]);
   assert.deepEqual(csp["object-src"], ["'none'"]);
 });
-
-test("profile links open without opener or referrer", () => {
-  const text = readFileSync(new URL("lib/profile-dom.js", ROOT), "utf8");
-  assert.match(text, /rel: "noopener noreferrer"/);
-});
