@@ -114,10 +114,10 @@ class Proxy:
     upstream: str
     url: str = ""
     rewrite: Any = None  # a function of the block, applied to card answers while set
-    seen: list[str] = field(default_factory=list)  # request paths
+    seen: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append(request.path)
+        self.seen.append((request.method, request.path))
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         async with aiohttp.ClientSession() as client, client.request(
                 request.method, self.upstream + request.path_qs, headers=headers, data=await request.read(),
@@ -168,6 +168,13 @@ PROFILE_JS = """(() => {
     markup: section.querySelectorAll('b, script, iframe').length,
   };
 })()"""
+
+
+def photo_gets(worker: Page, since: int = 0) -> list[str]:
+    """The photo URLs the service worker asked for (GETs: the CORS preflights are the browser's)."""
+    return [e["params"]["request"]["url"] for e in worker.cdp.events[since:]
+            if e["method"] == "Network.requestWillBeSent" and e.get("sessionId") == worker.session
+            and e["params"]["request"]["method"] == "GET" and "/api/v1/photos/" in e["params"]["request"]["url"]]
 
 
 async def panel_profile(panel: Page) -> Any:
@@ -246,9 +253,9 @@ async def test_the_side_panel_shows_who_a_correspondent_is(stack: Stack, tmp_pat
             "(i => i && i.complete && i.naturalWidth > 0 && [i.getAttribute('src'), i.alt])"
             "(document.querySelector('#profile-photo img'))"), "Bob's photo")
         assert photo == ["data:image/png;base64," + base64.b64encode(PHOTO).decode(), "Photo of Bob Example"]
-        photo_paths = [p for p in proxy.seen if p.startswith("/api/v1/photos/")]
+        photo_paths = [p for m, p in proxy.seen if m == "GET" and p.startswith("/api/v1/photos/")]
         assert photo_paths == [block["photo"]["url"]], proxy.seen
-        assert [u for u in requested(worker) if "/api/v1/photos/" in u] == [proxy.url + block["photo"]["url"]]
+        assert photo_gets(worker) == [proxy.url + block["photo"]["url"]]
         assert [u for u in requested(panel, panel_start) if not u.startswith((ORIGIN, "data:"))] == [], \
             requested(panel, panel_start)
 
@@ -277,7 +284,7 @@ async def test_the_side_panel_shows_who_a_correspondent_is(stack: Stack, tmp_pat
         answer = await panel.evaluate(f"chrome.runtime.sendMessage({{type: 'photo', url: {json.dumps(elsewhere)}}})")
         assert answer == {"ok": False, "reason": "not a photo of the configured InboxLens server"}, answer
         assert await panel.evaluate("document.querySelector('#profile-photo').hidden") is True
-        assert [u for u in requested(worker, worker_mark) if "/api/v1/photos/" in u] == []
+        assert [u for u in requested(worker, worker_mark) if "/api/v1/photos/" in u] == []  # not even a preflight
 
         # A message of the wrong shape gets a clear error, and nothing breaks.
         bad = await panel.evaluate("chrome.runtime.sendMessage({type: 'photo', url: 'javascript:alert(1)'})")
