@@ -1,11 +1,15 @@
-// The side panel: the whole card of the address last clicked, suggestions in words, and every
-// state the set-up can be in. Data comes from the service worker; all of it is set as text.
+// The side panel: the whole card of the address last clicked (who they are, from the card's
+// profile block, above the numbers), suggestions in words, and every state the set-up can be in.
+// Data comes from the service worker, photos too (as data: URLs); all of it is set as text.
 
 import { el, list, pairs } from "./lib/dom.js";
+import { profileSection, showPhoto } from "./lib/profile-dom.js";
+import { profileBlock } from "./lib/profile.js";
 import { BUCKETS, checkText, duration, messageLink, replyText, suggestions } from "./lib/text.js";
 
 const root = document.getElementById("panel");
 let timer = 0;
+let shown = 0; // which render a photo answer belongs to (a later selection must not get an earlier photo)
 
 function settingsButton(label = "Open settings") {
   const button = el("button", label, { type: "button", id: "open-settings" });
@@ -63,7 +67,23 @@ function render(view) {
     return root.replaceChildren(...nodes);
   }
   if (result.state !== "ok") return GLOBAL.unavailable(view);
-  root.replaceChildren(el("h1", address), ...nodes, ...card(result.card, view));
+  const profile = who(result.profile);
+  root.replaceChildren(el("h1", address), ...nodes, ...(profile ? [profile.section] : []), ...card(result.card, view));
+  if (profile?.photo) askPhoto(profile, shown);
+}
+
+/** The profile section, or null: a block that is missing, odd or cannot be shown leaves the card as it was. */
+function who(raw) {
+  try {
+    return profileSection(profileBlock(raw));
+  } catch {
+    return null;
+  }
+}
+
+async function askPhoto(profile, generation) {
+  const answer = await chrome.runtime.sendMessage({ type: "photo", url: profile.photo.url }).catch(() => null);
+  if (generation === shown && answer && answer.ok === true) showPhoto(profile, answer.data);
 }
 
 function when(iso) {
@@ -128,8 +148,11 @@ function card(c, view) {
 }
 
 async function update() {
-  const view = await chrome.runtime.sendMessage({ type: "panel" });
-  if (view) render(view);
+  const view = await chrome.runtime.sendMessage({ type: "panel" }).catch(() => null);
+  shown += 1;
+  if (view && typeof view === "object" && typeof view.configured === "boolean") render(view);
+  else problem("error", "Something went wrong", "The extension's background worker gave no usable answer; "
+    + "close and reopen the side panel.");
 }
 
 chrome.storage.onChanged.addListener((changes, area) => {

@@ -2,22 +2,34 @@
 // chrome.storage.local), makes every request to the InboxLens server, caches cards for a
 // short TTL, keeps the toolbar badge (owed replies) fresh with the alarms API, opens the side
 // panel, and runs the token hand-off (lib/handoff.js) when the options page asks for it. Content scripts and extension pages talk to it with messages of a fixed shape,
-// checked on arrival (lib/messages.js); anything else is dropped. Nothing is sent anywhere
-// but the server the user configured.
+// checked on arrival (lib/messages.js): another sender is ignored, a wrong shape answered with
+// an error. A card's profile block is checked (lib/profile.js) before anything keeps or shows
+// it, and goes to the side panel only, never into a mail page; its photo is fetched here, with
+// the token, from the configured server only, and handed to the panel as a data: URL
+// (lib/photo.js). Nothing is sent anywhere but the server the user configured.
 
 import {
   CARD_TTL_MS, Gate, ME_TTL_MS, TtlCache, apiUrl, cardPath, classify, isGlobal, nextRefreshMinutes, parseServer,
   pickAccount, toolbarBadge,
 } from "./lib/api.js";
 import { codeFrom, pkce, startUrl, tokenFrom } from "./lib/handoff.js";
-import { check } from "./lib/messages.js";
+import { examine } from "./lib/messages.js";
+import { MAX_PHOTO_BYTES, fetchPhoto } from "./lib/photo.js";
+import { profileBlock } from "./lib/profile.js";
 import { gmailUser } from "./lib/text.js";
 
 const ALARM = "refresh-owed";
 const cards = new TtlCache(CARD_TTL_MS);
+const photos = new TtlCache(CARD_TTL_MS, Date.now, 20); // data: URLs of at most MAX_PHOTO_BYTES each
 const inflight = new Map();
 const gate = new Gate();
 let me = { at: 0, value: null, base: "" };
+
+function forgetCards() {
+  cards.clear();
+  photos.clear();
+  me = { at: 0, value: null, base: "" };
+}
 
 async function config() {
   const { server, token } = await chrome.storage.local.get(["server", "token"]);
@@ -53,8 +65,7 @@ async function get(cfg, path) {
 
 async function note(verdict) {
   if (verdict.state === "unauthorized") {
-    cards.clear();
-    me = { at: 0, value: null, base: "" };
+    forgetCards();
   }
   if (isGlobal(verdict.state)) {
     await setStatus(verdict.state, verdict.retryAfterMs ? { retryAfterMs: verdict.retryAfterMs } : {});
@@ -98,8 +109,9 @@ async function cardFor(cfg, account, address) {
   if (!inflight.has(key)) {
     inflight.set(key, (async () => {
       const { verdict, body } = await get(cfg, cardPath(account.id, address));
-      const result = { state: verdict.state, address, time_zone: account.time_zone,
-                       card: verdict.state === "ok" ? body.card : null };
+      const ok = verdict.state === "ok";
+      const result = { state: verdict.state, address, time_zone: account.time_zone, card: ok ? body.card : null,
+                       profile: ok ? profileBlock(body.profile) : null };
       if (verdict.state === "ok" || verdict.state === "not_found") {
         cards.set(key, result);
         await answered(account);
@@ -160,8 +172,7 @@ async function configure(server, token) {
   const parsed = parseServer(server);
   if (!parsed.ok) return { ok: false, reason: parsed.reason };
   await chrome.storage.local.set({ server: parsed.base, token });
-  cards.clear();
-  me = { at: 0, value: null, base: "" };
+  forgetCards();
   await chrome.storage.session.remove(["status", "failures"]);
   refreshToolbar();
   return { ok: true, server: parsed.base };
@@ -199,8 +210,7 @@ async function handOff(server) {
 
 async function forget() {
   await chrome.storage.local.remove(["server", "token"]);
-  cards.clear();
-  me = { at: 0, value: null, base: "" };
+  forgetCards();
   await setStatus("not_configured");
   await chrome.action.setBadgeText({ text: "" });
   return { ok: true };
@@ -232,10 +242,33 @@ async function refreshToolbar() {
   await chrome.alarms.create(ALARM, { delayInMinutes: nextRefreshMinutes(next) });
 }
 
+/** A profile photo for the side panel, as a data: URL (lib/photo.js says what is refused). */
+async function photoFor(url) {
+  const cfg = await config();
+  if (!cfg) return { ok: false, reason: "not configured" };
+  const key = `photo|${cfg.server}|${url}`;
+  const kept = photos.get(key);
+  if (kept) return { ok: true, data: kept };
+  if (gate.paused() > 0) return { ok: false, reason: "the server asked to wait" };
+  if (!inflight.has(key)) {
+    inflight.set(key, gate.run(() => fetchPhoto(fetch, cfg, url, MAX_PHOTO_BYTES)).then((answer) => {
+      if (answer.ok) photos.set(key, answer.data);
+      return answer;
+    }).finally(() => inflight.delete(key)));
+  }
+  return inflight.get(key);
+}
+
+/** The cards for a mail page: what its badges and compose lines need, without the profile (the panel's alone). */
+async function forPage(addresses, account) {
+  const results = await lookUp(addresses, account);
+  return Object.fromEntries(Object.entries(results).map(([a, { profile, ...rest }]) => [a, rest]));
+}
+
 // ---- messages ----
 
 const HANDLERS = {
-  cards: (m) => lookUp(m.addresses, m.account),
+  cards: (m) => forPage(m.addresses, m.account),
   open: async (m, sender) => {
     await chrome.storage.session.set({ selection: { address: m.address, account: m.account,
                                                     site: siteOf(sender.url), gmailUser: gmailUser(sender.url),
@@ -248,6 +281,7 @@ const HANDLERS = {
   panel: () => panelView(),
   forget: () => forget(),
   refresh: async () => { await refreshToolbar(); return { ok: true }; },
+  photo: (m) => photoFor(m.url),
 };
 
 function siteOf(url) {
@@ -255,8 +289,12 @@ function siteOf(url) {
 }
 
 chrome.runtime.onMessage.addListener((message, sender, reply) => {
-  const checked = check(message, sender, chrome.runtime.id);
-  if (checked === null) return false; // dropped: not ours, not from a mail page, or the wrong shape
+  const checked = examine(message, sender, chrome.runtime.id);
+  if (checked === null) return false; // dropped: not this extension, or not from a mail page or its own page
+  if (checked.error) {
+    reply({ state: "error", error: "bad_message", reason: checked.error });
+    return false;
+  }
   if (checked.message.type === "open") {
     // Called at once, while the click's user gesture still counts.
     chrome.sidePanel.open({ tabId: sender.tab.id }).catch(() => {});

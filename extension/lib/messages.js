@@ -1,8 +1,11 @@
 // Every message that reaches the service worker is checked here first (the vault's frame
 // rule, in the browser): who sent it, from which page, and an exact shape. Anything else is
-// dropped. Pure functions over plain data: `sender` is chrome.runtime.MessageSender.
+// dropped; a message from this extension's own pages or content scripts that has the wrong
+// shape is answered with a clear error instead (`examine`), so a caller is not left waiting.
+// Pure functions over plain data: `sender` is chrome.runtime.MessageSender.
 
 import { isAddress } from "./addresses.js";
+import { PHOTO_PATH } from "./profile.js";
 
 export const MAIL_ORIGINS = Object.freeze([
   "https://mail.google.com", "https://outlook.office.com", "https://outlook.live.com",
@@ -20,6 +23,7 @@ const SHAPES = {
   panel: {},
   forget: {},
   refresh: {},
+  photo: { url: "photo" }, // the side panel asks for a profile photo (lib/photo.js refuses other servers)
 };
 const FROM_CONTENT = new Set(["cards", "open"]);
 const FIELD_CHECKS = {
@@ -28,6 +32,7 @@ const FIELD_CHECKS = {
   hint: (v) => v === null || (typeof v === "string" && v.length <= 320),
   text: (v) => typeof v === "string" && v.length > 0 && v.length <= 2048,
   token: (v) => typeof v === "string" && /^[A-Za-z0-9_-]{8,200}$/.test(v),
+  photo: (v) => typeof v === "string" && v.length <= 2048 && (PHOTO_PATH.test(v) || /^https?:\/\/[^\s]+$/i.test(v)),
 };
 
 export function originOf(url) {
@@ -47,19 +52,31 @@ export function senderKind(sender, extensionId) {
   return null;
 }
 
-function shapeOk(message) {
-  if (!message || typeof message !== "object" || Array.isArray(message)) return false;
-  const shape = SHAPES[message.type];
-  if (!shape) return false;
+/** Why a message does not have its type's exact shape, or "" when it does. */
+export function shapeError(message) {
+  if (!message || typeof message !== "object" || Array.isArray(message)) return "a message must be an object";
+  const shape = Object.hasOwn(SHAPES, message.type) ? SHAPES[message.type] : null;
+  if (!shape) return "unknown message type";
   const keys = Object.keys(message).filter((k) => k !== "type");
-  if (keys.length !== Object.keys(shape).length) return false;
-  return keys.every((k) => k in shape && FIELD_CHECKS[shape[k]](message[k]));
+  const extra = keys.find((k) => !Object.hasOwn(shape, k));
+  if (extra !== undefined) return `${message.type}: unexpected field`;
+  const wrong = Object.keys(shape).find((k) => !keys.includes(k) || !FIELD_CHECKS[shape[k]](message[k]));
+  return wrong === undefined ? "" : `${message.type}: missing or malformed field "${wrong}"`;
+}
+
+/** null to drop (not this extension, or not from a page that may talk to it); {kind, error} for a message
+ *  of ours with the wrong shape or from the wrong kind of page (answered, not acted on); else {kind, message}. */
+export function examine(message, sender, extensionId) {
+  const kind = senderKind(sender, extensionId);
+  if (kind === null) return null;
+  const error = shapeError(message);
+  if (error) return { kind, error };
+  if (FROM_CONTENT.has(message.type) !== (kind === "content")) return { kind, error: `${message.type}: not from this page` };
+  return { kind, message };
 }
 
 /** The checked message with its sender's kind, or null to drop it. */
 export function check(message, sender, extensionId) {
-  const kind = senderKind(sender, extensionId);
-  if (kind === null || !shapeOk(message)) return null;
-  if (FROM_CONTENT.has(message.type) !== (kind === "content")) return null;
-  return { kind, message };
+  const examined = examine(message, sender, extensionId);
+  return examined && examined.message ? examined : null;
 }

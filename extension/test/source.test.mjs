@@ -56,3 +56,18 @@ test("the manifest asks for the least, and its key gives the documented id", () 
     .map((c) => String.fromCharCode(97 + parseInt(c, 16))).join("");
   assert.equal(id, "kedfbmhakcljommjfnkjpndeifbjneie");
 });
+
+test("only the service worker makes requests; extension pages load images from data: URLs only", () => {
+  for (const [name, text] of sources()) {
+    if (name === "sw.js") continue;
+    for (const bad of [/\bfetch\(/, /XMLHttpRequest/, /WebSocket/, /sendBeacon/, /new Image\(/]) {
+      assert.ok(!bad.test(text), `${name} matches ${bad}`);
+    }
+  }
+  const manifest = JSON.parse(readFileSync(new URL("manifest.json", ROOT), "utf8"));
+  const csp = Object.fromEntries(manifest.content_security_policy.extension_pages.split(";")
+    .map((d) => d.trim().split(/\s+/)).map(([k, ...v]) => [k, v]));
+  assert.deepEqual(csp["img-src"], ["'self'", "data:"], "a profile photo arrives as data:, nothing remote");
+  assert.deepEqual(csp["script-src"], ["'self'"]);
+  assert.deepEqual(csp["object-src"], ["'none'"]);
+});
