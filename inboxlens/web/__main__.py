@@ -126,7 +126,6 @@ async def _app(config: Config, pool: asyncpg.Pool) -> web.Application:
     app[API_LIMITER] = RateLimiter(config.web.api_requests_per_minute, config.web.api_burst)
     app[ANONYMOUS_LIMITER] = RateLimiter(config.web.anonymous_requests_per_minute, config.web.anonymous_burst)
     app[TRUSTED_PROXIES] = frozenset(filter(None, map(normal, config.web.trusted_proxies)))
-    app[PROFILES] = config.profiles
     app[PROFILE_CACHE] = ProfileCache(PhotoIds(app[SESSIONS].key), public_sources(config.profiles))
     return app
 
