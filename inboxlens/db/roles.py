@@ -57,6 +57,7 @@ TABLES: dict[str, Access] = {
     "api_tokens": Access(web="SELECT, INSERT, UPDATE (last_used_at), DELETE", harvest=""),
     "extension_handoffs": Access(web="SELECT, INSERT, DELETE", harvest=""),  # web/handoff.py's one-time codes
     "connect_pending": Access(web="SELECT, INSERT, UPDATE (created_at), DELETE", harvest=""),  # set, not yet committed
+    "book_pending": Access(web="SELECT, INSERT, UPDATE (created_at), DELETE", harvest=""),  # the same, for books
     # Web may rewrite a detail (a disconnected mailbox's address becomes a keyed hash), never delete.
     "audit_events": Access(web="SELECT, INSERT, UPDATE (detail)", harvest=""),
     "schema_migrations": Access(web="", harvest=""),  # the migrations' owner only

@@ -45,7 +45,7 @@ from inboxlens.metrics.store import MetricsStore
 from inboxlens.profiles.read import PhotoIds, ProfileCache
 from inboxlens.service_errors import MetricsUnavailable
 from inboxlens.vault.client import VaultClient
-from inboxlens.web import accounts, demo, exporter
+from inboxlens.web import accounts, books, demo, exporter
 from inboxlens.web.app import make_app
 from inboxlens.web.limits import normal
 from inboxlens.web.oauth import Providers
@@ -192,11 +192,14 @@ async def _open_metrics(config: Config, pool: asyncpg.Pool) -> MetricsStore:
 
 
 async def _forget_orphans(pool: asyncpg.Pool, vault: VaultClient) -> None:
-    """Tokens left in the vault by a connect that died before its account was saved: forgotten."""
+    """Tokens left in the vault by a connect that died before its account was saved, and
+    passwords by an address book's add that died before the book was saved: forgotten."""
     while True:
         try:
             for account_id in await accounts.forget_orphans(pool, vault):
                 log.warning("forgot the token of account %d: its connect never finished", account_id)
+            for book_id in await accounts.forget_orphans(pool, vault, kind=books.PENDING):
+                log.warning("forgot the password of address book %d: adding it never finished", book_id)
         except Exception as e:  # whatever it was, the next sweep tries again: the chore must not end
             log.warning("orphaned token sweep failed (%s); trying again", type(e).__name__)
         await asyncio.sleep(ORPHAN_SWEEP_SECONDS)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Callable
 
 import asyncpg
 
@@ -166,47 +167,63 @@ async def disconnect(pool: asyncpg.Pool, vault: VaultClient, metrics: MetricsSto
 # (web's vault calls time out after seconds), unlocked, whose account does not exist is a token
 # nobody can see: the sweep has the vault forget it. Not revoke it: at some providers (Google)
 # revoking one refresh token ends the whole grant, the one a retried connect may just have got.
+# Adding a CardDAV book does the same with its password (``books.PENDING``).
 ORPHAN_AFTER = timedelta(seconds=30)
 MARK_WAIT = 5.0  # seconds for the mark's own connection (the connect's transaction holds another)
 
 
+@dataclass(frozen=True)
+class Pending:
+    """Where marks of one kind live: the table, its id column, the table the id's row commits
+    to, and the vault key the id's secret is stored under. Names are ours, never a caller's."""
+    table: str
+    column: str
+    owner: str
+    vault_key: Callable[[int], str]
+
+
+CONNECTS = Pending("connect_pending", "account_id", "mail_accounts", str)
+
+
 async def mark_pending(pool: asyncpg.Pool, conn: asyncpg.Connection, account_id: int,
-                       wait: float = MARK_WAIT) -> None:
+                       wait: float = MARK_WAIT, kind: Pending = CONNECTS) -> None:
     """Mark on a second connection, waited for at most ``wait`` seconds (TimeoutError: a pool
     full of connects, each holding one connection, fails fast instead of waiting on itself);
     then lock the mark in the connect's transaction ``conn``, so no sweep judges it meanwhile."""
     async with pool.acquire(timeout=wait) as own:
-        await own.execute("INSERT INTO connect_pending (account_id) VALUES ($1) ON CONFLICT (account_id) "
+        await own.execute(f"INSERT INTO {kind.table} ({kind.column}) VALUES ($1) ON CONFLICT ({kind.column}) "
                           "DO UPDATE SET created_at = now()", account_id)
-    await conn.execute("SELECT 1 FROM connect_pending WHERE account_id = $1 FOR UPDATE", account_id)
+    await conn.execute(f"SELECT 1 FROM {kind.table} WHERE {kind.column} = $1 FOR UPDATE", account_id)
 
 
-async def settle_pending(pool: asyncpg.Pool, account_id: int) -> None:
+async def settle_pending(pool: asyncpg.Pool, account_id: int, kind: Pending = CONNECTS) -> None:
     """Unmark after the commit; if that fails, the sweep unmarks it (its account exists)."""
     try:
-        await pool.execute("DELETE FROM connect_pending WHERE account_id = $1", account_id)
+        await pool.execute(f"DELETE FROM {kind.table} WHERE {kind.column} = $1", account_id)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         pass
 
 
-async def forget_orphans(pool: asyncpg.Pool, vault: VaultClient, older: timedelta = ORPHAN_AFTER) -> list[int]:
-    """Tokens stored for accounts whose connect never committed: forgotten in the vault, then
-    unmarked; marks whose account exists are just unmarked; a mark a connect still holds locked
-    is skipped. Returns the account ids forgotten. A vault that cannot be reached leaves the
-    mark for the next sweep."""
+async def forget_orphans(pool: asyncpg.Pool, vault: VaultClient, older: timedelta = ORPHAN_AFTER,
+                         kind: Pending = CONNECTS) -> list[int]:
+    """Tokens stored for accounts whose connect never committed (with ``books.PENDING``: passwords for
+    books whose add never committed): forgotten in the vault, then unmarked; marks whose row
+    exists are just unmarked; a mark a connect still holds locked is skipped. Returns the ids
+    forgotten. A vault that cannot be reached leaves the mark for the next sweep."""
     forgotten = []
-    for account_id in await pool.fetch("SELECT account_id FROM connect_pending WHERE created_at < now() - "
-                                       "$1::interval ORDER BY account_id LIMIT 100", older):
+    table, column = kind.table, kind.column
+    for marked in await pool.fetch(f"SELECT {column} FROM {table} WHERE created_at < now() - "
+                                   f"$1::interval ORDER BY {column} LIMIT 100", older):
         async with pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "SELECT p.account_id, EXISTS (SELECT 1 FROM mail_accounts a WHERE a.id = p.account_id) AS kept "
-                "FROM connect_pending p WHERE p.account_id = $1 AND p.created_at < now() - $2::interval "
-                "FOR UPDATE OF p SKIP LOCKED", account_id["account_id"], older)
+                f"SELECT p.{column} AS id, EXISTS (SELECT 1 FROM {kind.owner} o WHERE o.id = p.{column}) AS kept "
+                f"FROM {table} p WHERE p.{column} = $1 AND p.created_at < now() - $2::interval "
+                "FOR UPDATE OF p SKIP LOCKED", marked[column], older)
             if row is None:
                 continue  # a connect holds it, or it was re-marked or settled meanwhile
-            if not row["kept"] and (await vault.forget(str(row["account_id"]), revoke=False)).get("forgotten"):
-                forgotten.append(int(row["account_id"]))
-            await conn.execute("DELETE FROM connect_pending WHERE account_id = $1", row["account_id"])
+            if not row["kept"] and (await vault.forget(kind.vault_key(row["id"]), revoke=False)).get("forgotten"):
+                forgotten.append(int(row["id"]))
+            await conn.execute(f"DELETE FROM {table} WHERE {column} = $1", row["id"])
     return forgotten
 
 

@@ -5,7 +5,9 @@ A CardDAV book's app password goes to the vault, sealed here with the vault's pu
 exactly like a refresh token, under the key ``book:<id>`` with provider ``carddav``; it is
 never stored, logged or shown here. The order of the two stores is what keeps nothing
 half-done: the book's rows are inserted in a transaction, the vault stores the secret, then
-the transaction commits; a failed commit has the vault forget the secret again. Removing
+the transaction commits; a failed commit has the vault forget the secret again, and a web
+that dies in between leaves a mark (``book_pending``) that web's sweep finds: the vault
+forgets a password whose book never committed (``accounts.forget_orphans``). Removing
 goes the other way round: the vault forgets first (a book left without its password shows
 an error and can be removed again; a password left without its book could not be found).
 Every change to what a card shows bumps the user's profile version in its transaction.
@@ -23,7 +25,8 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from inboxlens.errors import InboxLensError, VaultError
-from inboxlens.profiles import rows
+from inboxlens.profiles import egress, rows
+from inboxlens.web import accounts
 from inboxlens.vault.client import VaultClient
 
 log = logging.getLogger("inboxlens.web")
@@ -32,6 +35,7 @@ MAX_LABEL = 100
 MAX_URL = 2048
 MAX_USERNAME = 256
 MAX_PASSWORD = 256
+REACH_SECONDS = 5.0  # how long adding a book waits for its server's name to resolve
 
 
 class BookRefused(InboxLensError):
@@ -40,6 +44,9 @@ class BookRefused(InboxLensError):
 
 def secret_id(book_id: int) -> str:
     return f"book:{book_id}"
+
+
+PENDING = accounts.Pending("book_pending", "book_id", "address_books", secret_id)  # a book's password being stored
 
 
 def clean_text(value: str, limit: int) -> str | None:
@@ -54,7 +61,8 @@ def url_problem(url: str, allow_private: bool) -> str | None:
     """What is wrong with an address book's URL, for its owner; None when its shape is fine.
 
     Web never fetches it: harvest connects through the egress guard, which checks the address
-    a name resolves to at connect time. Here only the URL's text is judged."""
+    a name resolves to at connect time. Here only the URL's text is judged; ``reach_problem``
+    then looks at what its name resolves to now."""
     if not 0 < len(url) <= MAX_URL or any(c.isspace() or not c.isprintable() for c in url):
         return f"The address book's URL must be 1 to {MAX_URL} characters, without spaces."
     try:
@@ -75,6 +83,25 @@ def url_problem(url: str, allow_private: bool) -> str | None:
     if local and not allow_private:
         return "InboxLens does not connect to local or private network addresses (the administrator can allow them)."
     return None
+
+
+async def reach_problem(url: str, allow_private: bool, resolver: Any = None) -> str | None:
+    """After ``url_problem``: a message when the URL's server name does not resolve now, or
+    resolves only to addresses InboxLens may not reach; None when it may be tried.
+
+    A hint at add time, so a typo or an internal name is told at once rather than at the first
+    sync; harvest's connect-time guard is the check that holds (a name may resolve elsewhere
+    later). One message for both cases, as the guard has: the answer must not tell the user
+    which internal names exist. ``resolver``: what names resolve with (tests give a lying one)."""
+    try:
+        reachable = await asyncio.wait_for(egress.check_url(url, allow_private=allow_private, resolver=resolver),
+                                           REACH_SECONDS)
+    except TimeoutError:
+        reachable = False
+    if reachable:
+        return None
+    return (f"InboxLens cannot reach {egress.origin(url)}: its name does not resolve from here, or only to a local "
+            "or private network address (the administrator can allow those). Check the URL.")
 
 
 def _local(host: str) -> str | None:
@@ -112,12 +139,14 @@ async def add_carddav(pool: asyncpg.Pool, vault: VaultClient, user_id: int, *, l
                 "RETURNING id", user_id, label, url, username))
             await conn.execute("INSERT INTO address_book_sync (book_id, next_run_at) VALUES ($1, now())", book_id)
             key = await vault.public_key()  # fetched each time: a rotated key is picked up at once
+            await accounts.mark_pending(pool, conn, book_id, kind=PENDING)  # a death after the set: swept
             await vault.set(secret_id(book_id), PROVIDER, key.seal(secret_id(book_id), PROVIDER, password))
             stored = secret_id(book_id)
     except BaseException:
         if stored is not None:  # the vault has it, the book did not commit: take it back
             await asyncio.shield(_forget_quietly(vault, stored))
         raise
+    await accounts.settle_pending(pool, book_id, kind=PENDING)
     log.info("address book %d added (carddav)", book_id)
     return book_id
 

@@ -8,23 +8,27 @@ URL path and correspondent's address used here is looked for in the web's log.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
+import socket
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from inboxlens.db.migrate import migrate
 from inboxlens.errors import VaultError
 from inboxlens.profiles import rows
 from inboxlens.profiles.vcard import Link, Photo, Profile
 from inboxlens.vault.client import VaultClient
-from inboxlens.web import books
+from inboxlens.web import accounts, books
 from tests.support.oauth_provider import OAuthProvider
 from tests.support.vaultproc import make_vault
 from tests.support.webproc import make_web
@@ -43,13 +47,25 @@ LABEL = "Shelf " + secrets.token_hex(3)  # the CardDAV book's name: not a word a
 @pytest.fixture
 async def stack(tmp_path: Path, pg_db: str) -> AsyncIterator[Stack]:
     """conftest's stack, with a [profiles] section: 3 books a user, loopback allowed (as for a test Radicale)."""
+    async for running in profiles_stack(tmp_path, pg_db, allow_private=True):
+        yield running
+
+
+@pytest.fixture
+async def guarded_stack(tmp_path: Path, pg_db: str) -> AsyncIterator[Stack]:
+    """The same with the default guard: private and loopback addresses refused."""
+    async for running in profiles_stack(tmp_path, pg_db, allow_private=False):
+        yield running
+
+
+async def profiles_stack(tmp_path: Path, pg_db: str, *, allow_private: bool) -> AsyncIterator[Stack]:
     oauth = OAuthProvider(clients={"inboxlens-test": ["web-client-secret-7c1e"]})
     await oauth.start()
     await migrate(pg_db)
     vault = make_vault(tmp_path, providers=providers(oauth))
     await vault.start()
     web = make_web(tmp_path, vault.state_dir, vault.runtime_dir, pg_db, providers(oauth))
-    web.slice["config"]["profiles"] = {"max_books_per_user": LIMIT, "allow_private_addresses": True}
+    web.slice["config"]["profiles"] = {"max_books_per_user": LIMIT, "allow_private_addresses": allow_private}
     await web.start()
     assert web.process is not None
     await vault.register(web.process.pid, "web")
@@ -149,6 +165,51 @@ async def test_a_bad_book_is_refused_with_a_clear_message_and_nothing_added(stac
     assert response.status == 400 and says in text and "Nothing was added" in text
     assert await fetch(stack, "SELECT id FROM address_books") == []
     clean_log(stack)
+
+
+async def test_a_server_whose_name_does_not_resolve_is_refused_at_add_time(guarded_stack: Stack):
+    """The wiring, end to end (.invalid never resolves, RFC 6761); a name that resolves only to
+    private addresses gets the same answer: see the next test, with a resolver that says so."""
+    async with guarded_stack.browser() as browser:
+        await connect(guarded_stack, browser, ALICE)
+        response = await add(browser, url="https://dav.invalid/book/")
+        text = await page(response)
+    assert response.status == 400 and "cannot reach" in text and "Nothing was added" in text
+    assert "/book/" not in text  # the origin only: a path may hold an address
+    assert await fetch(guarded_stack, "SELECT id FROM address_books") == []
+    clean_log(guarded_stack)
+
+
+class Resolver(AbstractResolver):
+    """Answers every name with ``addresses`` (none: does not resolve), after ``delay`` seconds."""
+
+    def __init__(self, *addresses: str, delay: float = 0.0) -> None:
+        self.addresses, self.delay = addresses, delay
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[ResolveResult]:
+        await asyncio.sleep(self.delay)
+        if not self.addresses:
+            raise OSError(-2, "Name or service not known")
+        return [{"hostname": host, "host": a, "port": port, "family": socket.AF_INET, "proto": 0, "flags": 0}
+                for a in self.addresses]
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_reach_problem_judges_what_the_name_resolves_to_now(monkeypatch: pytest.MonkeyPatch):
+    url = "https://dav.example.test/alice/book/"
+    assert await books.reach_problem(url, False, Resolver("93.184.215.14")) is None
+    assert await books.reach_problem(url, False, Resolver("10.0.0.1", "93.184.215.14")) is None  # one usable
+    refused = await books.reach_problem(url, False, Resolver("10.0.0.1", "169.254.169.254"))
+    unresolved = await books.reach_problem(url, False, Resolver())
+    assert refused == unresolved  # one message: no telling which internal names exist
+    assert refused is not None and "https://dav.example.test:443" in refused and "/alice/" not in refused
+    assert await books.reach_problem(url, True, Resolver()) is None  # allowed: harvest's guard decides
+    assert await books.reach_problem("https://10.1.2.3/b/", False, Resolver("93.184.215.14")) is not None
+    monkeypatch.setattr(books, "REACH_SECONDS", 0.05)
+    assert await books.reach_problem(url, False, Resolver("93.184.215.14", delay=5)) is not None  # bounded
 
 
 async def test_plain_http_to_this_machine_only_when_private_addresses_are_allowed():
@@ -252,6 +313,74 @@ async def alice_with_book(stack: Stack, browser: aiohttp.ClientSession) -> tuple
         (FRIEND,), name="Bob Friend", organization="Friends Inc", title="Pal", photo=Photo("image/png", PNG),
         links=(Link("url", "https://bob.example.test/", "home"),))})
     return account, row["user_id"], row["id"], token
+
+
+class DiesAfterSet:
+    """A vault client whose ``set`` stores, then "web dies": the add's own clean-up never runs."""
+
+    def __init__(self, vault: VaultClient) -> None:
+        self.vault = vault
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.vault, name)
+
+    async def set(self, *args: Any) -> Any:
+        await self.vault.set(*args)
+        raise SystemExit("web died")  # not an Exception: nothing in add_carddav may catch it
+
+
+async def test_a_password_left_by_an_add_that_died_mid_way_is_forgotten_by_the_sweep(stack: Stack):
+    async with stack.browser() as browser:
+        await connect(stack, browser, ALICE)
+    user = (await fetch(stack, "SELECT id FROM users"))[0]["id"]
+    vault = await as_web(stack)
+    pool = await asyncpg.create_pool(stack.dsn, min_size=1, max_size=3)
+    try:
+        kept = await books.add_carddav(pool, vault, user, label="Kept", url="https://dav.example.test/b/",
+                                       username="u", password=PASSWORD, limit=LIMIT)
+        assert await pool.fetchval("SELECT count(*) FROM book_pending") == 0  # a finished add leaves no mark
+        with pytest.raises(SystemExit):
+            await books.add_carddav(pool, DiesAfterSet(vault), user, label="Lost",  # type: ignore[arg-type]
+                                    url="https://dav.example.test/c/", username="u", password=PASSWORD, limit=LIMIT)
+        lost = await pool.fetchval("SELECT book_id FROM book_pending")
+        assert lost == kept + 1 and await vault.token_state(books.secret_id(lost)) == "ok"  # the orphan
+        assert [r["label"] for r in await pool.fetch("SELECT label FROM address_books")] == ["Kept"]
+        # A mark whose book did commit (its unmarking failed) is only unmarked: the password stays.
+        await pool.execute("INSERT INTO book_pending (book_id) VALUES ($1)", kept)
+
+        assert await accounts.forget_orphans(pool, vault, older=timedelta(0), kind=books.PENDING) == [lost]
+
+        assert await vault.token_state(books.secret_id(lost)) == "missing"
+        assert await vault.token_state(books.secret_id(kept)) == "ok"
+        assert await vault.token_state(str(await account_id(stack, ALICE))) == "ok"  # another kind's entry: untouched
+        assert await pool.fetchval("SELECT count(*) FROM book_pending") == 0
+    finally:
+        await pool.close()
+        await vault.close()
+
+
+async def test_the_running_web_sweeps_book_passwords_whose_add_never_committed(stack: Stack):
+    """The wiring: web's chore (every 10 s, marks older than 30 s) forgets such a password."""
+    vault = await as_web(stack)
+    db = await stack.db()
+    try:
+        orphan = 1_000_000 + secrets.randbelow(1000)  # no book has this id
+        key = await vault.public_key()
+        await vault.set(books.secret_id(orphan), books.PROVIDER, key.seal(books.secret_id(orphan), books.PROVIDER,
+                                                                          PASSWORD))
+        await db.execute("INSERT INTO book_pending (book_id, created_at) VALUES ($1, now() - interval '1 minute')",
+                         orphan)
+        for _ in range(100):  # up to 20 s: two sweeps and then some
+            if await vault.token_state(books.secret_id(orphan)) == "missing":
+                break
+            await asyncio.sleep(0.2)
+        assert await vault.token_state(books.secret_id(orphan)) == "missing"
+        assert await db.fetchval("SELECT count(*) FROM book_pending") == 0
+        assert "forgot the password of address book" in stack.web.log()
+        clean_log(stack)
+    finally:
+        await db.close()
+        await vault.close()
 
 
 async def test_the_card_and_the_dashboard_show_the_profile_with_its_sources(stack: Stack):

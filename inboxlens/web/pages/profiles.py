@@ -52,7 +52,8 @@ async def add_book(request: web.Request) -> web.StreamResponse:
     url = str(form.get("url", "")).strip()
     username = books.clean_text(str(form.get("username", "")), books.MAX_USERNAME)
     password = str(form.get("password", ""))
-    wrong = _wrong(label, url, username, password, config.allow_private_addresses)
+    wrong = _wrong(label, url, username, password, config.allow_private_addresses) or \
+        await books.reach_problem(url, config.allow_private_addresses)
     if wrong:
         return problem(400, wrong + " Nothing was added.", "Go back and correct it.", request)
     try:
