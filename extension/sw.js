@@ -9,8 +9,8 @@
 // (lib/photo.js). Nothing is sent anywhere but the server the user configured.
 
 import {
-  CARD_TTL_MS, Gate, ME_TTL_MS, TtlCache, apiUrl, cardPath, classify, isGlobal, nextRefreshMinutes, parseServer,
-  pickAccount, toolbarBadge,
+  API_TIMEOUT_MS, CARD_TTL_MS, Gate, ME_TTL_MS, TtlCache, apiGet, apiUrl, cardPath, isGlobal, nextRefreshMinutes,
+  parseServer, pickAccount, toolbarBadge,
 } from "./lib/api.js";
 import { codeFrom, pkce, startUrl, tokenFrom } from "./lib/handoff.js";
 import { examine } from "./lib/messages.js";
@@ -42,24 +42,14 @@ async function setStatus(state, extra = {}) {
   await chrome.storage.session.set({ status: { state, extra, at: Date.now() } });
 }
 
-/** One GET to the API: the verdict (lib/api.js classify) and the JSON body. Never logs the token. */
+/** One GET to the API, one of MAX_IN_FLIGHT at a time: lib/api.js apiGet (bounded in time). */
 async function get(cfg, path) {
   const paused = gate.paused();
   if (paused > 0) return { verdict: { state: "rate_limited", retryAfterMs: paused }, body: null };
   return gate.run(async () => {
-    let response;
-    try {
-      response = await fetch(apiUrl(cfg.server, path), {
-        headers: { Authorization: `Bearer ${cfg.token}`, Accept: "application/json" },
-        credentials: "omit", cache: "no-store", redirect: "error",
-      });
-    } catch {
-      return { verdict: { state: "unreachable" }, body: null };
-    }
-    const body = await response.json().catch(() => null);
-    const verdict = classify(response.status, body, response.headers.get("Retry-After"));
-    if (verdict.state === "rate_limited") gate.pause(verdict.retryAfterMs);
-    return { verdict, body };
+    const answer = await apiGet(fetch, cfg, path);
+    if (answer.verdict.state === "rate_limited") gate.pause(answer.verdict.retryAfterMs);
+    return answer;
   });
 }
 
@@ -199,7 +189,7 @@ async function handOff(server) {
     response = await fetch(apiUrl(parsed.base, "/extension/token"), {
       method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
       body: JSON.stringify({ code: got.code, verifier: flow.verifier }),
-      credentials: "omit", cache: "no-store", redirect: "error",
+      credentials: "omit", cache: "no-store", redirect: "error", signal: AbortSignal.timeout(API_TIMEOUT_MS),
     });
   } catch {
     return { ok: false, reason: `InboxLens cannot reach ${parsed.origin}: is web.cors_origins set on the server?` };
@@ -222,10 +212,10 @@ async function owedTotal(cfg) {
   const answer = await whoAmI(cfg, true);
   if (answer.verdict.state !== "ok") return { state: answer.verdict.state };
   let total = 0;
-  for (const account of answer.body.accounts) {
+  for (const account of Array.isArray(answer.body.accounts) ? answer.body.accounts : []) {
     const { verdict, body } = await get(cfg, `/accounts/${account.id}/owed?limit=1`);
     if (verdict.state !== "ok") return { state: verdict.state };
-    total += body.total;
+    if (Number.isSafeInteger(body.total) && body.total > 0) total += body.total;
   }
   return { state: "ok", total };
 }

@@ -1,13 +1,15 @@
 // The service worker's view of the InboxLens REST API, as pure functions over plain data:
 // which server URLs are acceptable, what an answer means for the extension (its "state"),
 // how long to wait after a 429 or a failure, and a card cache with a short TTL.
-// Nothing here touches chrome.* or the network, so `node --test` covers it all.
+// Nothing here touches chrome.*, and the one function that makes a request (apiGet) is handed
+// its fetch, so `node --test` covers it all (apiGet against a real local server).
 
 export const CARD_TTL_MS = 5 * 60 * 1000; // a card is re-fetched at most once per 5 minutes
 export const ME_TTL_MS = 60 * 1000;
 export const MAX_IN_FLIGHT = 4; // far under the server's burst (web.api_burst, 60 by default)
 export const REFRESH_MINUTES = 15;
 export const MAX_REFRESH_MINUTES = 240;
+export const API_TIMEOUT_MS = 15_000; // one API request, answer and body together (the server answers in ms)
 const LOOPBACK = new Set(["localhost", "127.0.0.1", "[::1]"]);
 
 /** The server's base URL from what the user typed, or why it is refused.
@@ -143,4 +145,30 @@ export class Gate {
       this.waiting.shift()?.();
     }
   }
+}
+
+const UNREACHABLE = Object.freeze({ verdict: { state: "unreachable" }, body: null });
+
+/** One GET to the API with the token: {verdict, body}. Bounded: a server that does not answer,
+ *  or stalls in the middle of its body, is "unreachable" after `timeoutMs` (the Gate's slot
+ *  is not held for ever). A 2xx whose body is not a JSON object is "unavailable": the caller
+ *  can rely on an "ok" body being an object. Never logs the token. */
+export async function apiGet(fetchFn, cfg, path, timeoutMs = API_TIMEOUT_MS) {
+  const signal = AbortSignal.timeout(timeoutMs);
+  let response;
+  try {
+    response = await fetchFn(apiUrl(cfg.server, path), {
+      headers: { Authorization: `Bearer ${cfg.token}`, Accept: "application/json" },
+      credentials: "omit", cache: "no-store", redirect: "error", signal,
+    });
+  } catch {
+    return UNREACHABLE;
+  }
+  const body = await response.json().catch(() => null);
+  if (signal.aborted) return UNREACHABLE;
+  const verdict = classify(response.status, body, response.headers.get("Retry-After"));
+  if (verdict.state === "ok" && (body === null || typeof body !== "object" || Array.isArray(body))) {
+    return { verdict: { state: "unavailable" }, body: null };
+  }
+  return { verdict, body };
 }
