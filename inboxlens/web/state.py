@@ -16,6 +16,14 @@ from inboxlens.web.api.ratelimit import RateLimiter
 from inboxlens.web.sessions import Session, SessionStore
 from inboxlens.web.tokens import VerifiedTokens
 
+# What asyncpg raises while PostgreSQL is down, restarting, shutting down or cancelling: the
+# request gets a 503 "try again shortly", not a 500 (app.headers, api.errors.errors). A timeout
+# (the pool had no connection to give in time) is an OSError too.
+DATABASE_DOWN: tuple[type[BaseException], ...] = (OSError, asyncpg.PostgresConnectionError,
+                                                  asyncpg.exceptions.OperatorInterventionError,
+                                                  asyncpg.InterfaceError)
+RETRY_AFTER = "5"  # seconds: about what a supervised PostgreSQL takes to come back
+
 VAULT = web.AppKey("vault", VaultClient)
 DB = web.AppKey("db", asyncpg.Pool)
 SESSIONS = web.AppKey("sessions", SessionStore)

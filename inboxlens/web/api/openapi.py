@@ -119,7 +119,8 @@ RESPONSES: dict[str, Schema] = {
         ("NotFound", "not_found: no such account of yours (another user's looks the same), or no such thing"),
         ("Conflict", "needs_reconnect: the mailbox must be reconnected first"),
         ("ServerError", "internal_error: the server failed; no details"),
-        ("Unavailable", "metrics_unavailable or vault_unavailable: a backend did not answer; try again"),
+        ("Unavailable", "database_unavailable, metrics_unavailable or vault_unavailable: a backend did not answer; "
+                         "try again (database_unavailable comes with Retry-After)"),
     ]
 }
 RESPONSES["RateLimited"] = {
