@@ -81,7 +81,10 @@ class GuardedResolver(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
                       ) -> list[ResolveResult]:
-        answers = await self.inner.resolve(host, port, family)
+        try:
+            answers = await self.inner.resolve(host, port, family)
+        except ValueError:  # a name the resolver cannot even encode ("a..b", a label over 63 characters)
+            raise OSError(errno.EHOSTUNREACH, "cannot connect") from None
         kept = [a for a in answers if self.allow_private or not refused(a["host"])]
         if not kept:
             raise OSError(errno.EHOSTUNREACH, "cannot connect")
@@ -116,16 +119,16 @@ async def check_url(url: str, *, allow_private: bool, resolver: AbstractResolver
     """Whether ``url``'s host resolves now to an address it may reach: web's check when a book is
     added (a hint for the user; the connect-time check is the one that holds)."""
     host = urlsplit(url).hostname or ""
+    if not host:
+        return False
+    if allow_private:
+        return True  # nothing is refused, so nothing is resolved: the first sync tells whether it answers
     try:
-        if not host:
-            return False
-        if allow_private:
-            return True
-        try:
-            return not refused(ipaddress.ip_address(host))
-        except ValueError:
-            answers = await GuardedResolver(False, resolver or aiohttp.ThreadedResolver()).resolve(host, 443, socket.AF_UNSPEC)
-            return bool(answers)
+        return not refused(ipaddress.ip_address(host))
+    except ValueError:
+        pass  # a name
+    try:
+        return bool(await GuardedResolver(False, resolver).resolve(host, 443, socket.AF_UNSPEC))
     except OSError:
         return False
 

@@ -136,6 +136,11 @@ async def test_check_url_at_add_time():
     assert not await egress.check_url("https://dav.example/", allow_private=False, resolver=Resolver())
     assert not await egress.check_url("https://dav.example/", allow_private=False, resolver=Resolver("10.0.0.1"))
     assert await egress.check_url("https://dav.example/", allow_private=False, resolver=Resolver("93.184.215.14"))
+    # Names the system resolver cannot encode raise UnicodeError there: here, "cannot connect" like any other.
+    for odd in ("dav..example", "d" * 64 + ".example"):
+        assert not await egress.check_url(f"https://{odd}/", allow_private=False)
+        with pytest.raises(OSError):
+            await egress.GuardedResolver(False).resolve(odd, 443)
 
 
 async def _sync_error(url: str, **kwargs: Any) -> str:
