@@ -194,14 +194,15 @@ async def _open_metrics(config: Config, pool: asyncpg.Pool) -> MetricsStore:
 async def _forget_orphans(pool: asyncpg.Pool, vault: VaultClient) -> None:
     """Tokens left in the vault by a connect that died before its account was saved, and
     passwords by an address book's add that died before the book was saved: forgotten."""
+    sweeps = ((accounts.CONNECTS, "token", "forgot the token of account %d: its connect never finished"),
+              (books.PENDING, "password", "forgot the password of address book %d: adding it never finished"))
     while True:
-        try:
-            for account_id in await accounts.forget_orphans(pool, vault):
-                log.warning("forgot the token of account %d: its connect never finished", account_id)
-            for book_id in await accounts.forget_orphans(pool, vault, kind=books.PENDING):
-                log.warning("forgot the password of address book %d: adding it never finished", book_id)
-        except Exception as e:  # whatever it was, the next sweep tries again: the chore must not end
-            log.warning("orphaned token sweep failed (%s); trying again", type(e).__name__)
+        for kind, secret, forgot in sweeps:  # each on its own: one failing does not hold up the other
+            try:
+                for marked in await accounts.forget_orphans(pool, vault, kind=kind):
+                    log.warning(forgot, marked)
+            except Exception as e:  # whatever it was, the next sweep tries again: the chore must not end
+                log.warning("orphaned %s sweep failed (%s); trying again", secret, type(e).__name__)
         await asyncio.sleep(ORPHAN_SWEEP_SECONDS)
 
 

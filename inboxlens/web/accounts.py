@@ -215,13 +215,14 @@ async def forget_orphans(pool: asyncpg.Pool, vault: VaultClient, older: timedelt
     for marked in await pool.fetch(f"SELECT {column} FROM {table} WHERE created_at < now() - "
                                    f"$1::interval ORDER BY {column} LIMIT 100", older):
         async with pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                f"SELECT p.{column} AS id, EXISTS (SELECT 1 FROM {kind.owner} o WHERE o.id = p.{column}) AS kept "
-                f"FROM {table} p WHERE p.{column} = $1 AND p.created_at < now() - $2::interval "
-                "FOR UPDATE OF p SKIP LOCKED", marked[column], older)
+            row = await conn.fetchrow(f"SELECT {column} AS id FROM {table} WHERE {column} = $1 AND created_at < "
+                                      "now() - $2::interval FOR UPDATE SKIP LOCKED", marked[column], older)
             if row is None:
                 continue  # a connect holds it, or it was re-marked or settled meanwhile
-            if not row["kept"] and (await vault.forget(kind.vault_key(row["id"]), revoke=False)).get("forgotten"):
+            # Whether its row exists, asked after the lock is ours (a statement of its own, so a fresh
+            # snapshot): a connect that committed and let go just before would be missed otherwise.
+            kept = await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {kind.owner} WHERE id = $1)", row["id"])
+            if not kept and (await vault.forget(kind.vault_key(row["id"]), revoke=False)).get("forgotten"):
                 forgotten.append(int(row["id"]))
             await conn.execute(f"DELETE FROM {table} WHERE {column} = $1", row["id"])
     return forgotten

@@ -18,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
+import threading
 import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from inboxlens.errors import InboxLensError, VaultError
 from inboxlens.profiles import egress, rows
@@ -36,10 +39,15 @@ MAX_URL = 2048
 MAX_USERNAME = 256
 MAX_PASSWORD = 256
 REACH_SECONDS = 5.0  # how long adding a book waits for its server's name to resolve
+LOOKUPS = 4  # such lookups running at once in this process (a thread each); one more is told "busy"
 
 
 class BookRefused(InboxLensError):
     """The user's own mistake or limit: the message is for them (never quotes a password)."""
+
+
+class Busy(InboxLensError):
+    """LOOKUPS names are being resolved for adds already: try again in a moment."""
 
 
 def secret_id(book_id: int) -> str:
@@ -92,16 +100,70 @@ async def reach_problem(url: str, allow_private: bool, resolver: Any = None) -> 
     A hint at add time, so a typo or an internal name is told at once rather than at the first
     sync; harvest's connect-time guard is the check that holds (a name may resolve elsewhere
     later). One message for both cases, as the guard has: the answer must not tell the user
-    which internal names exist. ``resolver``: what names resolve with (tests give a lying one)."""
+    which internal names exist. ``resolver``: what names resolve with (tests give a lying one);
+    by default the system's, at most LOOKUPS at a time (``Busy`` past that)."""
     try:
-        reachable = await asyncio.wait_for(egress.check_url(url, allow_private=allow_private, resolver=resolver),
-                                           REACH_SECONDS)
+        reachable = await asyncio.wait_for(
+            egress.check_url(url, allow_private=allow_private, resolver=resolver or _Lookups()), REACH_SECONDS)
     except TimeoutError:
         reachable = False
     if reachable:
         return None
     return (f"InboxLens cannot reach {egress.origin(url)}: its name does not resolve from here, or only to a local "
             "or private network address (the administrator can allow those). Check the URL.")
+
+
+class _Lookups(AbstractResolver):
+    """``getaddrinfo`` on a daemon thread of its own, at most LOOKUPS at a time in this process.
+
+    asyncio's default executor is shared with every other lookup web makes (its providers),
+    and a lookup that outlives REACH_SECONDS keeps running in it: a few hanging names would
+    stall them all. Here a hanging lookup holds one of LOOKUPS threads until the system
+    resolver gives up, and an add past the bound is told to try again (``Busy``), not queued."""
+
+    lock = threading.Lock()
+    running = 0
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[ResolveResult]:
+        with _Lookups.lock:
+            if _Lookups.running >= LOOKUPS:
+                raise Busy("InboxLens is checking other address books' servers right now; nothing was added.")
+            _Lookups.running += 1
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[list[Any]] = loop.create_future()
+
+        def look_up() -> None:
+            try:
+                outcome: tuple[list[Any] | None, Exception | None] = (
+                    _getaddrinfo(host, port, family, socket.SOCK_STREAM), None)
+            except Exception as e:  # handed to the coroutine that waits, if it still does
+                outcome = (None, e)
+            with _Lookups.lock:
+                _Lookups.running -= 1
+            try:
+                loop.call_soon_threadsafe(_settle, answer, *outcome)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits any more
+
+        threading.Thread(target=look_up, name="book-lookup", daemon=True).start()
+        return [{"hostname": host, "host": info[4][0], "port": info[4][1], "family": info[0], "proto": info[2],
+                 "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV} for info in await answer]
+
+    async def close(self) -> None:
+        pass
+
+
+_getaddrinfo = socket.getaddrinfo  # the system resolver (tests put a slow one here)
+
+
+def _settle(answer: asyncio.Future[list[Any]], infos: list[Any] | None, error: Exception | None) -> None:
+    if answer.done():  # given up on (REACH_SECONDS)
+        return
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(infos or [])
 
 
 def _local(host: str) -> str | None:
@@ -121,10 +183,24 @@ async def lock_and_count(conn: asyncpg.Connection, user_id: int, limit: int) -> 
     """In the adding transaction: the user's row locked (two adds at once count in turn), and
     BookRefused when they have ``limit`` books already."""
     await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", user_id)
-    held = await conn.fetchval("SELECT count(*) FROM address_books WHERE user_id = $1", user_id)
-    if held >= limit:
-        raise BookRefused(f"You have {held} address book(s); at most {limit} are allowed here. Remove one first."
-                          if limit else "The administrator has turned address books off on this server.")
+    problem = _over(await conn.fetchval("SELECT count(*) FROM address_books WHERE user_id = $1", user_id), limit)
+    if problem:
+        raise BookRefused(problem)
+
+
+async def limit_problem(pool: asyncpg.Pool, user_id: int, limit: int) -> str | None:
+    """Before anything is resolved or stored: the message when the user may add no book now
+    (``lock_and_count`` judges again, in the adding transaction)."""
+    if limit == 0:
+        return _over(0, 0)
+    return _over(await pool.fetchval("SELECT count(*) FROM address_books WHERE user_id = $1", user_id), limit)
+
+
+def _over(held: int, limit: int) -> str | None:
+    if held < limit:
+        return None
+    return (f"You have {held} address book(s); at most {limit} are allowed here. Remove one first."
+            if limit else "The administrator has turned address books off on this server.")
 
 
 async def add_carddav(pool: asyncpg.Pool, vault: VaultClient, user_id: int, *, label: str, url: str, username: str,

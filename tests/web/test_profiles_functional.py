@@ -174,10 +174,60 @@ async def test_a_server_whose_name_does_not_resolve_is_refused_at_add_time(guard
         await connect(guarded_stack, browser, ALICE)
         response = await add(browser, url="https://dav.invalid/book/")
         text = await page(response)
-    assert response.status == 400 and "cannot reach" in text and "Nothing was added" in text
-    assert "/book/" not in text  # the origin only: a path may hold an address
+        assert response.status == 400 and "cannot reach" in text and "Nothing was added" in text
+        assert "/book/" not in text  # the origin only: a path may hold an address
+        # Names the system resolver cannot even encode (an empty label, one over 63 characters).
+        for odd in ("https://dav..example/book/", f"https://{'d' * 64}.example/book/"):
+            response = await add(browser, url=odd)
+            assert response.status == 400 and "cannot reach" in await page(response), odd
     assert await fetch(guarded_stack, "SELECT id FROM address_books") == []
     clean_log(guarded_stack)
+
+
+async def test_a_user_at_the_limit_makes_the_server_resolve_nothing(guarded_stack: Stack):
+    async with guarded_stack.browser() as browser:
+        await connect(guarded_stack, browser, ALICE)
+        conn = await asyncpg.connect(guarded_stack.dsn)
+        try:
+            await conn.execute("INSERT INTO address_books (user_id, kind, label) SELECT id, 'vcf', 'Imported ' || n "
+                               "FROM users, generate_series(1, $1) n", LIMIT)
+        finally:
+            await conn.close()
+        response = await add(browser, url="https://dav.invalid/book/")  # would be "cannot reach" if looked up
+        text = await page(response)
+    assert response.status == 400 and f"at most {LIMIT}" in text and "cannot reach" not in text
+
+
+async def test_lookups_at_add_time_are_bounded_and_one_that_hangs_holds_one_thread(monkeypatch: pytest.MonkeyPatch):
+    """A hanging name holds one of LOOKUPS threads past REACH_SECONDS; past LOOKUPS the answer is
+    Busy at once (nothing queues behind them), and once they return the next lookup runs."""
+    import threading
+    release, entered = threading.Event(), threading.Semaphore(0)
+
+    def hanging(host: str, port: int, family: int, kind: int) -> list[Any]:
+        entered.release()
+        assert release.wait(30), "never released"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
+
+    monkeypatch.setattr(books, "_getaddrinfo", hanging)
+    monkeypatch.setattr(books, "REACH_SECONDS", 0.2)
+    url = "https://dav.example.test/alice/book/"
+    try:
+        given_up = await asyncio.gather(*(books.reach_problem(url, False) for _ in range(books.LOOKUPS)))
+        assert all(problem is not None and "cannot reach" in problem for problem in given_up)  # timed out
+        assert books._Lookups.running == books.LOOKUPS  # ...and their threads still wait on the resolver
+        with pytest.raises(books.Busy):
+            await books.reach_problem(url, False)
+    finally:
+        release.set()
+    for _ in range(books.LOOKUPS):
+        assert entered.acquire(timeout=5)
+    assert not entered.acquire(timeout=0.1), "the refused lookup ran after all"
+    for _ in range(100):
+        if books._Lookups.running == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await books.reach_problem(url, False) is None  # the bound is free again; the answer is used
 
 
 class Resolver(AbstractResolver):

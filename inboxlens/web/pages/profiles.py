@@ -52,15 +52,26 @@ async def add_book(request: web.Request) -> web.StreamResponse:
     url = str(form.get("url", "")).strip()
     username = books.clean_text(str(form.get("username", "")), books.MAX_USERNAME)
     password = str(form.get("password", ""))
-    wrong = _wrong(label, url, username, password, config.allow_private_addresses) or \
-        await books.reach_problem(url, config.allow_private_addresses)
+    wrong = _wrong(label, url, username, password, config.allow_private_addresses)
     if wrong:
         return problem(400, wrong + " Nothing was added.", "Go back and correct it.", request)
+    # The limit before the lookup: a user who may add nothing makes this server resolve nothing.
+    over = await books.limit_problem(request.app[DB], request[USER_ID], config.max_books_per_user)
+    if over:
+        return problem(400, over, request=request)
+    try:
+        unreachable = await books.reach_problem(url, config.allow_private_addresses)
+    except books.Busy as e:
+        return problem(503, str(e), "Please try again in a moment.", request)
+    if unreachable:
+        return problem(400, unreachable + " Nothing was added.", "Go back and correct it.", request)
     try:
         await books.add_carddav(request.app[DB], request.app[VAULT], request[USER_ID], label=str(label), url=url,
                                 username=str(username), password=password, limit=config.max_books_per_user)
     except books.BookRefused as e:
         return problem(400, str(e), request=request)
+    except TimeoutError:  # no connection for the mark within accounts.MARK_WAIT: the pool is full
+        return problem(503, "InboxLens is busy; nothing was added.", "Please try again in a moment.", request)
     except VaultError as e:
         books.log.error("the vault did not store an address book's password (%s); nothing was added", type(e).__name__)
         return problem(503, "InboxLens could not store the password safely; nothing was added.",
