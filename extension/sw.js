@@ -9,8 +9,8 @@
 // (lib/photo.js). Nothing is sent anywhere but the server the user configured.
 
 import {
-  API_TIMEOUT_MS, CARD_TTL_MS, Gate, ME_TTL_MS, TtlCache, apiGet, apiUrl, cardPath, isGlobal, nextRefreshMinutes,
-  parseServer, pickAccount, toolbarBadge,
+  API_TIMEOUT_MS, CARD_TTL_MS, Gate, ME_TTL_MS, TtlCache, apiGet, apiUrl, cardPath, isGlobal, meFrom,
+  nextRefreshMinutes, parseServer, pickAccount, toolbarBadge,
 } from "./lib/api.js";
 import { codeFrom, pkce, startUrl, tokenFrom } from "./lib/handoff.js";
 import { examine } from "./lib/messages.js";
@@ -70,7 +70,8 @@ async function whoAmI(cfg, fresh = false) {
   if (!fresh && me.value && me.base === cfg.server && Date.now() - me.at < ME_TTL_MS) {
     return { verdict: { state: "ok" }, body: me.value, kept: true };
   }
-  const answer = await get(cfg, "/me");
+  let answer = await get(cfg, "/me");
+  if (answer.verdict.state === "ok" && meFrom(answer.body) === null) answer = { verdict: { state: "unavailable" } };
   if (answer.verdict.state === "ok") me = { at: Date.now(), value: answer.body, base: cfg.server };
   else await note(answer.verdict);
   return answer;
@@ -212,7 +213,7 @@ async function owedTotal(cfg) {
   const answer = await whoAmI(cfg, true);
   if (answer.verdict.state !== "ok") return { state: answer.verdict.state };
   let total = 0;
-  for (const account of Array.isArray(answer.body.accounts) ? answer.body.accounts : []) {
+  for (const account of answer.body.accounts) {  // whoAmI let only a usable /me through (meFrom)
     const { verdict, body } = await get(cfg, `/accounts/${account.id}/owed?limit=1`);
     if (verdict.state !== "ok") return { state: verdict.state };
     if (Number.isSafeInteger(body.total) && body.total > 0) total += body.total;
@@ -221,15 +222,24 @@ async function owedTotal(cfg) {
 }
 
 async function refreshToolbar() {
-  const cfg = await config();
-  const { state, total } = cfg ? await owedTotal(cfg) : { state: "not_configured" };
-  const badge = toolbarBadge(total ?? 0, state);
-  await chrome.action.setBadgeText({ text: badge.text });
-  await chrome.action.setBadgeBackgroundColor({ color: badge.color });
-  const { failures = 0 } = await chrome.storage.session.get("failures");
-  const next = state === "ok" || state === "not_configured" ? 0 : failures + 1;
-  await chrome.storage.session.set({ failures: next });
-  await chrome.alarms.create(ALARM, { delayInMinutes: nextRefreshMinutes(next) });
+  let state = "unavailable"; // what anything thrown below counts as: a failure, backed off from
+  try {
+    const cfg = await config();
+    let total;
+    ({ state, total } = cfg ? await owedTotal(cfg) : { state: "not_configured" });
+    const badge = toolbarBadge(total ?? 0, state);
+    await chrome.action.setBadgeText({ text: badge.text });
+    await chrome.action.setBadgeBackgroundColor({ color: badge.color });
+  } catch (e) {
+    // The error's name, never its message: that may quote a URL.
+    console.warn("InboxLens: the toolbar badge was not refreshed:", String(e?.name ?? "error"));
+  } finally {
+    // The next refresh is armed whatever happened above: one that threw must not end them all.
+    const { failures = 0 } = await chrome.storage.session.get("failures").catch(() => ({}));
+    const next = state === "ok" || state === "not_configured" ? 0 : failures + 1;
+    await chrome.storage.session.set({ failures: next }).catch(() => {});
+    await chrome.alarms.create(ALARM, { delayInMinutes: nextRefreshMinutes(next) });
+  }
 }
 
 /** A profile photo for the side panel, as a data: URL (lib/photo.js says what is refused). */

@@ -74,6 +74,17 @@ export function pickAccount(accounts, hint) {
     ?? accounts.find((a) => a.status === "active") ?? accounts[0];
 }
 
+/** A /me answer the extension can use: the body when it has a user's email and a list of
+ *  accounts each with a whole-number id and an address; null for anything else (a server that
+ *  answers that is "unavailable", not a reason to throw deep in the service worker). */
+export function meFrom(body) {
+  const object = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
+  if (!object(body) || !object(body.user) || typeof body.user.email !== "string") return null;
+  if (!Array.isArray(body.accounts)) return null;
+  const usable = (a) => object(a) && Number.isSafeInteger(a.id) && typeof a.address === "string";
+  return body.accounts.every(usable) ? body : null;
+}
+
 /** Minutes until the next toolbar refresh: every 15, doubling after each failure up to 4 h. */
 export function nextRefreshMinutes(failures) {
   return Math.min(REFRESH_MINUTES * 2 ** Math.max(0, failures), MAX_REFRESH_MINUTES);

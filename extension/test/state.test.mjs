@@ -2,7 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import {
-  Gate, TtlCache, cardPath, classify, nextRefreshMinutes, parseServer, pickAccount, retryAfterMs, toolbarBadge,
+  Gate, TtlCache, cardPath, classify, meFrom, nextRefreshMinutes, parseServer, pickAccount, retryAfterMs,
+  toolbarBadge,
 } from "../lib/api.js";
 import { check, senderKind } from "../lib/messages.js";
 import {
@@ -176,4 +177,18 @@ test("a message's link: Gmail's rfc822msgid search, escaped, in the page's Gmail
   assert.equal(gmailUser("https://mail.google.com/mail/u/3/#inbox"), 3);
   assert.equal(gmailUser("https://mail.google.com/mail/#inbox"), 0);
   assert.equal(gmailUser("https://evil.test/mail/u/5/"), 0);
+});
+
+test("a /me answer is used only with a user's email and accounts that have an id and an address", () => {
+  const me = { user: { email: "a@example.test" }, accounts: [{ id: 1, address: "a@example.test", status: "active" }] };
+  assert.equal(meFrom(me), me);
+  assert.equal(meFrom({ user: { email: "a@example.test" }, accounts: [] }).accounts.length, 0);
+  for (const bad of [null, [], "me", {}, { user: null, accounts: [] }, { user: { email: 7 }, accounts: [] },
+                     { user: { email: "a@x.test" } }, { user: { email: "a@x.test" }, accounts: {} },
+                     { user: { email: "a@x.test" }, accounts: [null] },
+                     { user: { email: "a@x.test" }, accounts: [{ id: "1", address: "a@x.test" }] },
+                     { user: { email: "a@x.test" }, accounts: [{ id: 1.5, address: "a@x.test" }] },
+                     { user: { email: "a@x.test" }, accounts: [{ id: 1 }] }]) {
+    assert.equal(meFrom(bad), null, JSON.stringify(bad));
+  }
 });
