@@ -24,7 +24,8 @@ from inboxlens.web.pages import dashboard, profiles as profile_pages, render as 
 from inboxlens.web.api.errors import DATABASE_UNAVAILABLE, STANDARD, error_response
 from inboxlens.web.api.routes import PREFIX as API_PREFIX, make_api
 from inboxlens.web.sessions import COOKIE
-from inboxlens.web.state import DATABASE_DOWN, DB, KEEP_CACHE_CONTROL, RETRY_AFTER, SECURE_COOKIES, SESSIONS, VAULT, VERIFIED_TOKENS, current_session
+from inboxlens.web.state import (DB, KEEP_CACHE_CONTROL, RETRY_AFTER, SECURE_COOKIES, SESSIONS, VAULT, VERIFIED_TOKENS,
+                                 current_session, database_down)
 from inboxlens.web.tokens import VerifiedTokens
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -88,16 +89,19 @@ async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except web.HTTPException as e:
         response = _styled(request, e)
-    except DATABASE_DOWN as e:  # PostgreSQL is restarting or out of connections: try again, not "broken"
-        log.warning("%s %s: the database did not answer (%s)", request.method, route_of(request), type(e).__name__)
-        response = error_response(503, *DATABASE_UNAVAILABLE) if _is_api(request) else \
-            views.problem(503, "InboxLens's database did not answer.",
-                          "Try again in a few seconds.", request)
-        response.headers["Retry-After"] = RETRY_AFTER
     except Exception as e:  # a page's unexpected error: logged where it was, not what it said (a form field?)
-        log.error("%s %s failed: %s", request.method, route_of(request), traceback_without_message(e))
-        response = error_response(500, *STANDARD[500]) if _is_api(request) else \
-            views.problem(500, "Something went wrong on our side; it has been logged.", "Try again in a moment.", request)
+        # PostgreSQL restarting or refusing connections: a 503 to try again, not "broken"
+        if (cause := database_down(e)) is not None:
+            log.warning("%s %s: the database did not answer (%s)", request.method, route_of(request),
+                        type(cause).__name__)
+            response = error_response(503, *DATABASE_UNAVAILABLE) if _is_api(request) else \
+                views.problem(503, "InboxLens's database did not answer.", "Try again in a few seconds.", request)
+            response.headers["Retry-After"] = RETRY_AFTER
+        else:
+            log.error("%s %s failed: %s", request.method, route_of(request), traceback_without_message(e))
+            response = error_response(500, *STANDARD[500]) if _is_api(request) else \
+                views.problem(500, "Something went wrong on our side; it has been logged.", "Try again in a moment.",
+                              request)
     kept = response.headers.get("Cache-Control") if response.get(KEEP_CACHE_CONTROL) else None
     response.headers.update(HEADERS)
     if kept is not None:  # a profile photo: private, cacheable by the browser (api/views.py photo)

@@ -16,13 +16,47 @@ from inboxlens.web.api.ratelimit import RateLimiter
 from inboxlens.web.sessions import Session, SessionStore
 from inboxlens.web.tokens import VerifiedTokens
 
-# What asyncpg raises while PostgreSQL is down, restarting, shutting down or cancelling: the
-# request gets a 503 "try again shortly", not a 500 (app.headers, api.errors.errors). A timeout
-# (the pool had no connection to give in time) is an OSError too.
-DATABASE_DOWN: tuple[type[BaseException], ...] = (OSError, asyncpg.PostgresConnectionError,
-                                                  asyncpg.exceptions.OperatorInterventionError,
-                                                  asyncpg.InterfaceError)
 RETRY_AFTER = "5"  # seconds: about what a supervised PostgreSQL takes to come back
+_DOWN = (asyncpg.PostgresConnectionError,  # the connection was lost or could not be made
+         asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError,
+         asyncpg.exceptions.CannotConnectNowError,  # the server stops, crashed, or is starting up
+         asyncpg.exceptions.TooManyConnectionsError,  # max_connections reached
+         # What asyncpg raises instead, about as often as not, when the server ends a connection
+         # under a query: "cannot switch to state 15; another operation (2) is in progress"
+         # (MagicStack/asyncpg#784, #1069); never raised for a caller's own misuse.
+         asyncpg.exceptions.InternalClientError)
+# asyncpg's own words for a connection that died under a transaction or a pool shutting down
+# (an InterfaceError, like its misuse errors, which stay 500s).
+_CLOSED = ("the underlying connection is closed", "connection is closed", "pool is closing", "pool is closed")
+
+
+def database_down(e: BaseException) -> BaseException | None:
+    """The exception in ``e``'s chain that says PostgreSQL did not answer (down, restarting,
+    refusing connections), as opposed to a bug; None for anything else. The request then gets
+    a 503 "try again shortly", not a 500 (app.headers, api.errors.errors). A socket error or
+    timeout counts only when it was raised inside asyncpg (not, say, a browser that hung up
+    mid-body); an InterfaceError only when it says the connection or pool is closed, or a lost
+    connection caused it (a transaction that cannot roll back on a connection that died), never
+    for misuse (wrong arguments, a connection used twice)."""
+    seen: list[BaseException] = []
+    link: BaseException | None = e
+    while link is not None and link not in seen and len(seen) < 8:
+        seen.append(link)
+        if isinstance(link, _DOWN) or (isinstance(link, OSError) and _inside_asyncpg(link)) or (
+                isinstance(link, asyncpg.InterfaceError) and any(words in str(link) for words in _CLOSED)):
+            return link
+        link = link.__cause__ or link.__context__
+    return None
+
+
+def _inside_asyncpg(e: BaseException) -> bool:
+    tb = e.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("asyncpg."):
+            return True
+        tb = tb.tb_next
+    return False
+
 
 VAULT = web.AppKey("vault", VaultClient)
 DB = web.AppKey("db", asyncpg.Pool)

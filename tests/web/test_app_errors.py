@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import logging
 
-import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from inboxlens.web.api.errors import errors as api_errors
 from inboxlens.web.app import headers
 
 SECRET = "refresh-token-5d1c9e"
@@ -49,46 +47,3 @@ async def test_the_log_names_the_route_not_the_address_in_the_path(client: TestC
         assert (await client.get("/cards/bob@example.test")).status == 500
     assert "GET /cards/{address} failed" in caplog.text and "bob@example.test" not in caplog.text
 
-
-async def _no_database(request: web.Request) -> web.Response:
-    """What a page meets while PostgreSQL restarts: nothing listens on its port yet."""
-    import socket
-    with socket.socket() as s:  # a loopback port that was free a moment ago, and listened on by nobody
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    await asyncpg.connect(f"postgresql://inboxlens@127.0.0.1:{port}/inboxlens", timeout=5)
-    return web.Response(text="unreachable")
-
-
-async def _closed_pool(request: web.Request) -> web.Response:
-    """What a page meets when its pool is gone (the process shuts down, or the pool was reset)."""
-    pool = asyncpg.create_pool(min_size=0)  # never opened: acquire says it is not initialized
-    await pool.fetchval("SELECT 1")
-    return web.Response(text="unreachable")
-
-
-@pytest.fixture
-async def database_down() -> TestClient:  # type: ignore[misc]
-    app = web.Application(middlewares=[headers])
-    api = web.Application(middlewares=[api_errors])
-    for path, handler in (("/refused", _no_database), ("/closed", _closed_pool)):
-        app.router.add_get(path, handler)
-        api.router.add_get(path, handler)
-    app.add_subapp("/api/v1", api)
-    async with TestClient(TestServer(app)) as client:
-        yield client
-
-
-@pytest.mark.parametrize("path", ["/refused", "/closed"])
-async def test_a_database_that_does_not_answer_is_a_503_to_retry_not_a_500(database_down: TestClient, path: str,
-                                                                         caplog: pytest.LogCaptureFixture):
-    with caplog.at_level(logging.WARNING):
-        page = await database_down.get(path)
-        api = await database_down.get("/api/v1" + path)
-    text = await page.text()
-    assert page.status == 503 and "database did not answer" in text and "Try again" in text, (page.status, text)
-    assert page.headers["Retry-After"] == "5" and "Content-Security-Policy" in page.headers
-    assert api.status == 503 and api.headers["Retry-After"] == "5"
-    assert (await api.json())["error"]["code"] == "database_unavailable"
-    assert f"GET {path}: the database did not answer" in caplog.text
-    assert "Traceback" not in caplog.text and "127.0.0.1" not in caplog.text  # a class name, never a DSN

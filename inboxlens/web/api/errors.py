@@ -17,7 +17,7 @@ from aiohttp import web
 from inboxlens.errors import InboxLensError
 from inboxlens.service_errors import traceback_without_message
 from inboxlens.web.exporter import route_of
-from inboxlens.web.state import DATABASE_DOWN, RETRY_AFTER
+from inboxlens.web.state import RETRY_AFTER, database_down
 
 log = logging.getLogger("inboxlens.web.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -69,10 +69,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if e.status < 400:
             raise
         return from_http(e)
-    except DATABASE_DOWN as e:  # PostgreSQL restarting or out of connections: a 503 with a time to retry
-        log.warning("%s %s: the database did not answer (%s)", request.method, route_of(request), type(e).__name__)
-        return error_response(503, *DATABASE_UNAVAILABLE, {"Retry-After": RETRY_AFTER})
     except Exception as e:  # the client learns nothing about the cause, the log where it was (not what it said)
+        # PostgreSQL restarting or refusing connections: a 503 to try again, not "broken"
+        if (cause := database_down(e)) is not None:
+            log.warning("%s %s: the database did not answer (%s)", request.method, route_of(request),
+                        type(cause).__name__)
+            return error_response(503, *DATABASE_UNAVAILABLE, {"Retry-After": RETRY_AFTER})
         log.error("%s %s failed: %s", request.method, route_of(request), traceback_without_message(e))
         return error_response(500, *STANDARD[500])
 

@@ -123,6 +123,9 @@ RESPONSES: dict[str, Schema] = {
                          "try again (database_unavailable comes with Retry-After)"),
     ]
 }
+RESPONSES["Unavailable"]["headers"] = {"Retry-After": {
+    "required": False, "description": "whole seconds to wait (sent with database_unavailable)",
+    "schema": {"type": "integer", "minimum": 1}}}
 RESPONSES["RateLimited"] = {
     "description": "rate_limited: too many requests for this token (or session)",
     "headers": {"Retry-After": {"required": True, "description": "whole seconds to wait",
@@ -242,7 +245,8 @@ PATHS: dict[str, Schema] = {
                              ("409", "too_many_tokens: the user has as many API tokens as allowed"),
                              ("415", "unsupported_media_type: the body is not JSON")]},
                       "429": {"$ref": "#/components/responses/RateLimited"},
-                      "500": {"$ref": "#/components/responses/ServerError"}}}},
+                      "500": {"$ref": "#/components/responses/ServerError"},
+                      "503": {"$ref": "#/components/responses/Unavailable"}}}},
 }
 
 DOCUMENT: Schema = {
