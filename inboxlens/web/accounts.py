@@ -25,6 +25,10 @@ from inboxlens.profiles import rows
 from inboxlens.vault.client import VaultClient
 
 
+class MarkBusy(InboxLensError):
+    """No database connection for a pending mark within MARK_WAIT: too many connects or adds at once."""
+
+
 class AddressTaken(InboxLensError):
     """The mailbox is already attached to another InboxLens user."""
 
@@ -187,12 +191,18 @@ CONNECTS = Pending("connect_pending", "account_id", "mail_accounts", str)
 
 async def mark_pending(pool: asyncpg.Pool, conn: asyncpg.Connection, account_id: int,
                        wait: float = MARK_WAIT, kind: Pending = CONNECTS) -> None:
-    """Mark on a second connection, waited for at most ``wait`` seconds (TimeoutError: a pool
-    full of connects, each holding one connection, fails fast instead of waiting on itself);
-    then lock the mark in the connect's transaction ``conn``, so no sweep judges it meanwhile."""
-    async with pool.acquire(timeout=wait) as own:
+    """Mark on a second connection, waited for at most ``wait`` seconds (MarkBusy: a pool full
+    of connects, each holding one connection, fails fast instead of waiting on itself); then
+    lock the mark in the connect's transaction ``conn``, so no sweep judges it meanwhile."""
+    try:
+        own = await pool.acquire(timeout=wait)
+    except TimeoutError:
+        raise MarkBusy(f"no database connection for the mark within {wait:g} s") from None
+    try:
         await own.execute(f"INSERT INTO {kind.table} ({kind.column}) VALUES ($1) ON CONFLICT ({kind.column}) "
                           "DO UPDATE SET created_at = now()", account_id)
+    finally:
+        await pool.release(own)
     await conn.execute(f"SELECT 1 FROM {kind.table} WHERE {kind.column} = $1 FOR UPDATE", account_id)
 
 

@@ -93,7 +93,7 @@ def url_problem(url: str, allow_private: bool) -> str | None:
     return None
 
 
-async def reach_problem(url: str, allow_private: bool, resolver: Any = None) -> str | None:
+async def reach_problem(url: str, allow_private: bool, resolver: Any = None, owner: int | None = None) -> str | None:
     """After ``url_problem``: a message when the URL's server name does not resolve now, or
     resolves only to addresses InboxLens may not reach; None when it may be tried.
 
@@ -101,10 +101,11 @@ async def reach_problem(url: str, allow_private: bool, resolver: Any = None) -> 
     sync; harvest's connect-time guard is the check that holds (a name may resolve elsewhere
     later). One message for both cases, as the guard has: the answer must not tell the user
     which internal names exist. ``resolver``: what names resolve with (tests give a lying one);
-    by default the system's, at most LOOKUPS at a time (``Busy`` past that)."""
+    by default the system's, at most LOOKUPS at a time and one per ``owner`` (a user id):
+    ``Busy`` past that."""
     try:
         reachable = await asyncio.wait_for(
-            egress.check_url(url, allow_private=allow_private, resolver=resolver or _Lookups()), REACH_SECONDS)
+            egress.check_url(url, allow_private=allow_private, resolver=resolver or _Lookups(owner)), REACH_SECONDS)
     except TimeoutError:
         reachable = False
     if reachable:
@@ -123,13 +124,21 @@ class _Lookups(AbstractResolver):
 
     lock = threading.Lock()
     running = 0
+    owners: set[int] = set()  # users with a lookup running: one each
+
+    def __init__(self, owner: int | None = None) -> None:
+        self.owner = owner
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
                       ) -> list[ResolveResult]:
         with _Lookups.lock:
+            if self.owner in _Lookups.owners:
+                raise Busy("InboxLens is still checking the last server you named; nothing was added.")
             if _Lookups.running >= LOOKUPS:
                 raise Busy("InboxLens is checking other address books' servers right now; nothing was added.")
             _Lookups.running += 1
+            if self.owner is not None:
+                _Lookups.owners.add(self.owner)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[list[Any]] = loop.create_future()
 
@@ -139,16 +148,25 @@ class _Lookups(AbstractResolver):
                     _getaddrinfo(host, port, family, socket.SOCK_STREAM), None)
             except Exception as e:  # handed to the coroutine that waits, if it still does
                 outcome = (None, e)
-            with _Lookups.lock:
-                _Lookups.running -= 1
+            self._done()
             try:
                 loop.call_soon_threadsafe(_settle, answer, *outcome)
             except RuntimeError:
                 pass  # the loop is closed: nobody waits any more
 
-        threading.Thread(target=look_up, name="book-lookup", daemon=True).start()
+        try:
+            threading.Thread(target=look_up, name="book-lookup", daemon=True).start()
+        except RuntimeError:  # "can't start new thread": the process is at its limit
+            self._done()
+            raise Busy("InboxLens cannot check the server's name right now; nothing was added.") from None
         return [{"hostname": host, "host": info[4][0], "port": info[4][1], "family": info[0], "proto": info[2],
                  "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV} for info in await answer]
+
+    def _done(self) -> None:
+        with _Lookups.lock:
+            _Lookups.running -= 1
+            if self.owner is not None:
+                _Lookups.owners.discard(self.owner)
 
     async def close(self) -> None:
         pass

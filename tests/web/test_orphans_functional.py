@@ -64,12 +64,12 @@ async def test_a_finished_connect_leaves_no_mark(stack: Stack):
 
 async def test_the_mark_waits_for_a_connection_a_bounded_time(stack: Stack):
     """The connect's transaction holds one connection while the mark needs another: with every
-    connection held, the mark gives up (TimeoutError, a 503 for the user) instead of waiting forever."""
+    connection held, the mark gives up (MarkBusy, a 503 for the user) instead of waiting forever."""
     pool = await asyncpg.create_pool(stack.dsn, min_size=1, max_size=1)
     other = await stack.db()
     try:
         async with pool.acquire():  # the connect's own transaction, holding the only connection
-            with pytest.raises(asyncio.TimeoutError):
+            with pytest.raises(accounts.MarkBusy):
                 await accounts.mark_pending(pool, other, 4242, wait=0.2)
         assert await pool.fetchval("SELECT count(*) FROM connect_pending WHERE account_id = 4242") == 0
     finally:

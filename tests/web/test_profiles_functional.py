@@ -227,7 +227,47 @@ async def test_lookups_at_add_time_are_bounded_and_one_that_hangs_holds_one_thre
         if books._Lookups.running == 0:
             break
         await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the lookups' threads did not give their places back")
     assert await books.reach_problem(url, False) is None  # the bound is free again; the answer is used
+
+
+async def test_one_user_has_one_lookup_at_a_time_and_a_thread_that_cannot_start_frees_its_place(
+        monkeypatch: pytest.MonkeyPatch):
+    import threading
+    release = threading.Event()
+
+    def hanging(host: str, port: int, family: int, kind: int) -> list[Any]:
+        assert release.wait(30), "never released"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
+
+    monkeypatch.setattr(books, "_getaddrinfo", hanging)
+    monkeypatch.setattr(books, "REACH_SECONDS", 0.2)
+    url = "https://dav.example.test/alice/book/"
+    try:
+        assert await books.reach_problem(url, False, owner=7) is not None  # given up on; its thread still runs
+        with pytest.raises(books.Busy, match="last server you named"):
+            await books.reach_problem(url, False, owner=7)
+        assert await books.reach_problem(url, False, owner=8) is not None  # another user is not held up
+    finally:
+        release.set()
+    for _ in range(100):
+        if books._Lookups.running == 0:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the lookups' threads did not give their places back")
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", no_thread)
+        for _ in range(books.LOOKUPS + 1):
+            with pytest.raises(books.Busy, match="cannot check"):
+                await books.reach_problem(url, False, owner=7)
+    assert books._Lookups.running == 0 and not books._Lookups.owners
+    assert await books.reach_problem(url, False, owner=7) is None
 
 
 class Resolver(AbstractResolver):

@@ -22,10 +22,10 @@ from inboxlens.errors import VaultError
 from inboxlens.profiles import imports
 from inboxlens.profiles.errors import BadVCard
 from inboxlens.profiles.vcard import DEFAULT_LIMITS
-from inboxlens.web import books
+from inboxlens.web import accounts, books
 from inboxlens.web.auth import USER_ID, requires_user
 from inboxlens.web.pages import render
-from inboxlens.web.pages.views import csrf_ok, parse_id, problem, redirect, settings_page
+from inboxlens.web.pages.views import busy, csrf_ok, parse_id, problem, redirect, settings_page
 from inboxlens.web.state import DB, PROFILES, VAULT
 
 IMPORT_PATH = "/settings/books/import"  # multipart: app.guard leaves its CSRF check to import_file
@@ -60,9 +60,9 @@ async def add_book(request: web.Request) -> web.StreamResponse:
     if over:
         return problem(400, over, request=request)
     try:
-        unreachable = await books.reach_problem(url, config.allow_private_addresses)
+        unreachable = await books.reach_problem(url, config.allow_private_addresses, owner=request[USER_ID])
     except books.Busy as e:
-        return problem(503, str(e), "Please try again in a moment.", request)
+        return busy(problem(503, str(e), "Please try again in a moment.", request))
     if unreachable:
         return problem(400, unreachable + " Nothing was added.", "Go back and correct it.", request)
     try:
@@ -70,8 +70,8 @@ async def add_book(request: web.Request) -> web.StreamResponse:
                                 username=str(username), password=password, limit=config.max_books_per_user)
     except books.BookRefused as e:
         return problem(400, str(e), request=request)
-    except TimeoutError:  # no connection for the mark within accounts.MARK_WAIT: the pool is full
-        return problem(503, "InboxLens is busy; nothing was added.", "Please try again in a moment.", request)
+    except accounts.MarkBusy:  # no connection for the mark within accounts.MARK_WAIT: the pool is full
+        return busy(problem(503, "InboxLens is busy; nothing was added.", "Please try again in a moment.", request))
     except VaultError as e:
         books.log.error("the vault did not store an address book's password (%s); nothing was added", type(e).__name__)
         return problem(503, "InboxLens could not store the password safely; nothing was added.",

@@ -8,7 +8,6 @@ The plaintext refresh token lives in this process only inside ``finish_connect``
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import re
@@ -26,7 +25,7 @@ from inboxlens.web import accounts, tokens
 from inboxlens.web.auth import USER_ID, requires_user
 from inboxlens.web.pages import render as pages
 from inboxlens.web.oauth import FlowError, Grant, new_secret
-from inboxlens.web.state import (DB, METRICS, PROFILES, PROVIDERS, SESSIONS, VAULT, VERIFIED_TOKENS,
+from inboxlens.web.state import (DB, METRICS, PROFILES, PROVIDERS, RETRY_AFTER, SESSIONS, VAULT, VERIFIED_TOKENS,
                                  current_session, ensure_session)
 
 log = logging.getLogger("inboxlens.web")
@@ -45,6 +44,12 @@ def html(title: str, body: str, status: int = 200, *, request: web.Request | Non
 def problem(status: int, message: str, hint: str = "", request: web.Request | None = None) -> web.Response:
     return html("Something went wrong" if status >= 500 else "That did not work", pages.problem(message, hint),
                 status, request=request)
+
+
+def busy(response: web.Response) -> web.Response:
+    """A 503 that will pass: it says when to try again."""
+    response.headers["Retry-After"] = RETRY_AFTER
+    return response
 
 
 def redirect(location: str) -> web.Response:
@@ -196,9 +201,10 @@ async def finish_connect(request: web.Request, provider: str, grant: Grant, flow
         log.error("the vault did not store a %s token (%s); nothing was connected", provider, type(e).__name__)
         return problem(503, "InboxLens could not store the access safely; nothing was connected.",
                        "Please try again in a moment.", request)
-    except asyncio.TimeoutError:  # no database connection for the pending mark: too many connects at once
+    except accounts.MarkBusy:  # no database connection for the pending mark: too many connects at once
         log.error("a connect found no free database connection within %g s", accounts.MARK_WAIT)
-        return problem(503, "InboxLens is busy; nothing was connected.", "Please try again in a moment.", request)
+        return busy(problem(503, "InboxLens is busy; nothing was connected.", "Please try again in a moment.",
+                            request))
     await _log_in(request, user_id)
     log.info("%s account %d (%s)", "connected" if created else "reconnected", account_id, provider)
     return redirect(flow["next"])
