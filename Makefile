@@ -39,12 +39,14 @@ run: $(RUN_STAMP)
 demo: $(RUN_STAMP)
 	$(BIN)/inboxlens demo
 
-# Everything but the heavy suites (whole services killed, several nodes: a few minutes more), so
-# that it stays well under 10 minutes on 2 cores; .ci/run runs make test, then make test-heavy.
+# Everything but the heavy suites (whole services killed, several nodes, a real Cassandra node: a
+# few minutes more), so that it stays well under 10 minutes on 2 cores; .ci/run runs make test,
+# then make test-heavy.
 test: $(TEST_STAMP) test-extension
 	$(BIN)/python -m pytest -m "not heavy"
 
-# The fault suite (tests/faults) and two whole nodes (tests/multinode): run by CI after make test.
+# The fault suite (tests/faults), two whole nodes (tests/multinode) and the metrics store's cases
+# against a real Cassandra node (tests/metrics): run by CI after make test.
 test-heavy: $(TEST_STAMP)
 	$(BIN)/python -m pytest -m heavy
 

@@ -33,6 +33,7 @@ TEST_PG_USER = "inboxlens-test-pg"
 # =============================================================================================
 # Apache Cassandra: a real node for the Cassandra cases of tests/metrics and for tests/multinode.
 #
+# Every case that needs one is marked heavy, so `make test` (-m "not heavy") starts none.
 # INBOXLENS_TEST_CASSANDRA=host[:port][,host...] names a cluster (.ci/run starts one). When it
 # is unset and the run includes tests/metrics or tests/multinode, one node is started here on
 # 127.0.0.1 and free ports (tests/support/cassandra_node.py: Cassandra from Maven Central on the
@@ -51,6 +52,8 @@ def _runs_cassandra(args: list[str]) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("INBOXLENS_TEST_CASSANDRA") or not _runs_cassandra(list(config.args)):
         return
+    if str(config.getoption("markexpr", "") or "").strip() == "not heavy":
+        return  # make test: every case that needs a real node is heavy (make test-heavy, CI)
     from tests.support.cassandra_node import CassandraNode, NodeError
     from tests.support.pg_tcp import free_port
 

@@ -414,7 +414,10 @@ async def test_forget_account_leaves_nothing_of_it() -> None:
 
 # -- against a real cluster ---------------------------------------------------------------------------
 
-cluster = pytest.mark.skipif(not CLUSTER, reason=SKIP_REASON)
+def cluster(test: Any) -> Any:
+    """A case for a real cluster: heavy (make test-heavy and CI, where .ci/run starts a node), and
+    skipped where no node is named."""
+    return pytest.mark.heavy(pytest.mark.skipif(not CLUSTER, reason=SKIP_REASON)(test))
 
 
 @cluster

@@ -44,7 +44,9 @@ class Backend:
     new_account: Callable[[str, str], Awaitable[AccountRef]]
 
 
-@pytest.fixture(params=["postgresql", "cassandra-fake", "cassandra"])
+# The real cluster's cases are heavy: make test runs without a Cassandra node (starting one takes
+# a minute of a 2-core machine), make test-heavy and CI with one.
+@pytest.fixture(params=["postgresql", "cassandra-fake", pytest.param("cassandra", marks=pytest.mark.heavy)])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "postgresql":
         dsn = request.getfixturevalue("pg_db")
