@@ -121,10 +121,25 @@ def pg_dsn(pg_base_dir: Path, pg_run_as: str | None, pg_superuser_map: tuple[str
     server = EmbeddedPostgres(pg_base_dir / "session" / "data", pg_base_dir / "session" / "sock",
                               run_as=pg_run_as, superuser_map=pg_superuser_map)
     try:
-        yield server.start()
+        dsn = server.start()
+        _run_coroutine(_fast(dsn))
+        yield dsn
     finally:
         server.stop()
     assert not server.is_running(), "the session's PostgreSQL did not stop"
+
+
+async def _fast(dsn: str) -> None:
+    """The session's throwaway server does not wait for the disk: a test database is created,
+    migrated and dropped per test, and nothing of it must outlive a power cut. (The servers that
+    `serve` starts in tests, and the product's, keep PostgreSQL's durable defaults.)"""
+    connection = await asyncpg.connect(dsn)
+    try:
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            await connection.execute(f"ALTER SYSTEM SET {setting} = off")
+        await connection.execute("SELECT pg_reload_conf()")
+    finally:
+        await connection.close()
 
 
 def dsn_with_database(dsn: str, database: str) -> str:
