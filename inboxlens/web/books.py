@@ -143,22 +143,25 @@ class _Lookups(AbstractResolver):
         answer: asyncio.Future[list[Any]] = loop.create_future()
 
         def look_up() -> None:
+            outcome: tuple[list[Any] | None, Exception | None] = (None, OSError("the lookup failed"))
             try:
-                outcome: tuple[list[Any] | None, Exception | None] = (
-                    _getaddrinfo(host, port, family, socket.SOCK_STREAM), None)
+                outcome = (_getaddrinfo(host, port, family, socket.SOCK_STREAM), None)
             except Exception as e:  # handed to the coroutine that waits, if it still does
                 outcome = (None, e)
-            self._done()
-            try:
-                loop.call_soon_threadsafe(_settle, answer, *outcome)
-            except RuntimeError:
-                pass  # the loop is closed: nobody waits any more
+            finally:  # whatever happened, the place is given back
+                self._done()
+                try:
+                    loop.call_soon_threadsafe(_settle, answer, *outcome)
+                except RuntimeError:
+                    pass  # the loop is closed: nobody waits any more
 
         try:
             threading.Thread(target=look_up, name="book-lookup", daemon=True).start()
-        except RuntimeError:  # "can't start new thread": the process is at its limit
+        except BaseException as e:  # "can't start new thread": the process is at its limit
             self._done()
-            raise Busy("InboxLens cannot check the server's name right now; nothing was added.") from None
+            if isinstance(e, Exception):
+                raise Busy("InboxLens cannot check the server's name right now; nothing was added.") from None
+            raise
         return [{"hostname": host, "host": info[4][0], "port": info[4][1], "family": info[0], "proto": info[2],
                  "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV} for info in await answer]
 

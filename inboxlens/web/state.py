@@ -20,11 +20,11 @@ RETRY_AFTER = "5"  # seconds: about what a supervised PostgreSQL takes to come b
 _DOWN = (asyncpg.PostgresConnectionError,  # the connection was lost or could not be made
          asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError,
          asyncpg.exceptions.CannotConnectNowError,  # the server stops, crashed, or is starting up
-         asyncpg.exceptions.TooManyConnectionsError,  # max_connections reached
-         # What asyncpg raises instead, about as often as not, when the server ends a connection
-         # under a query: "cannot switch to state 15; another operation (2) is in progress"
-         # (MagicStack/asyncpg#784, #1069); never raised for a caller's own misuse.
-         asyncpg.exceptions.InternalClientError)
+         asyncpg.exceptions.TooManyConnectionsError)  # max_connections reached
+# What asyncpg raises instead, about as often as not, when the server ends a connection under a
+# query: an InternalClientError "cannot switch to state 15; another operation (2) is in progress"
+# (MagicStack/asyncpg#784, #1069). Its other InternalClientErrors (a codec missing) are bugs.
+_LOST_UNDER_A_QUERY = "cannot switch to state"
 # asyncpg's own words for a connection that died under a transaction or a pool shutting down
 # (an InterfaceError, like its misuse errors, which stay 500s).
 _CLOSED = ("the underlying connection is closed", "connection is closed", "pool is closing", "pool is closed")
@@ -42,10 +42,16 @@ def database_down(e: BaseException) -> BaseException | None:
     link: BaseException | None = e
     while link is not None and link not in seen and len(seen) < 8:
         seen.append(link)
+        if isinstance(link, asyncpg.exceptions.ProtocolViolationError):
+            return None  # a PostgresConnectionError by class, but our (or asyncpg's) protocol bug
         if isinstance(link, _DOWN) or (isinstance(link, OSError) and _inside_asyncpg(link)) or (
-                isinstance(link, asyncpg.InterfaceError) and any(words in str(link) for words in _CLOSED)):
+                isinstance(link, asyncpg.InterfaceError) and any(words in str(link) for words in _CLOSED)) or (
+                isinstance(link, asyncpg.exceptions.InternalClientError)
+                and str(link).startswith(_LOST_UNDER_A_QUERY)):
             return link
-        link = link.__cause__ or link.__context__
+        # The cause, else the exception being handled when this one was raised, unless `from None` hid it.
+        link = link.__cause__ if link.__cause__ is not None else \
+            (None if link.__suppress_context__ else link.__context__)
     return None
 
 

@@ -122,3 +122,26 @@ async def test_a_connection_killed_under_a_transaction_is_the_database_down(pg_d
     assert database_down(raised.value) is not None, repr(raised.value.__context__)
     assert database_down(ValueError("x")) is None and database_down(ConnectionResetError("x")) is None
     assert database_down(asyncpg.InterfaceError("cannot perform operation: another operation is in progress")) is None
+
+
+def test_the_chain_is_walked_as_python_prints_it():
+    """A cause or a context is followed, a context hidden with `from None` is not; asyncpg's
+    protocol and codec bugs are not the database being down."""
+    def raised(outer: BaseException, inner: BaseException, hide: bool = False) -> BaseException:
+        try:
+            try:
+                raise inner
+            except BaseException:
+                if hide:
+                    raise outer from None
+                raise outer
+        except BaseException as e:
+            return e
+    lost = asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+    assert database_down(raised(asyncpg.InterfaceError("cannot roll back"), lost)) is lost
+    assert database_down(raised(RuntimeError("a handler's own bug"), lost, hide=True)) is None
+    assert database_down(asyncpg.exceptions.ProtocolViolationError("bad message")) is None
+    assert database_down(asyncpg.exceptions.InternalClientError("missing codec information for OID 1")) is None
+    under_a_query = asyncpg.exceptions.InternalClientError("cannot switch to state 15; another operation (2) is "
+                                                           "in progress")
+    assert database_down(under_a_query) is under_a_query
