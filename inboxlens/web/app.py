@@ -24,7 +24,7 @@ from inboxlens.web.pages import dashboard, profiles as profile_pages, render as 
 from inboxlens.web.api.errors import DATABASE_UNAVAILABLE, STANDARD, error_response
 from inboxlens.web.api.routes import PREFIX as API_PREFIX, make_api
 from inboxlens.web.sessions import COOKIE
-from inboxlens.web.state import (DB, KEEP_CACHE_CONTROL, RETRY_AFTER, SECURE_COOKIES, SESSIONS, VAULT, VERIFIED_TOKENS,
+from inboxlens.web.state import (DB, KEEP_CACHE_CONTROL, SECURE_COOKIES, SESSIONS, VAULT, VERIFIED_TOKENS,
                                  current_session, database_down)
 from inboxlens.web.tokens import VerifiedTokens
 
@@ -94,9 +94,9 @@ async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
         if (cause := database_down(e)) is not None:
             log.warning("%s %s: the database did not answer (%s)", request.method, route_of(request),
                         type(cause).__name__)
-            response = error_response(503, *DATABASE_UNAVAILABLE) if _is_api(request) else \
-                views.problem(503, "InboxLens's database did not answer.", "Try again in a few seconds.", request)
-            response.headers["Retry-After"] = RETRY_AFTER
+            response = views.busy(error_response(503, *DATABASE_UNAVAILABLE) if _is_api(request) else
+                                  views.problem(503, "InboxLens's database did not answer.",
+                                                "Try again in a few seconds.", request))
         else:
             log.error("%s %s failed: %s", request.method, route_of(request), traceback_without_message(e))
             response = error_response(500, *STANDARD[500]) if _is_api(request) else \

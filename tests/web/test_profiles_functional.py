@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -198,10 +199,12 @@ async def test_a_user_at_the_limit_makes_the_server_resolve_nothing(guarded_stac
     assert response.status == 400 and f"at most {LIMIT}" in text and "cannot reach" not in text
 
 
-async def test_lookups_at_add_time_are_bounded_and_one_that_hangs_holds_one_thread(monkeypatch: pytest.MonkeyPatch):
-    """A hanging name holds one of LOOKUPS threads past REACH_SECONDS; past LOOKUPS the answer is
-    Busy at once (nothing queues behind them), and once they return the next lookup runs."""
-    import threading
+BOOK_URL = "https://dav.example.test/alice/book/"
+
+
+def hang_lookups(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Semaphore]:
+    """Every add-time lookup hangs until the event is set (then answers a public address), and
+    REACH_SECONDS is 0.2: returns the event and a semaphore released once per lookup that ran."""
     release, entered = threading.Event(), threading.Semaphore(0)
 
     def hanging(host: str, port: int, family: int, kind: int) -> list[Any]:
@@ -211,52 +214,47 @@ async def test_lookups_at_add_time_are_bounded_and_one_that_hangs_holds_one_thre
 
     monkeypatch.setattr(books, "_getaddrinfo", hanging)
     monkeypatch.setattr(books, "REACH_SECONDS", 0.2)
-    url = "https://dav.example.test/alice/book/"
+    return release, entered
+
+
+async def lookups_finished() -> None:
+    for _ in range(100):
+        if books._Lookups.running == 0:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("the lookups' threads did not give their places back")
+
+
+async def test_lookups_at_add_time_are_bounded_and_one_that_hangs_holds_one_thread(monkeypatch: pytest.MonkeyPatch):
+    """A hanging name holds one of LOOKUPS threads past REACH_SECONDS; past LOOKUPS the answer is
+    Busy at once (nothing queues behind them), and once they return the next lookup runs."""
+    release, entered = hang_lookups(monkeypatch)
     try:
-        given_up = await asyncio.gather(*(books.reach_problem(url, False) for _ in range(books.LOOKUPS)))
+        given_up = await asyncio.gather(*(books.reach_problem(BOOK_URL, False) for _ in range(books.LOOKUPS)))
         assert all(problem is not None and "cannot reach" in problem for problem in given_up)  # timed out
         assert books._Lookups.running == books.LOOKUPS  # ...and their threads still wait on the resolver
         with pytest.raises(books.Busy):
-            await books.reach_problem(url, False)
+            await books.reach_problem(BOOK_URL, False)
     finally:
         release.set()
     for _ in range(books.LOOKUPS):
         assert entered.acquire(timeout=5)
     assert not entered.acquire(timeout=0.1), "the refused lookup ran after all"
-    for _ in range(100):
-        if books._Lookups.running == 0:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail("the lookups' threads did not give their places back")
-    assert await books.reach_problem(url, False) is None  # the bound is free again; the answer is used
+    await lookups_finished()
+    assert await books.reach_problem(BOOK_URL, False) is None  # the bound is free again; the answer is used
 
 
 async def test_one_user_has_one_lookup_at_a_time_and_a_thread_that_cannot_start_frees_its_place(
         monkeypatch: pytest.MonkeyPatch):
-    import threading
-    release = threading.Event()
-
-    def hanging(host: str, port: int, family: int, kind: int) -> list[Any]:
-        assert release.wait(30), "never released"
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
-
-    monkeypatch.setattr(books, "_getaddrinfo", hanging)
-    monkeypatch.setattr(books, "REACH_SECONDS", 0.2)
-    url = "https://dav.example.test/alice/book/"
+    release, _ = hang_lookups(monkeypatch)
     try:
-        assert await books.reach_problem(url, False, owner=7) is not None  # given up on; its thread still runs
+        assert await books.reach_problem(BOOK_URL, False, owner=7) is not None  # given up on; its thread still runs
         with pytest.raises(books.Busy, match="last server you named"):
-            await books.reach_problem(url, False, owner=7)
-        assert await books.reach_problem(url, False, owner=8) is not None  # another user is not held up
+            await books.reach_problem(BOOK_URL, False, owner=7)
+        assert await books.reach_problem(BOOK_URL, False, owner=8) is not None  # another user is not held up
     finally:
         release.set()
-    for _ in range(100):
-        if books._Lookups.running == 0:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail("the lookups' threads did not give their places back")
+    await lookups_finished()
 
     def no_thread(self: threading.Thread) -> None:
         raise RuntimeError("can't start new thread")
@@ -265,9 +263,9 @@ async def test_one_user_has_one_lookup_at_a_time_and_a_thread_that_cannot_start_
         patched.setattr(threading.Thread, "start", no_thread)
         for _ in range(books.LOOKUPS + 1):
             with pytest.raises(books.Busy, match="cannot check"):
-                await books.reach_problem(url, False, owner=7)
+                await books.reach_problem(BOOK_URL, False, owner=7)
     assert books._Lookups.running == 0 and not books._Lookups.owners
-    assert await books.reach_problem(url, False, owner=7) is None
+    assert await books.reach_problem(BOOK_URL, False, owner=7) is None
 
 
 class Resolver(AbstractResolver):
